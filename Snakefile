@@ -1,0 +1,26 @@
+# Extrapolation Merging (ExMe): fine-tune -> select -> extrapolate -> merge -> evaluate -> report.
+# The stages live in workflow/rules/; the logic in the `exme` package (src/exme).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/finetune.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/select.smk"
+include: "workflow/rules/merge.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        final_outputs(),

@@ -1,0 +1,91 @@
+"""Checks of the pipeline's config that its JSON Schema cannot express.
+
+The Snakefile calls `check_config` after schema validation and before any job runs, so that a bad
+config fails at once with one message that names the config key or file, and nothing is written.
+"""
+
+from pathlib import Path
+
+from exme.errors import ExmeError
+from exme.naming import checkpoint_steps
+
+RULES = (
+    "build_demo_data",
+    "pretrain_base",
+    "finetune",
+    "evaluate",
+    "select_checkpoints",
+    "recipe",
+    "search_alpha",
+    "search_beta",
+    "export_final",
+    "collect_scores",
+    "report",
+)
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'2GB' -> 2_000_000_000 bytes; '500MiB' -> 524_288_000; a bare number is bytes."""
+    stripped = text.strip().upper()
+    unit = next((u for u in sorted(_SIZE_UNITS, key=len, reverse=True) if stripped.endswith(u)), "B")
+    number = stripped[: len(stripped) - len(unit)] if stripped.endswith(unit) else stripped
+    try:
+        return int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise ExmeError(f"not a size: {text!r} (expected e.g. 500MB or 2GB)") from None
+
+
+def demo_task_name(generator: str) -> str:
+    """The lm-eval task name under which the demo registers a task generator."""
+    return f"demo_{generator}"
+
+
+def check_config(config: dict, known_demo_tasks: frozenset[str]) -> None:
+    finetune = config["finetune"]
+    if finetune["max_steps"] % finetune["save_steps"]:
+        raise ExmeError(
+            f"finetune.max_steps ({finetune['max_steps']}) must be a multiple of "
+            f"finetune.save_steps ({finetune['save_steps']})"
+        )
+    n_checkpoints = len(checkpoint_steps(finetune["max_steps"], finetune["save_steps"]))
+    if config["selection"]["top_k"] > n_checkpoints:
+        raise ExmeError(
+            f"selection.top_k ({config['selection']['top_k']}) exceeds the number of checkpoints "
+            f"({n_checkpoints}) that finetune.max_steps / finetune.save_steps give"
+        )
+    if any(alpha < 0 for alpha in config["extrapolation"]["alpha_grid"]):
+        raise ExmeError("extrapolation.alpha_grid: alpha must be >= 0 (extrapolation away from the base)")
+    _check_models_and_tasks(config, known_demo_tasks)
+    parse_size(config["output"]["shard_size"])
+    unknown = sorted(set(config["resources"]) - {"default", *RULES})
+    if unknown:
+        raise ExmeError(f"resources.{unknown[0]}: no rule of that name (rules: {', '.join(RULES)})")
+
+
+def _check_models_and_tasks(config: dict, known_demo_tasks: frozenset[str]) -> None:
+    task_names = [task["name"] for task in config["evaluation"]["tasks"]]
+    if config["demo"]["activate"]:
+        demo = config["demo"]
+        for key in ("tasks", "n_train", "n_dev", "n_test", "n_pretrain_lines", "model", "pretrain"):
+            if key not in demo:
+                raise ExmeError(f"demo.{key} is required when demo.activate is true")
+        for generator in demo["tasks"]:
+            if generator not in known_demo_tasks:
+                raise ExmeError(
+                    f"demo.tasks: unknown task {generator!r} (known: {', '.join(sorted(known_demo_tasks))})"
+                )
+        built = {demo_task_name(g) for g in demo["tasks"]}
+        for name in task_names:
+            if name not in built:
+                raise ExmeError(
+                    f"evaluation.tasks: unknown task {name!r}; the demo builds {', '.join(sorted(built))}"
+                )
+        return
+    for key, path in (("model.base", config["model"].get("base")), ("data.sft_train", config["data"].get("sft_train"))):
+        if not path:
+            raise ExmeError(f"{key} is required when demo.activate is false")
+        if not Path(path).exists():
+            raise ExmeError(f"{key}: {path} does not exist")
+    if not (Path(config["model"]["base"]) / "config.json").is_file():
+        raise ExmeError(f"model.base: {config['model']['base']} is not a Hugging Face model folder (no config.json)")

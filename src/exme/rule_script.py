@@ -1,0 +1,21 @@
+"""The frame of every rule script: log to the rule's log file, turn bad input into one clear line."""
+
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stderr, redirect_stdout
+from typing import Any
+
+from exme.errors import ExmeError
+
+
+def run_rule(main: Callable[[Any], None], snakemake: Any) -> None:
+    """Run `main(snakemake)` with its output in the rule's log; an ExmeError exits 1 with its message
+    both in the log and on the console, so Snakemake's own error report shows the cause."""
+    with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
+        try:
+            main(snakemake)
+        except ExmeError as error:
+            message = f"error in rule {snakemake.rule}: {error}"
+            print(message, file=log)
+            print(message, file=sys.__stderr__)
+            sys.exit(1)

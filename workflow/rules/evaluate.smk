@@ -1,0 +1,26 @@
+# lm-evaluation-harness on one model and one split; recipe models are built in memory.
+
+
+rule evaluate:
+    input:
+        unpack(model_inputs),
+    output:
+        f"{OUT}/eval/{{split}}/{{model}}.json",
+    log:
+        f"{OUT}/logs/evaluate/{{split}}/{{model}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
+    conda:
+        "../../envs/eval.yaml"
+    threads: rule_threads("evaluate")
+    resources:
+        **rule_resources("evaluate"),
+    params:
+        location=model_location,
+        tasks=TASKS,
+        include_path=task_include_path(),
+        batch_size=config["evaluation"]["batch_size"],
+        limit=config["evaluation"]["limit"],
+        seed=config["seed"],
+    script:
+        "../scripts/evaluate.py"

@@ -1,0 +1,27 @@
+# Supervised fine-tuning with the Hugging Face Trainer, saving a checkpoint every `save_steps`.
+# The Trainer's own state lives outside the declared output so that a killed job resumes from its
+# last checkpoint instead of starting over (Snakemake deletes the outputs of a failed job).
+
+
+rule finetune:
+    input:
+        unpack(data_inputs),
+        base=base_model_path(),
+    output:
+        directory(f"{OUT}/sft"),
+    log:
+        f"{OUT}/logs/finetune.log",
+    benchmark:
+        f"{OUT}/benchmarks/finetune.tsv"
+    conda:
+        "../../envs/train.yaml"
+    threads: rule_threads("finetune")
+    resources:
+        **rule_resources("finetune"),
+    params:
+        train_file=sft_train_path(),
+        state_dir=f"{OUT}/finetune_state",
+        hyperparameters=config["finetune"],
+        seed=config["seed"],
+    script:
+        "../scripts/finetune.py"

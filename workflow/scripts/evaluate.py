@@ -1,0 +1,35 @@
+"""Rule evaluate: lm-eval on one model (a folder, or a recipe built in memory) and one split."""
+
+from exme.evaluation import evaluate_model, scores_from_results, write_results
+from exme.models import load_model
+from exme.rule_script import run_rule
+
+
+def main(smk):
+    params = smk.params
+    model, tokenizer = load_model(params.location)
+    results = evaluate_model(
+        model,
+        tokenizer,
+        tasks=[task["name"] for task in params.tasks],
+        split=smk.wildcards.split,
+        include_path=params.include_path,
+        batch_size=params.batch_size,
+        seed=params.seed,
+        limit=params.limit,
+    )
+    scores = scores_from_results(results, {task["name"]: task["metric"] for task in params.tasks})
+    write_results(
+        smk.output[0],
+        {
+            "model": smk.wildcards.model,
+            "split": smk.wildcards.split,
+            "source": str(params.location),
+            "scores": scores,
+            "n_samples": results.get("n-samples"),
+            "lm_eval_results": results["results"],
+        },
+    )
+
+
+run_rule(main, snakemake)  # noqa: F821

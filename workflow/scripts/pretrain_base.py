@@ -1,0 +1,19 @@
+"""Rule pretrain_base: the demo's tiny base model, pretrained briefly on generic text."""
+
+from pathlib import Path
+
+from exme.demo.base_model import pretrain_base
+from exme.rule_script import run_rule
+
+
+def main(smk):
+    pretrain_base(
+        smk.output[0],
+        Path(smk.input.data) / "pretrain.txt",
+        **smk.params.model,
+        **smk.params.pretrain,
+        seed=smk.params.seed,
+    )
+
+
+run_rule(main, snakemake)  # noqa: F821
