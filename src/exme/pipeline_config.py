@@ -22,7 +22,15 @@ RULES = (
     "collect_scores",
     "report",
 )
-_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+_SIZE_UNITS = {
+    "B": 1,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "KIB": 2**10,
+    "MIB": 2**20,
+    "GIB": 2**30,
+}
 
 
 def parse_size(text: str) -> int:
@@ -82,10 +90,15 @@ def _check_models_and_tasks(config: dict, known_demo_tasks: frozenset[str]) -> N
                     f"evaluation.tasks: unknown task {name!r}; the demo builds {', '.join(sorted(built))}"
                 )
         return
-    for key, path in (("model.base", config["model"].get("base")), ("data.sft_train", config["data"].get("sft_train"))):
+    for key, path in (
+        ("model.base", config["model"].get("base")),
+        ("data.sft_train", config["data"].get("sft_train")),
+    ):
         if not path:
             raise ExmeError(f"{key} is required when demo.activate is false")
         if not Path(path).exists():
             raise ExmeError(f"{key}: {path} does not exist")
     if not (Path(config["model"]["base"]) / "config.json").is_file():
-        raise ExmeError(f"model.base: {config['model']['base']} is not a Hugging Face model folder (no config.json)")
+        raise ExmeError(
+            f"model.base: {config['model']['base']} is not a Hugging Face model folder (no config.json)"
+        )

@@ -10,7 +10,11 @@ from exme.naming import ModelName
 
 def expo_recipe(base: str, checkpoint: str, alpha: float, dtype: str | None) -> dict:
     return _recipe(
-        "extrapolate", base, [{"model": checkpoint, "parameters": {"alpha": alpha}}], checkpoint, dtype
+        "extrapolate",
+        base,
+        [{"model": checkpoint, "parameters": {"alpha": alpha}}],
+        checkpoint,
+        dtype,
     )
 
 
@@ -27,7 +31,12 @@ def exme_recipe(
 
 
 def _recipe(method: str, base: str, models: list[dict], tokenizer: str, dtype: str | None) -> dict:
-    recipe = {"merge_method": method, "base_model": base, "models": models, "tokenizer_source": tokenizer}
+    recipe = {
+        "merge_method": method,
+        "base_model": base,
+        "models": models,
+        "tokenizer_source": tokenizer,
+    }
     if dtype:
         recipe["dtype"] = dtype
     return recipe

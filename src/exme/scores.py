@@ -8,7 +8,19 @@ import pandas as pd
 from exme.naming import parse_model_name
 from exme.selection import read_evaluation
 
-COLUMNS = ["model", "method", "source", "rank", "alpha", "beta", "task", "split", "metric", "value", "seed"]
+COLUMNS = [
+    "model",
+    "method",
+    "source",
+    "rank",
+    "alpha",
+    "beta",
+    "task",
+    "split",
+    "metric",
+    "value",
+    "seed",
+]
 
 
 def tidy_scores(
@@ -28,20 +40,34 @@ def tidy_scores(
     for path in evaluation_paths:
         evaluation = read_evaluation(path)
         name = parse_model_name(evaluation["model"])
-        describe = {"method": name.method, "source": None, "rank": None, "alpha": None, "beta": None}
+        describe = {
+            "method": name.method,
+            "source": None,
+            "rank": None,
+            "alpha": None,
+            "beta": None,
+        }
         if name.method == "sft":
             describe["source"] = evaluation["model"]
             describe["rank"] = next((r for r, m in selected.items() if m == evaluation["model"]), None)
         elif name.method == "expo":
             describe["source"] = selected[name.rank]
             describe["rank"] = name.rank
-            describe["alpha"] = name.alpha if name.alpha is not None else alphas["chosen"][str(name.rank)]["alpha"]
+            describe["alpha"] = (
+                name.alpha if name.alpha is not None else alphas["chosen"][str(name.rank)]["alpha"]
+            )
         elif name.method == "exme":
             describe["source"] = "+".join(selected[rank] for rank in sorted(selected))
             describe["beta"] = name.beta if name.beta is not None else betas["beta"]
         for score in evaluation["scores"]:
             rows.append(
-                {"model": evaluation["model"], **describe, "split": evaluation["split"], **score, "seed": seed}
+                {
+                    "model": evaluation["model"],
+                    **describe,
+                    "split": evaluation["split"],
+                    **score,
+                    "seed": seed,
+                }
             )
     table = pd.DataFrame(rows, columns=COLUMNS)
     table["rank"] = table["rank"].astype("Int64")

@@ -42,9 +42,7 @@ rule report:
             subcategory="Extrapolation",
         ),
         beta=report(FIGURES["beta"], caption="../report/beta.rst", category="Figures"),
-        comparison=report(
-            FIGURES["comparison"], caption="../report/comparison.rst", category="Figures"
-        ),
+        comparison=report(FIGURES["comparison"], caption="../report/comparison.rst", category="Figures"),
         summary=f"{OUT}/summary.md",
     log:
         f"{OUT}/logs/report.log",

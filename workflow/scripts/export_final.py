@@ -1,6 +1,7 @@
 """Rule export_final: the ExMe model as a Hugging Face folder, streamed by the merge engine."""
 
 from exme.engine import merge_to_dir
+
 from exme.recipe import load_recipe
 from exme.rule_script import run_rule
 

@@ -14,9 +14,7 @@ def main(smk):
         alpha = best_on_grid(curve)
         chosen[rank] = {"alpha": alpha, "dev_mean": curve[alpha]}
         curves[rank] = {format_coef(alpha): mean for alpha, mean in curve.items()}
-    write_json(
-        smk.output[0], {"strategy": smk.params.strategy, "chosen": chosen, "curves": curves}
-    )
+    write_json(smk.output[0], {"strategy": smk.params.strategy, "chosen": chosen, "curves": curves})
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -9,8 +9,7 @@ from exme.selection import dev_means, top_k
 def main(smk):
     means = dev_means(smk.input.evaluations)
     ranking = [
-        {"model": name, "step": parse_model_name(name).step, "dev_mean": mean}
-        for name, mean in means.items()
+        {"model": name, "step": parse_model_name(name).step, "dev_mean": mean} for name, mean in means.items()
     ]
     selected = [
         {"rank": rank, **next(entry for entry in ranking if entry["model"] == name)}

@@ -10,10 +10,10 @@ from exme.rule_script import run_rule
 def main(smk):
     selection = read_json(smk.input.selection)["selected"]
     chosen_alphas = None
-    if "alphas" in smk.input.keys():
+    if "alphas" in smk.input.keys():  # noqa: SIM118 (Namedlist `in` tests values)
         chosen = read_json(smk.input.alphas)["chosen"]
         chosen_alphas = [chosen[str(entry["rank"])]["alpha"] for entry in selection]
-    chosen_beta = read_json(smk.input.betas)["beta"] if "betas" in smk.input.keys() else None
+    chosen_beta = read_json(smk.input.betas)["beta"] if "betas" in smk.input.keys() else None  # noqa: SIM118
     recipe = recipe_for(
         parse_model_name(smk.wildcards.recipe),
         base=smk.input.base,

@@ -1,0 +1,30 @@
+"""Running the pipeline's Snakemake CLI in a scratch working directory, as a user would."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = sorted([*REPO.glob("config/*.yaml"), *REPO.glob(".test/config_*/config.yaml")])
+CI_CONFIG = REPO / ".test/config_ci/config.yaml"
+
+
+def run_snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
+    command += ["--configfile", str(configfile), "--cores", "2", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1800)
+
+
+def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
+    """{rule: job count} from a dry run's 'Job stats' table (empty when nothing is to be done)."""
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not match:
+            break
+        jobs[match[1]] = int(match[2])
+    return jobs

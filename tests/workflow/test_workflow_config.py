@@ -1,0 +1,142 @@
+"""The config: every shipped file validates, and each bad value fails with a message naming its key."""
+
+import copy
+import shutil
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+from snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
+
+from exme.demo.tasks import TASK_GENERATORS
+from exme.errors import ExmeError
+from exme.pipeline_config import check_config
+
+SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
+
+
+def load(path):
+    return yaml.safe_load(path.read_text())
+
+
+def validated(config):
+    config = copy.deepcopy(config)
+    validate(config, str(SCHEMA))
+    return config
+
+
+def required_keys(schema, config, prefix=()):
+    """Dotted paths of every key the schema requires, reached through the given config."""
+    schema = _resolve(schema)
+    for key in schema.get("required", []):
+        yield (*prefix, key)
+    for key, sub_schema in schema.get("properties", {}).items():
+        value = config.get(key) if isinstance(config, dict) else None
+        sub_schema = _resolve(sub_schema)
+        if isinstance(value, dict):
+            yield from required_keys(sub_schema, value, (*prefix, key))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            yield from required_keys(sub_schema["items"], value[0], (*prefix, key, 0))
+
+
+def _resolve(schema):
+    root = load(SCHEMA)
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema
+
+
+DEFAULT = load(REPO / "config/config.yaml")
+REQUIRED = list(required_keys(load(SCHEMA), DEFAULT))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_config_validates_and_passes_the_semantic_checks(path):
+    check_config(validated(load(path)), frozenset(TASK_GENERATORS))
+
+
+def test_the_required_keys_cover_every_stage():
+    dotted = {".".join(map(str, key)) for key in REQUIRED}
+    assert {"run", "seed", "finetune.learning_rate", "evaluation.tasks.0.metric"} <= dotted
+    assert {"extrapolation.alpha_grid", "merging.beta_grid", "resources.default"} <= dotted
+
+
+@pytest.mark.parametrize("key", REQUIRED, ids=lambda k: ".".join(map(str, k)))
+def test_a_missing_required_key_is_named(key):
+    config = copy.deepcopy(DEFAULT)
+    parent = config
+    for part in key[:-1]:
+        parent = parent[part]
+    del parent[key[-1]]
+    with pytest.raises(WorkflowError, match=f"'{key[-1]}' is a required property"):
+        validate(config, str(SCHEMA))
+
+
+BAD_VALUES = [
+    ("extrapolation", "alpha_grid", [], "alpha_grid"),
+    ("merging", "beta_grid", [], "beta_grid"),
+    ("merging", "beta_grid", [0.5, 1.5], "1.5"),
+    ("finetune", "learning_rate", "fast", "learning_rate"),
+    ("selection", "top_k", 1, "top_k"),
+    ("evaluation", "batch_size", 0, "batch_size"),
+    ("resources", "default", {"threads": 1, "memory": 10}, "memory"),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value", "named"), BAD_VALUES)
+def test_a_bad_value_fails_schema_validation_naming_it(section, key, value, named):
+    config = copy.deepcopy(DEFAULT)
+    config[section][key] = value
+    with pytest.raises(WorkflowError) as error:
+        validate(config, str(SCHEMA))
+    assert named in str(error.value)
+
+
+SEMANTIC_ERRORS = [
+    ({"selection": {"top_k": 99}}, "selection.top_k"),
+    ({"finetune": {"max_steps": 150}}, "finetune.max_steps"),
+    ({"demo": {"tasks": ["arith", "nonsense"]}}, "demo.tasks: unknown task 'nonsense'"),
+    ({"evaluation": {"tasks": [{"name": "hellaswag", "metric": "acc,none"}]}}, "evaluation.tasks"),
+    ({"extrapolation": {"alpha_grid": [-0.5, 0.5]}}, "extrapolation.alpha_grid"),
+    ({"resources": {"fine_tune": {"threads": 2}}}, "resources.fine_tune"),
+    ({"demo": {"activate": False}}, "model.base is required"),
+    ({"demo": {"activate": False}, "model": {"base": "/nonexistent"}}, "model.base: /nonexistent"),
+    ({"output": {"shard_size": "lots"}}, "shard_size"),
+]
+
+
+def _merged(base, override):
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@pytest.mark.parametrize(("override", "named"), SEMANTIC_ERRORS, ids=lambda v: str(v)[:40])
+def test_a_semantically_bad_config_is_refused_naming_the_key(override, named):
+    with pytest.raises((ExmeError, WorkflowError), match=named.replace(".", r"\.")):
+        check_config(validated(_merged(DEFAULT, override)), frozenset(TASK_GENERATORS))
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ({"selection": {"top_k": 99}}, "selection.top_k"),
+        ({"run": None}, "None is not of type 'string'"),
+    ],
+)
+def test_the_workflow_refuses_a_bad_config_before_writing_anything(tmp_path, override, named):
+    configfile = tmp_path / "bad.yaml"
+    configfile.write_text(yaml.safe_dump(_merged(load(CI_CONFIG), override)))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = run_snakemake(workdir, configfile, "--dry-run")
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+    leftovers = [p for p in workdir.iterdir() if p.name != ".snakemake"]
+    assert leftovers == []
+    shutil.rmtree(workdir)

@@ -1,0 +1,151 @@
+"""The pipeline itself: dry-run DAGs of every config, one full CI-sized run, and incremental reruns."""
+
+import os
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from exme.engine import build_state_dict
+from snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from exme.recipe import load_recipe
+
+RULES_BEFORE_MERGING = {"build_demo_data", "pretrain_base", "finetune", "select_checkpoints"}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_config_has_a_complete_dag(tmp_path, path):
+    jobs = planned_jobs(run_snakemake(tmp_path, path, "--dry-run"))
+    config = yaml.safe_load(path.read_text())
+    finetune = config["finetune"]
+    n_checkpoints = finetune["max_steps"] // finetune["save_steps"]
+    assert jobs["finetune"] == 1
+    assert jobs["select_checkpoints"] == 1
+    # Before the checkpoint runs, the DAG holds the dev and test evaluations of base and every checkpoint.
+    assert jobs["evaluate"] >= 2 * (1 + n_checkpoints)
+    assert {
+        "search_alpha",
+        "search_beta",
+        "export_final",
+        "collect_scores",
+        "report",
+        "all",
+    } <= set(jobs)
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    """One full run of the CI-sized demo; later tests read its outputs and rerun from it."""
+    workdir = tmp_path_factory.mktemp("ci_run")
+    result = run_snakemake(workdir, CI_CONFIG)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_the_run_writes_the_tidy_score_table(ci_run):
+    scores = pd.read_csv(ci_run / "results/ci/scores.csv")
+    assert {"model", "method", "alpha", "beta", "task", "split", "metric", "value", "seed"} <= set(scores)
+    assert set(scores["method"]) == {"base", "sft", "expo", "exme"}
+    assert scores["value"].between(0, 1).all()
+    test = scores[scores["split"] == "test"]
+    assert {"base", "sft-10", "sft-20", "sft-30", "expo1", "expo2", "exme"} <= set(test["model"])
+    # The dev grid holds every alpha for both selected checkpoints and every beta.
+    dev = scores[scores["split"] == "dev"]
+    assert sorted(dev[dev["method"] == "expo"]["alpha"].dropna().unique()) == [0.0, 0.5]
+    assert sorted(dev[dev["method"] == "exme"]["beta"].dropna().unique()) == [0.0, 0.5, 1.0]
+    assert (scores.groupby(["model", "split"]).size() == 4).all()
+
+
+@pytest.mark.slow
+def test_the_dev_search_chose_the_best_grid_points(ci_run):
+    scores = pd.read_csv(ci_run / "results/ci/scores.csv")
+    dev = scores[scores["split"] == "dev"].groupby("model")["value"].mean()
+    chosen_beta = yaml.safe_load((ci_run / "results/ci/search/beta.json").read_text())["beta"]
+    beta_curve = {beta: dev[f"exme-b{beta:g}"] for beta in (0.0, 0.5, 1.0)}
+    assert beta_curve[chosen_beta] == max(beta_curve.values())
+
+
+@pytest.mark.slow
+def test_the_final_model_loads_and_equals_its_recipe(ci_run):
+    final = ci_run / "results/ci/final"
+    model = AutoModelForCausalLM.from_pretrained(final)
+    AutoTokenizer.from_pretrained(final)
+    assert "merge_method: exme" in (final / "README.md").read_text()
+    recipe_path = ci_run / "results/ci/recipes/exme.yaml"
+    recipe = load_recipe(recipe_path)
+    assert recipe.merge_method == "exme"
+    cwd = os.getcwd()
+    os.chdir(ci_run)  # recipes name their sources relative to the working directory
+    try:
+        expected = build_state_dict(recipe)
+    finally:
+        os.chdir(cwd)
+    for name, tensor in model.state_dict().items():
+        if name in expected:
+            torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_the_run_writes_figures_and_summary(ci_run):
+    figures = ci_run / "results/ci/figures"
+    names = {path.name for path in figures.glob("*.png")}
+    assert {
+        "beta.png",
+        "comparison.png",
+        "extrapolation_mean.png",
+        "extrapolation_demo_arith.png",
+    } <= names
+    assert all(path.stat().st_size > 10_000 for path in figures.glob("*.png"))
+    summary = (ci_run / "results/ci/summary.md").read_text()
+    assert "ExMe vs the best SFT checkpoint" in summary and "β =" in summary
+
+
+@pytest.mark.slow
+def test_grids_add_no_model_sized_files(ci_run):
+    recipes = list((ci_run / "results/ci/recipes").glob("*.yaml"))
+    assert len(recipes) == 2 * 2 + 2 + 3 + 1
+    weights = [p for p in (ci_run / "results/ci").rglob("*.safetensors") if "sft" not in p.parts]
+    assert {p.relative_to(ci_run / "results/ci").parts[0] for p in weights} <= {"base", "final"}
+
+
+@pytest.mark.slow
+def test_a_completed_run_has_nothing_left_to_do(ci_run):
+    assert planned_jobs(run_snakemake(ci_run, CI_CONFIG, "--dry-run")) == {}
+
+
+def _rerun_plan(ci_run, tmp_path, **overrides):
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    for section, values in overrides.items():
+        config[section].update(values)
+    configfile = tmp_path / "changed.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    result = run_snakemake(ci_run, configfile, "--dry-run", "--printshellcmds")
+    return planned_jobs(result), result.stdout
+
+
+@pytest.mark.slow
+def test_changing_the_alpha_grid_reruns_no_finetuning_and_no_checkpoint_evaluation(ci_run, tmp_path):
+    jobs, log = _rerun_plan(ci_run, tmp_path, extrapolation={"alpha_grid": [0.0, 0.5, 1.5]})
+    assert RULES_BEFORE_MERGING.isdisjoint(jobs), jobs
+    assert "sft-" not in "".join(line for line in log.splitlines() if "output:" in line)
+    assert jobs["search_alpha"] == 1 and jobs["evaluate"] >= 2  # the two new grid points at least
+
+
+@pytest.mark.slow
+def test_changing_the_beta_grid_reruns_only_the_merging_stage(ci_run, tmp_path):
+    jobs, _ = _rerun_plan(ci_run, tmp_path, merging={"beta_grid": [0.25, 0.75]})
+    assert RULES_BEFORE_MERGING.isdisjoint(jobs) and "search_alpha" not in jobs, jobs
+    assert jobs["search_beta"] == 1
+
+
+@pytest.mark.slow
+def test_changing_the_learning_rate_reruns_everything_downstream_of_finetuning(ci_run, tmp_path):
+    jobs, log = _rerun_plan(ci_run, tmp_path, finetune={"learning_rate": 1.0e-3})
+    assert "Params have changed since last execution" in log
+    assert jobs["finetune"] == 1 and "pretrain_base" not in jobs and "build_demo_data" not in jobs
+    assert {"select_checkpoints", "evaluate", "collect_scores", "report", "export_final"} <= set(jobs)
+    # All evaluations downstream of the checkpoints: base is untouched, each checkpoint's dev and test.
+    assert jobs["evaluate"] >= 2 * 3
