@@ -1,0 +1,94 @@
+"""The `exme` command line: `exme merge CONFIG.yml OUT_DIR`, `exme methods`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from exme.errors import ExmeError
+
+
+def _methods_text() -> str:
+    from exme.methods.registry import BasePolicy, registered_methods
+
+    lines = []
+    for method in registered_methods():
+        base = "needs base_model" if method.base is BasePolicy.REQUIRED else "no base"
+        lines.append(f"  {method.name}  ({method.pretty_name}; {base})")
+        for parameter in method.parameters:
+            default = "required" if parameter.required else f"default {parameter.default}"
+            lines.append(
+                f"      {parameter.name}: {parameter.type.__name__}, "
+                f"{parameter.scope.value.replace('_', '-')}, {default}"
+            )
+    return "\n".join(lines)
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from exme.engine import merge_to_dir
+    from exme.recipe import load_recipe
+
+    out_dir = merge_to_dir(
+        load_recipe(args.config),
+        args.out_dir,
+        shard_size=args.shard_size,
+        overwrite=args.overwrite,
+        device=args.device,
+        show_progress=False if args.no_progress else None,
+    )
+    print(out_dir)
+
+
+def _methods(args: argparse.Namespace) -> None:
+    print("merge methods and their parameters (global or per-model):")
+    print(_methods_text())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exme", description="Extrapolation merging and model-merging tools."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    merge = commands.add_parser(
+        "merge",
+        help="merge models as a mergekit-format YAML recipe says",
+        description="Stream a merge of Hugging Face safetensors models into OUT_DIR. The recipe "
+        "uses mergekit's YAML format (merge_method, base_model, models, parameters, dtype, "
+        "out_dtype, tokenizer_source) plus an optional random_seed for DARE.",
+        epilog="methods:\n" + _methods_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    merge.add_argument("config", metavar="CONFIG.yml", help="the merge recipe")
+    merge.add_argument("out_dir", metavar="OUT_DIR", help="the model folder to create")
+    merge.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    merge.add_argument("--shard-size", default="5GB", help="largest output shard, e.g. 500MB (default 5GB)")
+    merge.add_argument(
+        "--device", choices=("cpu", "cuda"), help="compute device (default: cuda if available)"
+    )
+    merge.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    merge.set_defaults(run=_merge)
+    methods = commands.add_parser("methods", help="list merge methods and their parameters")
+    methods.set_defaults(run=_methods)
+    return parser
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # Raising lets the merge remove its half-written staging folder on the way out.
+    sys.exit(128 + signum)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        args.run(args)
+    except ExmeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The streaming merge engine: each output tensor is computed from its inputs and written at once.
+
+Memory stays at a few tensors whatever the model size: a reader thread prefetches the inputs of
+the next tensors (overlapping disk reads with compute and writes) through a bounded queue, and
+results are appended straight into the output shard files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from tqdm import tqdm
+
+from exme.checkpoint import TensorLocation, read_tensor
+from exme.device import default_device
+from exme.errors import ExmeError
+from exme.merge_plan import MergePlan, TensorJob, plan_merge
+from exme.methods.registry import MethodInputs
+from exme.output_folder import write_metadata_files
+from exme.recipe import Recipe
+from exme.shard_writer import parse_size, plan_shards, write_shards
+
+DEFAULT_SHARD_SIZE = 5 * 10**9
+_PREFETCH_DEPTH = 2  # tensors read ahead: enough to keep the disk busy, few enough to stay small
+
+Item = TypeVar("Item")
+Loaded = TypeVar("Loaded")
+
+
+def _prefetched(items: Iterable[Item], load: Callable[[Item], Loaded]) -> Iterator[tuple[Item, Loaded]]:
+    """Yield (item, load(item)) with loads running ahead in a thread, at most a few at a time."""
+    results: queue.Queue = queue.Queue(maxsize=_PREFETCH_DEPTH)
+    stopped = threading.Event()
+    finished = object()
+
+    def worker() -> None:
+        try:
+            for item in items:
+                if stopped.is_set():
+                    return
+                results.put((item, load(item)))
+            results.put(finished)
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            results.put(error)
+
+    thread = threading.Thread(target=worker, daemon=True, name="exme-reader")
+    thread.start()
+    try:
+        while (entry := results.get()) is not finished:
+            if isinstance(entry, BaseException):
+                raise entry
+            yield entry
+    finally:
+        stopped.set()
+        while thread.is_alive():  # unblock a worker waiting on a full queue
+            with contextlib.suppress(queue.Empty):
+                results.get(timeout=0.1)
+
+
+class _Executor:
+    def __init__(self, plan: MergePlan, device: torch.device):
+        self.plan = plan
+        self.device = device
+        self.compute_dtype = torch.float64 if plan.input_dtype == torch.float64 else torch.float32
+
+    def load(self, location: TensorLocation) -> torch.Tensor:
+        tensor = read_tensor(location)
+        if self.plan.input_dtype is not None:
+            tensor = tensor.to(self.plan.input_dtype)
+        return tensor.to(self.device, non_blocking=True).to(self.compute_dtype)
+
+    def load_job(self, job: TensorJob) -> list[torch.Tensor]:
+        return [self.load(location) for location in job.locations]
+
+    def compute(self, job: TensorJob, tensors: list[torch.Tensor]) -> torch.Tensor:
+        base = tensors[0] if job.base else None
+        inputs = MethodInputs(
+            tensor_name=job.output.name,
+            tensors=tensors[1:] if job.base else tensors,
+            base=base,
+            generator_for=lambda index: torch.Generator(self.device).manual_seed(job.seed + index),
+        )
+        result = self.plan.method(inputs, **job.parameters).to(job.output.dtype)
+        if not bool(torch.isfinite(result).all()):
+            raise ExmeError(self._non_finite_message(job, tensors))
+        return result.cpu()
+
+    def _non_finite_message(self, job: TensorJob, tensors: list[torch.Tensor]) -> str:
+        culprits = [
+            str(location.file.parent)
+            for location, tensor in zip(job.locations, tensors, strict=True)
+            if not bool(torch.isfinite(tensor).all())
+        ]
+        cause = f"; non-finite input in {', '.join(culprits)}" if culprits else ""
+        return f"result tensor {job.output.name!r} has NaN or Inf values{cause}"
+
+    def results(self, show_progress: bool | None) -> Iterator[tuple[str, torch.Tensor]]:
+        disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+        with tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress:
+            for job, tensors in _prefetched(self.plan.jobs, self.load_job):
+                yield job.output.name, self.compute(job, tensors)
+                del tensors
+                progress.update()
+
+
+def build_state_dict(recipe: Recipe, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
+    """Merge into memory: {tensor name: CPU tensor in the output dtype}."""
+    executor = _Executor(plan_merge(recipe), torch.device(device or default_device()))
+    return dict(executor.results(show_progress=False))
+
+
+def merge_to_dir(
+    recipe: Recipe,
+    out_dir: str | os.PathLike[str],
+    *,
+    shard_size: int | str = DEFAULT_SHARD_SIZE,
+    overwrite: bool = False,
+    device: str | torch.device | None = None,
+    show_progress: bool | None = None,
+) -> Path:
+    """Merge into a Hugging Face model folder, built aside and renamed into place at the end."""
+    out_dir = Path(out_dir).absolute()
+    if out_dir.exists() and not overwrite:
+        raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
+    max_shard_bytes = parse_size(shard_size)
+    plan = plan_merge(recipe)
+    executor = _Executor(plan, torch.device(device or default_device()))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        shards = plan_shards((job.output for job in plan.jobs), max_shard_bytes)
+        write_shards(staging, shards, executor.results(show_progress))
+        write_metadata_files(plan, staging, title=out_dir.name)
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    # Swap via a second aside name so the old folder is replaced only by a complete new one.
+    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+    out_dir.rename(retired / "old")
+    staging.rename(out_dir)
+    shutil.rmtree(retired, ignore_errors=True)

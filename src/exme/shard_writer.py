@@ -1,0 +1,122 @@
+"""Writing safetensors shards tensor by tensor.
+
+No library streams safetensors writes (safetensors.torch.save_file needs every tensor of the file
+in memory), so the header is written from the known names, dtypes and shapes first and each
+tensor's bytes are appended as soon as it is computed: memory stays at one tensor, not one shard.
+Format: 8-byte little-endian header length, JSON header padded with spaces to a multiple of 8,
+then the tensors' bytes in header order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from exme.checkpoint import SAFETENSORS_DTYPES
+from exme.errors import ExmeError
+
+_DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}  # fmt: skip
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes from an int or a string like "500MB", "5GB", "2GiB"."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        value = size
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(size))
+        if not match or match.group(2).upper() not in _SIZE_UNITS:
+            raise ExmeError(f"invalid shard size {size!r}; use bytes or e.g. 500MB, 5GB")
+        value = int(float(match.group(1)) * _SIZE_UNITS[match.group(2).upper()])
+    if value <= 0:
+        raise ExmeError(f"shard size must be positive, got {size!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+
+    @property
+    def nbytes(self) -> int:
+        numel = 1
+        for dim in self.shape:
+            numel *= dim
+        return numel * self.dtype.itemsize
+
+
+def plan_shards(specs: Iterable[TensorSpec], max_shard_bytes: int) -> list[list[TensorSpec]]:
+    """Fill shards in order; a new one starts when the next tensor would overflow (as mergekit)."""
+    shards: list[list[TensorSpec]] = [[]]
+    filled = 0
+    for spec in specs:
+        if shards[-1] and filled + spec.nbytes > max_shard_bytes:
+            shards.append([])
+            filled = 0
+        shards[-1].append(spec)
+        filled += spec.nbytes
+    return shards
+
+
+def shard_file_names(count: int) -> list[str]:
+    if count == 1:
+        return [SINGLE_FILE]
+    return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+
+
+def _header(specs: list[TensorSpec]) -> bytes:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for spec in specs:
+        header[spec.name] = {
+            "dtype": _DTYPE_NAMES[spec.dtype],
+            "shape": list(spec.shape),
+            "data_offsets": [offset, offset + spec.nbytes],
+        }
+        offset += spec.nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    return len(encoded).to_bytes(8, "little") + encoded
+
+
+def _write_tensor(file: BinaryIO, spec: TensorSpec, tensor: torch.Tensor) -> None:
+    if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
+        raise RuntimeError(f"tensor {spec.name} does not match its planned dtype and shape")
+    if tensor.numel():
+        file.write(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+
+
+def write_shards(
+    directory: Path,
+    shards: list[list[TensorSpec]],
+    tensors: Iterator[tuple[str, torch.Tensor]],
+) -> None:
+    """Write `tensors` (arriving in shard order) into the planned shards, plus the index if >1."""
+    names = shard_file_names(len(shards))
+    for file_name, specs in zip(names, shards, strict=True):
+        with open(directory / file_name, "wb") as file:
+            file.write(_header(specs))
+            for spec in specs:
+                name, tensor = next(tensors)
+                if name != spec.name:
+                    raise RuntimeError(f"expected tensor {spec.name}, got {name}")
+                _write_tensor(file, spec, tensor)
+    if len(shards) > 1:
+        index = {
+            "metadata": {"total_size": sum(s.nbytes for shard in shards for s in shard)},
+            "weight_map": {
+                spec.name: file_name for file_name, specs in zip(names, shards, strict=True) for spec in specs
+            },
+        }
+        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
