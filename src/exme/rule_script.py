@@ -1,6 +1,7 @@
 """The frame of every rule script: log to the rule's log file, turn bad input into one clear line."""
 
 import sys
+import traceback
 from collections.abc import Callable
 from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
@@ -9,8 +10,9 @@ from exme.errors import ExmeError
 
 
 def run_rule(main: Callable[[Any], None], snakemake: Any) -> None:
-    """Run `main(snakemake)` with its output in the rule's log; an ExmeError exits 1 with its message
-    both in the log and on the console, so Snakemake's own error report shows the cause."""
+    """Run `main(snakemake)` with its output in the rule's log. An ExmeError exits 1 with its message
+    in the log and on the console, where Snakemake's error report shows it; any other exception is
+    logged with its traceback and re-raised."""
     with open(snakemake.log[0], "w") as log, redirect_stdout(log), redirect_stderr(log):
         try:
             main(snakemake)
@@ -19,3 +21,6 @@ def run_rule(main: Callable[[Any], None], snakemake: Any) -> None:
             print(message, file=log)
             print(message, file=sys.__stderr__)
             sys.exit(1)
+        except Exception:
+            traceback.print_exc(file=log)
+            raise
