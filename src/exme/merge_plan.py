@@ -16,7 +16,7 @@ import torch
 
 from exme.checkpoint import ModelFolder, TensorLocation
 from exme.errors import ExmeError
-from exme.methods.registry import MergeMethod, Parameter, Scope
+from exme.methods.registry import BasePolicy, MergeMethod, Parameter, Scope
 from exme.recipe import Recipe
 from exme.shard_writer import TensorSpec
 
@@ -130,7 +130,8 @@ def tensor_seed(seed: int, tensor: str) -> int:
 
 def plan_merge(recipe: Recipe) -> MergePlan:
     method = recipe.method
-    base = None if recipe.non_base_models == recipe.models else ModelFolder(Path(recipe.base_model))
+    uses_base = method.base is BasePolicy.REQUIRED
+    base = ModelFolder(Path(recipe.base_model)) if uses_base else None
     models = tuple(ModelFolder(Path(entry.model)) for entry in recipe.non_base_models)
     folders = (base, *models) if base else models
     _check_compatible(folders)

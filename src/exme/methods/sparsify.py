@@ -39,7 +39,9 @@ def sparsify(
             return torch.zeros_like(delta)
         keep = max(1, int(density * delta.numel()))
         mask = torch.zeros(delta.numel(), dtype=delta.dtype, device=delta.device)
-        mask[torch.topk(delta.abs().reshape(-1), keep, sorted=False).indices] = 1
+        # argsort rather than topk: among equal magnitudes (common in bf16) it keeps the same
+        # entries as mergekit does.
+        mask[torch.argsort(delta.abs().reshape(-1), descending=True)[:keep]] = 1
         return _masked(delta, mask.reshape(delta.shape), rescale)
     keep_mask = torch.rand(delta.shape, generator=generator, device=delta.device) < density
     return _masked(delta, keep_mask, rescale)
