@@ -113,9 +113,16 @@ class _Executor:
                 progress.update()
 
 
+def _device(device: str | torch.device | None) -> torch.device:
+    device = torch.device(device) if device is not None else default_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExmeError("device cuda was requested but CUDA is not available")
+    return device
+
+
 def build_state_dict(recipe: Recipe, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
     """Merge into memory: {tensor name: CPU tensor in the output dtype}."""
-    executor = _Executor(plan_merge(recipe), torch.device(device or default_device()))
+    executor = _Executor(plan_merge(recipe), _device(device))
     return dict(executor.results(show_progress=False))
 
 
@@ -134,7 +141,7 @@ def merge_to_dir(
         raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
     max_shard_bytes = parse_size(shard_size)
     plan = plan_merge(recipe)
-    executor = _Executor(plan, torch.device(device or default_device()))
+    executor = _Executor(plan, _device(device))
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
