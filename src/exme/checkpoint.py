@@ -9,6 +9,7 @@ with model size; a plain read keeps it at the size of the tensors in flight.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -83,15 +84,37 @@ def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
     return locations
 
 
-def read_tensor(location: TensorLocation) -> torch.Tensor:
-    tensor = torch.empty(location.shape, dtype=location.dtype)
-    buffer = tensor.view(-1).view(torch.uint8).numpy() if tensor.numel() else memoryview(b"")
-    with open(location.file, "rb", buffering=0) as handle:
-        handle.seek(location.start)
-        read = handle.readinto(buffer)
-    if read != location.end - location.start:
-        raise ExmeError(f"{location.file}: truncated while reading tensor {location.name!r}")
-    return tensor
+class TensorReader:
+    """Reads whole tensors or blocks of their rows, keeping each file open once."""
+
+    def __init__(self) -> None:
+        self._descriptors: dict[Path, int] = {}
+
+    def read(self, location: TensorLocation, rows: range | None = None) -> torch.Tensor:
+        shape, offset = location.shape, location.start
+        if rows is not None:
+            offset += rows.start * (location.end - location.start) // shape[0]
+            shape = (len(rows), *shape[1:])
+        tensor = torch.empty(shape, dtype=location.dtype)
+        if tensor.numel():
+            self._read_into(location, memoryview(tensor.view(-1).view(torch.uint8).numpy()), offset)
+        return tensor
+
+    def _read_into(self, location: TensorLocation, buffer: memoryview, offset: int) -> None:
+        descriptor = self._descriptors.get(location.file)
+        if descriptor is None:
+            descriptor = self._descriptors[location.file] = os.open(location.file, os.O_RDONLY)
+        done = 0
+        while done < len(buffer):  # one pread returns at most ~2 GB
+            count = os.preadv(descriptor, [buffer[done:]], offset + done)
+            if count == 0:
+                raise ExmeError(f"{location.file}: truncated while reading {location.name!r}")
+            done += count
+
+    def close(self) -> None:
+        for descriptor in self._descriptors.values():
+            os.close(descriptor)
+        self._descriptors.clear()
 
 
 @dataclass(frozen=True)

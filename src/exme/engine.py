@@ -8,6 +8,7 @@ results are appended straight into the output shard files.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import shutil
@@ -15,13 +16,15 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from tqdm import tqdm
 
-from exme.checkpoint import TensorLocation, read_tensor
+from exme.checkpoint import TensorReader
 from exme.device import default_device
 from exme.errors import ExmeError
 from exme.merge_plan import MergePlan, TensorJob, plan_merge
@@ -31,7 +34,10 @@ from exme.recipe import Recipe
 from exme.shard_writer import parse_size, plan_shards, write_shards
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
-_PREFETCH_DEPTH = 2  # tensors read ahead: enough to keep the disk busy, few enough to stay small
+# Elementwise methods merge large tensors in blocks of about this many entries, so memory does not
+# grow with the largest tensor (a 70B model's embedding has 1e9 entries).
+_PIECE_ELEMENTS = 4 * 2**20
+_PREFETCH_DEPTH = 2  # blocks read ahead: enough to keep the disk busy, few enough to stay small
 
 Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")
@@ -67,50 +73,81 @@ def _prefetched(items: Iterable[Item], load: Callable[[Item], Loaded]) -> Iterat
                 results.get(timeout=0.1)
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """A block of rows of one output tensor (all of it when `rows` is None)."""
+
+    job: TensorJob
+    rows: range | None
+
+    @property
+    def completes_tensor(self) -> bool:
+        return self.rows is None or self.rows.stop == self.job.output.shape[0]
+
+
+def _pieces(plan: MergePlan) -> Iterator[_Piece]:
+    for job in plan.jobs:
+        shape = job.output.shape
+        if not shape or not shape[0] or not plan.method.is_elementwise(job.parameters):
+            yield _Piece(job, None)
+            continue
+        rows_per_piece = max(1, _PIECE_ELEMENTS * shape[0] // math.prod(shape))
+        for start in range(0, shape[0], rows_per_piece):
+            yield _Piece(job, range(start, min(start + rows_per_piece, shape[0])))
+
+
 class _Executor:
     def __init__(self, plan: MergePlan, device: torch.device):
         self.plan = plan
         self.device = device
         self.compute_dtype = torch.float64 if plan.input_dtype == torch.float64 else torch.float32
 
-    def load(self, location: TensorLocation) -> torch.Tensor:
-        tensor = read_tensor(location)
-        if self.plan.input_dtype is not None:
+    def load(self, reader: TensorReader, piece: _Piece) -> list[torch.Tensor]:
+        """Inputs in their stored dtype: upcasting here would double what the queue holds."""
+        return [reader.read(location, piece.rows) for location in piece.job.locations]
+
+    def _prepared(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.plan.input_dtype is not None:  # mergekit's `dtype` rounds inputs first
             tensor = tensor.to(self.plan.input_dtype)
-        return tensor.to(self.device, non_blocking=True).to(self.compute_dtype)
+        return tensor.to(self.device).to(self.compute_dtype)
 
-    def load_job(self, job: TensorJob) -> list[torch.Tensor]:
-        return [self.load(location) for location in job.locations]
-
-    def compute(self, job: TensorJob, tensors: list[torch.Tensor]) -> torch.Tensor:
-        base = tensors[0] if job.base else None
+    def compute(self, piece: _Piece, stored: list[torch.Tensor]) -> torch.Tensor:
+        job = piece.job
+        tensors = [self._prepared(tensor) for tensor in stored]
         inputs = MethodInputs(
             tensor_name=job.output.name,
             tensors=tensors[1:] if job.base else tensors,
-            base=base,
+            base=tensors[0] if job.base else None,
             generator_for=lambda index: torch.Generator(self.device).manual_seed(job.seed + index),
         )
         result = self.plan.method(inputs, **job.parameters).to(job.output.dtype)
+        del tensors, inputs
         if not bool(torch.isfinite(result).all()):
-            raise ExmeError(self._non_finite_message(job, tensors))
+            raise ExmeError(self._non_finite_message(job, stored))
         return result.cpu()
 
-    def _non_finite_message(self, job: TensorJob, tensors: list[torch.Tensor]) -> str:
+    def _non_finite_message(self, job: TensorJob, stored: list[torch.Tensor]) -> str:
         culprits = [
             str(location.file.parent)
-            for location, tensor in zip(job.locations, tensors, strict=True)
+            for location, tensor in zip(job.locations, stored, strict=True)
             if not bool(torch.isfinite(tensor).all())
         ]
         cause = f"; non-finite input in {', '.join(culprits)}" if culprits else ""
         return f"result tensor {job.output.name!r} has NaN or Inf values{cause}"
 
     def results(self, show_progress: bool | None) -> Iterator[tuple[str, torch.Tensor]]:
+        """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive."""
         disable = not sys.stderr.isatty() if show_progress is None else not show_progress
-        with tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress:
-            for job, tensors in _prefetched(self.plan.jobs, self.load_job):
-                yield job.output.name, self.compute(job, tensors)
-                del tensors
-                progress.update()
+        reader = TensorReader()
+        try:
+            with tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress:
+                loaded = _prefetched(_pieces(self.plan), partial(self.load, reader))
+                for piece, stored in loaded:
+                    yield piece.job.output.name, self.compute(piece, stored)
+                    del stored
+                    progress.update(int(piece.completes_tensor))
+        finally:
+            reader.close()
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -123,7 +160,10 @@ def _device(device: str | torch.device | None) -> torch.device:
 def build_state_dict(recipe: Recipe, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
     """Merge into memory: {tensor name: CPU tensor in the output dtype}."""
     executor = _Executor(plan_merge(recipe), _device(device))
-    return dict(executor.results(show_progress=False))
+    blocks: dict[str, list[torch.Tensor]] = {}
+    for name, block in executor.results(show_progress=False):
+        blocks.setdefault(name, []).append(block)
+    return {name: parts[0] if len(parts) == 1 else torch.cat(parts) for name, parts in blocks.items()}
 
 
 def merge_to_dir(

@@ -90,28 +90,34 @@ def _header(specs: list[TensorSpec]) -> bytes:
     return len(encoded).to_bytes(8, "little") + encoded
 
 
-def _write_tensor(file: BinaryIO, spec: TensorSpec, tensor: torch.Tensor) -> None:
-    if tensor.dtype != spec.dtype or tuple(tensor.shape) != spec.shape:
-        raise RuntimeError(f"tensor {spec.name} does not match its planned dtype and shape")
-    if tensor.numel():
-        file.write(tensor.contiguous().view(-1).view(torch.uint8).numpy())
+def _write_tensor(file: BinaryIO, spec: TensorSpec, blocks: Iterator[tuple[str, torch.Tensor]]) -> None:
+    """Append the tensor's bytes, taking as many row blocks as it needs from `blocks`."""
+    written = 0
+    while True:  # every tensor, even an empty one, arrives as at least one block
+        name, block = next(blocks)
+        if name != spec.name or block.dtype != spec.dtype:
+            raise RuntimeError(f"expected {spec.dtype} tensor {spec.name}, got {name}")
+        if block.numel():
+            file.write(block.contiguous().view(-1).view(torch.uint8).numpy())
+        written += block.numel() * block.dtype.itemsize
+        if written >= spec.nbytes:
+            break
+    if written != spec.nbytes:
+        raise RuntimeError(f"tensor {spec.name}: wrote {written} bytes, planned {spec.nbytes}")
 
 
 def write_shards(
     directory: Path,
     shards: list[list[TensorSpec]],
-    tensors: Iterator[tuple[str, torch.Tensor]],
+    blocks: Iterator[tuple[str, torch.Tensor]],
 ) -> None:
-    """Write `tensors` (arriving in shard order) into the planned shards, plus the index if >1."""
+    """Write the tensors, arriving as (name, block of rows) in shard order; an index if >1 shard."""
     names = shard_file_names(len(shards))
     for file_name, specs in zip(names, shards, strict=True):
         with open(directory / file_name, "wb") as file:
             file.write(_header(specs))
             for spec in specs:
-                name, tensor = next(tensors)
-                if name != spec.name:
-                    raise RuntimeError(f"expected tensor {spec.name}, got {name}")
-                _write_tensor(file, spec, tensor)
+                _write_tensor(file, spec, blocks)
     if len(shards) > 1:
         index = {
             "metadata": {"total_size": sum(s.nbytes for shard in shards for s in shard)},

@@ -18,6 +18,7 @@ from exme.methods.registry import (
 @merge_method(
     name="exme",
     pretty_name="ExMe (extrapolation merging)",
+    elementwise=True,
     reference_url="https://arxiv.org/abs/2503.04834",
     base=BasePolicy.REQUIRED,
     parameters=(

@@ -13,6 +13,7 @@ def extrapolated(tensor: torch.Tensor, base: torch.Tensor, alpha: float) -> torc
 @merge_method(
     name="extrapolate",
     pretty_name="EXPO (model extrapolation)",
+    elementwise=True,
     reference_url="https://arxiv.org/abs/2404.16792",
     base=BasePolicy.REQUIRED,
     parameters=(per_model_parameter("alpha", float),),

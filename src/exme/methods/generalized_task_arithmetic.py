@@ -21,6 +21,19 @@ from exme.methods.sparsify import Sparsification, sparsify
 _ZERO_WEIGHT_SUM = 1e-8
 
 
+def _sign_consensus_sum(deltas: torch.Tensor, weight: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """TIES: sum the weighted deltas agreeing in sign with their total, and their weights."""
+    weights = torch.tensor(weight, dtype=deltas.dtype, device=deltas.device)
+    weights = weights.reshape(-1, *([1] * (deltas.dim() - 1)))
+    deltas.mul_(weights)
+    majority_positive = deltas.sum(dim=0) >= 0
+    agrees = torch.where(majority_positive, deltas > 0, deltas < 0)
+    merged_delta = (deltas * agrees).sum(dim=0)
+    divisor = (weights * agrees).sum(dim=0)
+    divisor[divisor == 0] = 1
+    return merged_delta, divisor
+
+
 def _merge_function(sparsification: Sparsification | None, sign_consensus: bool):
     def merge(
         inputs: MethodInputs,
@@ -34,39 +47,32 @@ def _merge_function(sparsification: Sparsification | None, sign_consensus: bool)
     ) -> torch.Tensor:
         scale = keyword_named["lambda"]
         base = inputs.base
-        deltas = torch.stack(
-            [
-                sparsify(
-                    tensor - base,
-                    density=density[index],
-                    method=sparsification,
-                    rescale=rescale,
-                    generator=inputs.generator_for(index),
-                )
-                if sparsification
-                else tensor - base
-                for index, tensor in enumerate(inputs.tensors)
-            ]
+        deltas = (
+            sparsify(
+                tensor - base,
+                density=density[index],
+                method=sparsification,
+                rescale=rescale,
+                generator=inputs.generator_for(index),
+            )
+            if sparsification
+            else tensor - base
+            for index, tensor in enumerate(inputs.tensors)
         )
-        weights = torch.tensor(weight, dtype=deltas.dtype, device=deltas.device)
-        weights = weights.reshape(-1, *([1] * base.dim()))
-        deltas.mul_(weights)
         if sign_consensus:
-            majority_positive = deltas.sum(dim=0) >= 0
-            agrees = torch.where(majority_positive, deltas > 0, deltas < 0)
-            merged_delta = (deltas * agrees).sum(dim=0)
-            divisor = (weights * agrees).sum(dim=0)
-            divisor[divisor == 0] = 1
+            merged_delta, divisor = _sign_consensus_sum(torch.stack(list(deltas)), weight)
         else:
-            merged_delta = deltas.sum(dim=0)
-            divisor = weights.sum(dim=0)
-            divisor[divisor.abs() < _ZERO_WEIGHT_SUM] = 1
-        del deltas
+            merged_delta = torch.zeros_like(base)
+            for delta, model_weight in zip(deltas, weight, strict=True):
+                merged_delta.add_(delta, alpha=model_weight)
+            divisor = sum(weight)
+            if abs(divisor) < _ZERO_WEIGHT_SUM:
+                divisor = 1.0
         if normalize:
             merged_delta /= divisor
         if scale != 1:
             merged_delta *= scale
-        return base + merged_delta
+        return merged_delta.add_(base)
 
     return merge
 
@@ -100,5 +106,7 @@ for _name, _pretty_name, _url, _sparsification, _consensus, _normalize, _rescale
             base=BasePolicy.REQUIRED,
             parameters=_parameters(_normalize, _rescale),
             function=_merge_function(_sparsification, _consensus),
+            # Sparsification looks at whole tensors (top-k, norms, per-tensor random masks).
+            elementwise=lambda parameters: all(d >= 1 for d in parameters["density"]),
         )
     )

@@ -8,6 +8,7 @@ from exme.methods.registry import MethodInputs, global_parameter, merge_method, 
 @merge_method(
     name="linear",
     pretty_name="Linear",
+    elementwise=True,
     reference_url="https://arxiv.org/abs/2203.05482",
     parameters=(per_model_parameter("weight", float), global_parameter("normalize", bool, True)),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -71,6 +71,12 @@ class MergeMethod:
     function: MergeFunction
     min_models: int = 1
     max_models: int | None = None
+    # Whether each output entry depends only on the same entry of the inputs (given these
+    # parameter values): the engine may then merge a large tensor a block of rows at a time.
+    elementwise: bool | Callable[[Mapping[str, Any]], bool] = False
+
+    def is_elementwise(self, parameters: Mapping[str, Any]) -> bool:
+        return self.elementwise(parameters) if callable(self.elementwise) else self.elementwise
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -98,6 +104,7 @@ def merge_method(
     parameters: Sequence[Parameter] = (),
     min_models: int = 1,
     max_models: int | None = None,
+    elementwise: bool = False,
 ) -> Callable[[MergeFunction], MergeFunction]:
     """Register `function(inputs, **parameters)`; per-model values arrive as lists."""
 
