@@ -96,6 +96,30 @@ def _pieces(plan: MergePlan) -> Iterator[_Piece]:
             yield _Piece(job, range(start, min(start + rows_per_piece, shape[0])))
 
 
+def _all_finite(result: torch.Tensor, output: torch.Tensor) -> bool:
+    """Whether the result has no NaN/Inf, before and after casting to the output dtype.
+
+    A sum is NaN/Inf when any entry is, and costs a fraction of isfinite().all(); a finite sum
+    of weights cannot overflow float32. float16 output can overflow in the cast: check it fully.
+    """
+    if not math.isfinite(float(result.sum())):
+        return False
+    return output.dtype != torch.float16 or bool(torch.isfinite(output).all())
+
+
+@contextlib.contextmanager
+def _compute_threads(device: torch.device) -> Iterator[None]:
+    """Leave a core to the reader thread: merging is memory-bound and gains nothing from the
+    extra torch threads, which slow each operation several-fold when the cores are busy."""
+    previous = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) - 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class _Executor:
     def __init__(self, plan: MergePlan, device: torch.device):
         self.plan = plan
@@ -107,6 +131,7 @@ class _Executor:
         return [reader.read(location, piece.rows) for location in piece.job.locations]
 
     def _prepared(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The method's own fp32 copy on the compute device (the read buffer if already so)."""
         if self.plan.input_dtype is not None:  # mergekit's `dtype` rounds inputs first
             tensor = tensor.to(self.plan.input_dtype)
         return tensor.to(self.device).to(self.compute_dtype)
@@ -120,18 +145,21 @@ class _Executor:
             base=tensors[0] if job.base else None,
             generator_for=lambda index: torch.Generator(self.device).manual_seed(job.seed + index),
         )
-        result = self.plan.method(inputs, **job.parameters).to(job.output.dtype)
+        result = self.plan.method(inputs, **job.parameters)
         del tensors, inputs
-        if not bool(torch.isfinite(result).all()):
-            raise ExmeError(self._non_finite_message(job, stored))
-        return result.cpu()
+        output = result.to(job.output.dtype)
+        if not _all_finite(result, output):
+            raise ExmeError(self._non_finite_message(piece))
+        return output.cpu()
 
-    def _non_finite_message(self, job: TensorJob, stored: list[torch.Tensor]) -> str:
+    def _non_finite_message(self, piece: _Piece) -> str:
+        job, reader = piece.job, TensorReader()  # inputs afresh: the method may overwrite them
         culprits = [
             str(location.file.parent)
-            for location, tensor in zip(job.locations, stored, strict=True)
-            if not bool(torch.isfinite(tensor).all())
+            for location in job.locations
+            if not bool(torch.isfinite(reader.read(location, piece.rows)).all())
         ]
+        reader.close()
         cause = f"; non-finite input in {', '.join(culprits)}" if culprits else ""
         return f"result tensor {job.output.name!r} has NaN or Inf values{cause}"
 
@@ -140,7 +168,10 @@ class _Executor:
         disable = not sys.stderr.isatty() if show_progress is None else not show_progress
         reader = TensorReader()
         try:
-            with tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress:
+            with (
+                _compute_threads(self.device),
+                tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress,
+            ):
                 loaded = _prefetched(_pieces(self.plan), partial(self.load, reader))
                 for piece, stored in loaded:
                     yield piece.job.output.name, self.compute(piece, stored)

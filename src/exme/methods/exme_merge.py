@@ -28,9 +28,10 @@ from exme.methods.registry import (
     ),
 )
 def exme(inputs: MethodInputs, *, alpha: list[float], weight: list[float], normalize: bool) -> torch.Tensor:
-    result = torch.zeros_like(inputs.base)
+    result = None
     for tensor, model_alpha, model_weight in zip(inputs.tensors, alpha, weight, strict=True):
-        result.add_(extrapolated(tensor, inputs.base, model_alpha), alpha=model_weight)
+        expo = extrapolated(tensor, inputs.base, model_alpha).mul_(model_weight)
+        result = expo if result is None else result.add_(expo)
     if normalize:
         result.div_(sum(weight))
     return result

@@ -6,8 +6,8 @@ from exme.methods.registry import BasePolicy, MethodInputs, merge_method, per_mo
 
 
 def extrapolated(tensor: torch.Tensor, base: torch.Tensor, alpha: float) -> torch.Tensor:
-    """θ + α(θ − θ_base), computed as (1+α)θ − αθ_base without a delta temporary."""
-    return torch.add(tensor * (1 + alpha), base, alpha=-alpha)
+    """θ + α(θ − θ_base) = (1+α)θ − αθ_base, computed in place in `tensor`."""
+    return tensor.mul_(1 + alpha).add_(base, alpha=-alpha)
 
 
 @merge_method(

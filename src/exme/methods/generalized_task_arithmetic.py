@@ -49,22 +49,25 @@ def _merge_function(sparsification: Sparsification | None, sign_consensus: bool)
         base = inputs.base
         deltas = (
             sparsify(
-                tensor - base,
+                tensor.sub_(base),
                 density=density[index],
                 method=sparsification,
                 rescale=rescale,
                 generator=inputs.generator_for(index),
             )
             if sparsification
-            else tensor - base
+            else tensor.sub_(base)
             for index, tensor in enumerate(inputs.tensors)
         )
         if sign_consensus:
             merged_delta, divisor = _sign_consensus_sum(torch.stack(list(deltas)), weight)
         else:
-            merged_delta = torch.zeros_like(base)
+            merged_delta = None
             for delta, model_weight in zip(deltas, weight, strict=True):
-                merged_delta.add_(delta, alpha=model_weight)
+                if merged_delta is None:
+                    merged_delta = delta.mul_(model_weight)
+                else:
+                    merged_delta.add_(delta, alpha=model_weight)
             divisor = sum(weight)
             if abs(divisor) < _ZERO_WEIGHT_SUM:
                 divisor = 1.0

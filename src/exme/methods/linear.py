@@ -13,8 +13,8 @@ from exme.methods.registry import MethodInputs, global_parameter, merge_method, 
     parameters=(per_model_parameter("weight", float), global_parameter("normalize", bool, True)),
 )
 def linear(inputs: MethodInputs, *, weight: list[float], normalize: bool) -> torch.Tensor:
-    result = torch.zeros_like(inputs.tensors[0])
-    for tensor, coefficient in zip(inputs.tensors, weight, strict=True):
+    result = inputs.tensors[0].mul_(weight[0])
+    for tensor, coefficient in zip(inputs.tensors[1:], weight[1:], strict=True):
         result.add_(tensor, alpha=coefficient)
     if normalize:
         # Like mergekit: no guard, so weights summing to 0 give Inf/NaN, which the engine reports.

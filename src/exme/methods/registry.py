@@ -49,7 +49,10 @@ def per_model_parameter(name: str, type_: type, default: Any = _REQUIRED) -> Par
 
 @dataclass(frozen=True)
 class MethodInputs:
-    """fp32 tensors for one output tensor; `tensors` are the non-base models in recipe order."""
+    """fp32 tensors for one output tensor; `tensors` are the non-base models in recipe order.
+
+    The tensors are the method's own copies: it may overwrite them to save memory and time.
+    """
 
     tensor_name: str
     tensors: Sequence[torch.Tensor]

@@ -1,0 +1,207 @@
+"""Benchmark: the same task_arithmetic merge with `exme merge` and `mergekit-yaml`.
+
+For each model size it writes a random bf16 Llama-architecture base and two fine-tunes (streamed
+to disk, never instantiated), then alternates the two tools N times and reports median wall time,
+median peak RSS of the child process and the engine's time over an I/O floor (reading every input
+byte and writing the output's byte count once, in the same cache state).
+
+    python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import yaml
+
+from exme.shard_writer import TensorSpec, plan_shards, write_shards
+
+HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
+BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2
+BYTES_OUTSIDE_LAYERS = (2 * VOCAB * HIDDEN + HIDDEN) * 2
+DROP_CACHES = Path("/proc/sys/vm/drop_caches")
+
+
+def llama_specs(layers: int) -> list[TensorSpec]:
+    def spec(name: str, *shape: int) -> TensorSpec:
+        return TensorSpec(name, shape, torch.bfloat16)
+
+    specs = [spec("model.embed_tokens.weight", VOCAB, HIDDEN)]
+    for i in range(layers):
+        prefix = f"model.layers.{i}"
+        specs += [spec(f"{prefix}.self_attn.{p}_proj.weight", HIDDEN, HIDDEN) for p in "qkvo"]
+        specs += [
+            spec(f"{prefix}.mlp.gate_proj.weight", INTERMEDIATE, HIDDEN),
+            spec(f"{prefix}.mlp.up_proj.weight", INTERMEDIATE, HIDDEN),
+            spec(f"{prefix}.mlp.down_proj.weight", HIDDEN, INTERMEDIATE),
+            spec(f"{prefix}.input_layernorm.weight", HIDDEN),
+            spec(f"{prefix}.post_attention_layernorm.weight", HIDDEN),
+        ]
+    return [*specs, spec("model.norm.weight", HIDDEN), spec("lm_head.weight", VOCAB, HIDDEN)]
+
+
+def write_random_model(path: Path, layers: int, variant: int) -> None:
+    """Variant 0 is the base; others add a small seeded perturbation to the same base tensors."""
+    path.mkdir(parents=True)
+    specs = llama_specs(layers)
+
+    def tensors() -> Iterator[tuple[str, torch.Tensor]]:
+        for index, spec in enumerate(specs):
+            tensor = torch.randn(spec.shape, generator=torch.Generator().manual_seed(index))
+            if variant:
+                noise_seed = torch.Generator().manual_seed(variant * 1_000_003 + index)
+                tensor.add_(torch.randn(spec.shape, generator=noise_seed), alpha=0.01)
+            yield spec.name, (tensor * 0.02).to(torch.bfloat16)
+
+    write_shards(path, plan_shards(specs, 10**9), tensors())
+    config = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": HIDDEN,
+        "intermediate_size": INTERMEDIATE, "num_hidden_layers": layers, "vocab_size": VOCAB,
+        "num_attention_heads": 16, "num_key_value_heads": 16, "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    }  # fmt: skip
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def drop_page_cache() -> bool:
+    """Best effort (needs root): cold-ish reads make the tools' I/O comparable to the floor."""
+    with contextlib.suppress(OSError):
+        os.sync()
+        DROP_CACHES.write_text("3\n")
+        return True
+    return False
+
+
+def run_measured(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and the child's own peak RSS in MB (os.wait4 gives per-child rusage)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{command[0]} failed: {process.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def io_floor(inputs: list[Path], output_bytes: int, scratch: Path) -> float:
+    """Seconds to read every input byte and write `output_bytes` once."""
+    chunk = bytearray(16 * 2**20)
+    start = time.perf_counter()
+    for model in inputs:
+        for file in sorted(model.glob("*.safetensors")):
+            with open(file, "rb", buffering=0) as handle:
+                while handle.readinto(chunk):
+                    pass
+    with open(scratch, "wb", buffering=0) as handle:
+        remaining = output_bytes
+        while remaining:
+            remaining -= handle.write(memoryview(chunk)[: min(len(chunk), remaining)])
+    elapsed = time.perf_counter() - start
+    scratch.unlink()
+    return elapsed
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.glob("*.safetensors"))
+
+
+def bench_size(size_gb: float, runs: int, workdir: Path) -> dict[str, float]:
+    layers = max(1, round((size_gb * 1e9 - BYTES_OUTSIDE_LAYERS) / BYTES_PER_LAYER))
+    root = workdir / f"{size_gb}GB"
+    models = [root / name for name in ("base", "ft_a", "ft_b")]
+    for variant, path in enumerate(models):
+        write_random_model(path, layers, variant)
+    recipe = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(models[0]),
+        "models": [
+            {"model": str(models[1]), "parameters": {"weight": 0.7}},
+            {"model": str(models[2]), "parameters": {"weight": 0.3}},
+        ],
+    }
+    recipe_file = root / "recipe.yml"
+    recipe_file.write_text(yaml.safe_dump(recipe))
+    out = root / "out"
+    bin_dir = Path(sys.executable).parent
+    commands = {
+        "exme": [str(bin_dir / "exme"), "merge", str(recipe_file), str(out), "--no-progress"],
+        "mergekit": [str(bin_dir / "mergekit-yaml"), str(recipe_file), str(out),
+                     "--no-copy-tokenizer"],
+    }  # fmt: skip
+    times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": []}
+    rss: dict[str, list[float]] = {"exme": [], "mergekit": []}
+    for run in range(runs):
+        order = ["exme", "mergekit"] if run % 2 == 0 else ["mergekit", "exme"]
+        for tool in order:
+            drop_page_cache()
+            wall, peak = run_measured(commands[tool])
+            times[tool].append(wall)
+            rss[tool].append(peak)
+            output_bytes = folder_bytes(out)
+            shutil.rmtree(out)
+        drop_page_cache()
+        times["floor"].append(io_floor(models, output_bytes, root / "floor.bin"))
+        print(f"  {size_gb} GB run {run + 1}: " + ", ".join(
+            f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)  # fmt: skip
+    model_gb = folder_bytes(models[0]) / 1e9
+    shutil.rmtree(root)
+    median = statistics.median
+    return {
+        "model_gb": model_gb,
+        "exme_s": median(times["exme"]),
+        "mergekit_s": median(times["mergekit"]),
+        "floor_s": median(times["floor"]),
+        "exme_mb": median(rss["exme"]),
+        "mergekit_mb": median(rss["mergekit"]),
+    }
+
+
+def table(rows: list[dict[str, float]]) -> str:
+    lines = [
+        "| model size | exme time | mergekit time | time ratio | I/O floor | exme / floor "
+        "| exme peak RSS | mergekit peak RSS | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model_gb']:.2f} GB | {r['exme_s']:.1f} s | {r['mergekit_s']:.1f} s "
+            f"| {r['exme_s'] / r['mergekit_s']:.2f} | {r['floor_s']:.1f} s "
+            f"| {r['exme_s'] / r['floor_s']:.2f} | {r['exme_mb']:.0f} MB "
+            f"| {r['mergekit_mb']:.0f} MB | {r['exme_mb'] / r['mergekit_mb']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1, 2],
+                        help="model sizes in GB (default: 0.25 0.5 1 2)")  # fmt: skip
+    parser.add_argument("--runs", type=int, default=3, help="runs per tool and size")
+    parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir)")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exme-bench-", dir="/tmp"))
+    cold = drop_page_cache()
+    print(f"page cache dropped before each run: {cold}", flush=True)
+    try:
+        rows = [bench_size(size, args.runs, workdir) for size in args.sizes]
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
