@@ -1,11 +1,13 @@
 """Rule evaluate: lm-eval on one model (a folder, or a recipe built in memory) and one split."""
 
+from exme.device import use_threads
 from exme.evaluation import evaluate_model, scores_from_results, write_results
 from exme.models import load_model
 from exme.rule_script import run_rule
 
 
 def main(smk):
+    use_threads(smk.threads)
     params = smk.params
     model, tokenizer = load_model(params.location)
     results = evaluate_model(

@@ -1,12 +1,13 @@
 """Rule export_final: the ExMe model as a Hugging Face folder, streamed by the merge engine."""
 
+from exme.device import use_threads
 from exme.engine import merge_to_dir
-
 from exme.recipe import load_recipe
 from exme.rule_script import run_rule
 
 
 def main(smk):
+    use_threads(smk.threads)
     merge_to_dir(load_recipe(smk.input.recipe), smk.output[0], shard_size=smk.params.shard_size)
 
 

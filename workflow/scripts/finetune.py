@@ -1,10 +1,12 @@
 """Rule finetune: SFT with the Hugging Face Trainer; resumes from its state folder after a kill."""
 
+from exme.device import use_threads
 from exme.rule_script import run_rule
 from exme.training import finetune
 
 
 def main(smk):
+    use_threads(smk.threads)
     finetune(
         smk.input.base,
         smk.params.train_file,

@@ -3,10 +3,12 @@
 from pathlib import Path
 
 from exme.demo.base_model import pretrain_base
+from exme.device import use_threads
 from exme.rule_script import run_rule
 
 
 def main(smk):
+    use_threads(smk.threads)
     pretrain_base(
         smk.output[0],
         Path(smk.input.data) / "pretrain.txt",
