@@ -104,6 +104,8 @@ class TensorReader:
         descriptor = self._descriptors.get(location.file)
         if descriptor is None:
             descriptor = self._descriptors[location.file] = os.open(location.file, os.O_RDONLY)
+            # Tensors are read mostly in file order: ask the kernel for aggressive readahead.
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         done = 0
         while done < len(buffer):  # one pread returns at most ~2 GB
             count = os.preadv(descriptor, [buffer[done:]], offset + done)
