@@ -7,11 +7,12 @@ import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
-from snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
 
 from exme.demo.tasks import TASK_GENERATORS
 from exme.errors import ExmeError
 from exme.pipeline_config import check_config
+
+from snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 

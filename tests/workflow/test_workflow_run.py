@@ -1,16 +1,19 @@
 """The pipeline itself: dry-run DAGs of every config, one full CI-sized run, and incremental reruns."""
 
 import os
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 import torch
 import yaml
-from exme.engine import build_state_dict
-from snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from exme.engine import build_state_dict
 from exme.recipe import load_recipe
+
+from snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
 
 RULES_BEFORE_MERGING = {"build_demo_data", "pretrain_base", "finetune", "select_checkpoints"}
 
@@ -149,3 +152,15 @@ def test_changing_the_learning_rate_reruns_everything_downstream_of_finetuning(c
     assert {"select_checkpoints", "evaluate", "collect_scores", "report", "export_final"} <= set(jobs)
     # All evaluations downstream of the checkpoints: base is untouched, each checkpoint's dev and test.
     assert jobs["evaluate"] >= 2 * 3
+
+
+def test_the_slurm_profile_plans_every_job_with_the_configured_resources():
+    """`snakemake --profile slurm` (repository root) takes each rule's resources from the config."""
+    command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--dry-run"]
+    command += ["--configfile", str(CI_CONFIG), "--set-resources", "finetune:gpu=1"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    jobs = planned_jobs(result)
+    assert jobs["finetune"] == 1 and jobs["evaluate"] >= 8
+    finetune = result.stdout.split("rule finetune:", 1)[1].split("\n\n", 1)[0]
+    # resources.finetune of config/config.yaml, over which --configfile is merged; gpu from the CLI.
+    assert "gpu=1" in finetune and "mem_mb=4000" in finetune and "runtime=60" in finetune
