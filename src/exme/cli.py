@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser(
         "merge",
         help="merge models as a mergekit-format YAML recipe says",
-        description="Stream a merge of Hugging Face safetensors models into OUT_DIR. The recipe "
-        "uses mergekit's YAML format (merge_method, base_model, models, parameters, dtype, "
-        "out_dtype, tokenizer_source) plus an optional random_seed for DARE.",
+        description="Stream a merge of Hugging Face safetensors models into OUT_DIR.\n"
+        "The recipe uses mergekit's YAML format (merge_method, base_model, models,\n"
+        "parameters, dtype, out_dtype, tokenizer_source) plus an optional random_seed\n"
+        "that seeds DARE's random masks (default 0).",
         epilog="methods:\n" + _methods_text(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
