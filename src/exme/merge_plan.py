@@ -7,6 +7,7 @@ missing tensors, shapes, parameters), so bad input fails before anything is comp
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from exme.shard_writer import TensorSpec
 # When a model ties its output embedding to its input embedding, the output one may be absent;
 # like mergekit, such a model contributes its input embedding instead.
 TIED_FALLBACKS = {"lm_head.weight": "model.embed_tokens.weight"}
+_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
 _COMPATIBILITY_KEYS = ("architectures", "model_type", "vocab_size")
 
 
@@ -85,22 +87,45 @@ def _location(folder: ModelFolder, name: str) -> TensorLocation:
     return folder.tensors.get(name) or folder.tensors[TIED_FALLBACKS[name]]
 
 
-def _evaluate(value: Any, tensor_name: str) -> Any:
+def _layer_position(tensor: str, layer_count: int | None) -> float | None:
+    """mergekit's `t` for gradients: layer i of L is at i/(L-1); tensors outside layers at 0."""
+    match = _LAYER_INDEX.search(tensor)
+    if match is None:
+        return 0.0
+    if layer_count is None:
+        return None
+    return int(match.group(1)) / (layer_count - 1) if layer_count > 1 else 1.0
+
+
+def _evaluate(value: Any, tensor: str, position: float | None) -> Any:
     if not isinstance(value, list):
         return value
-    for condition in value:
-        pattern = condition.get("filter")
-        if pattern in (None, "*") or pattern in tensor_name:
-            return condition["value"]
-    return None
+    if value and isinstance(value[0], dict):
+        for condition in value:
+            pattern = condition.get("filter")
+            if pattern in (None, "*") or pattern in tensor:
+                return _evaluate(condition["value"], tensor, position)
+        return None
+    if position is None:
+        raise ExmeError(f"a gradient for tensor {tensor} needs num_hidden_layers in config.json")
+    if any(isinstance(v, bool) for v in value):  # booleans are picked, not interpolated
+        return value[int(position * (len(value) - 1))]
+    scaled = position * (len(value) - 1)
+    lower = int(scaled)
+    upper = min(len(value) - 1, lower + 1)
+    return (1 - (scaled - lower)) * value[lower] + (scaled - lower) * value[upper]
 
 
 def _resolve(
-    parameter: Parameter, sources: Sequence[Mapping[str, Any]], tensor: str, model: Path | None
+    parameter: Parameter,
+    sources: Sequence[Mapping[str, Any]],
+    tensor: str,
+    position: float | None,
+    model: Path | None,
 ) -> Any:
     for source in sources:
         if parameter.name in source:
-            value = _evaluate(source[parameter.name], tensor)
+            value = _evaluate(source[parameter.name], tensor, position)
             if value is not None:
                 return float(value) if parameter.type is float else value
     if parameter.required:
@@ -109,14 +134,15 @@ def _resolve(
     return parameter.default
 
 
-def _parameters(recipe: Recipe, method: MergeMethod, tensor: str) -> dict[str, Any]:
+def _parameters(recipe: Recipe, method: MergeMethod, tensor: str, layer_count: int | None) -> dict[str, Any]:
+    position = _layer_position(tensor, layer_count)
     values: dict[str, Any] = {}
     for parameter in method.parameters:
         if parameter.scope is Scope.GLOBAL:
-            values[parameter.name] = _resolve(parameter, [recipe.parameters], tensor, None)
+            values[parameter.name] = _resolve(parameter, [recipe.parameters], tensor, position, None)
         else:
             values[parameter.name] = [
-                _resolve(parameter, [e.parameters, recipe.parameters], tensor, Path(e.model))
+                _resolve(parameter, [e.parameters, recipe.parameters], tensor, position, Path(e.model))
                 for e in recipe.non_base_models
             ]
     return values
@@ -136,6 +162,7 @@ def plan_merge(recipe: Recipe) -> MergePlan:
     folders = (base, *models) if base else models
     _check_compatible(folders)
     input_dtype = getattr(torch, recipe.dtype) if recipe.dtype else None
+    layer_count = folders[0].config.get("num_hidden_layers")
     out_name = recipe.out_dtype or recipe.dtype
     jobs = []
     for name in _tensor_names(folders):
@@ -154,7 +181,7 @@ def plan_merge(recipe: Recipe) -> MergePlan:
                 output=TensorSpec(name, locations[0].shape, output_dtype),
                 base=locations[0] if base else None,
                 inputs=tuple(locations[1:] if base else locations),
-                parameters=_parameters(recipe, method, name),
+                parameters=_parameters(recipe, method, name, layer_count),
                 seed=tensor_seed(recipe.random_seed or 0, name),
             )
         )

@@ -3,9 +3,10 @@
 Keys: merge_method, base_model, models ([{model: PATH, parameters: {...}}]), parameters (global),
 dtype (input/arithmetic precision, as in mergekit), out_dtype, tokenizer_source (a model path or
 "base"; `tokenizer: {source: ...}` is accepted as a synonym) and random_seed (exme's own key: seeds
-the DARE drop masks; default 0). A parameter value is a scalar or mergekit's list of
-`{filter: SUBSTRING, value: SCALAR}` (the first entry whose filter is in the tensor name wins);
-gradient lists over layer depth are refused.
+the DARE drop masks; default 0). A parameter value is, as in mergekit, a scalar, a
+gradient list interpolated over layer depth (`[0, 0.5, 1]`), or a list of
+`{filter: SUBSTRING, value: SCALAR_OR_GRADIENT}` (the first entry whose filter is in the tensor
+name wins; no filter or "*" matches all).
 """
 
 from __future__ import annotations
@@ -95,21 +96,27 @@ def _check_value(parameter: Parameter, value: Any, where: str) -> None:
                 f"parameter {parameter.name!r} {where} must be a {parameter.type.__name__}, got {scalar!r}"
             )
 
-    if not isinstance(value, list):
-        check_scalar(value)
-        return
-    if not all(isinstance(item, dict) for item in value):
-        raise ExmeError(
-            f"parameter {parameter.name!r} {where}: gradient lists over layer depth are not "
-            "supported; use a scalar or a list of {filter, value} entries"
-        )
-    for item in value:
-        if set(item) - {"filter", "value"} or "value" not in item:
+    def check_setting(setting: Any, in_filter: bool) -> None:
+        if not isinstance(setting, list):
+            check_scalar(setting)
+        elif setting and not any(isinstance(item, dict | list) for item in setting):
+            for scalar in setting:  # a gradient over layer depth
+                check_scalar(scalar)
+        elif setting and not in_filter and all(isinstance(item, dict) for item in setting):
+            for item in setting:
+                if set(item) - {"filter", "value"} or "value" not in item:
+                    raise ExmeError(
+                        f"parameter {parameter.name!r} {where}: each list entry must be "
+                        f"{{filter: SUBSTRING, value: VALUE}}, got {item!r}"
+                    )
+                check_setting(item["value"], in_filter=True)
+        else:
             raise ExmeError(
-                f"parameter {parameter.name!r} {where}: each list entry must be "
-                f"{{filter: SUBSTRING, value: SCALAR}}, got {item!r}"
+                f"parameter {parameter.name!r} {where}: expected a scalar, a gradient list of "
+                f"scalars or a list of {{filter, value}} entries, got {setting!r}"
             )
-        check_scalar(item["value"])
+
+    check_setting(value, in_filter=False)
 
 
 def _check_parameters(

@@ -74,12 +74,14 @@ def load_folder(path: Path) -> dict[str, torch.Tensor]:
 def make_family(tmp_path_factory) -> Callable[..., ModelFamily]:
     cache: dict[tuple, ModelFamily] = {}
 
-    def make(*, dtype=torch.float32, tied=False, sharded=False, tied_base_only=False) -> ModelFamily:
-        key = (dtype, tied, sharded, tied_base_only)
+    def make(
+        *, dtype=torch.float32, tied=False, sharded=False, tied_base_only=False, layers=2
+    ) -> ModelFamily:
+        key = (dtype, tied, sharded, tied_base_only, layers)
         if key not in cache:
             root = tmp_path_factory.mktemp("family")
             shard_size = "30KB" if sharded else None
-            options = dict(dtype=dtype, shard_size=shard_size)
+            options = dict(dtype=dtype, shard_size=shard_size, num_hidden_layers=layers)
             base = save_llama(root / "base", 0, tied=tied or tied_base_only, **options)
             cache[key] = ModelFamily(
                 base,

@@ -132,7 +132,7 @@ def test_existing_output_folder_is_refused_unless_overwrite(family, tmp_path, ca
         ({"merge_method": "frankenmerge"}, "unknown merge_method 'frankenmerge'"),
         ({"parameters": {"lamda": 0.5}}, "unknown parameter 'lamda'"),
         ({"models_list": []}, "unknown recipe key(s): models_list"),
-        ({"parameters": {"weight": [0.1, 0.9]}}, "gradient lists"),
+        ({"parameters": {"weight": [[0.1], 0.9]}}, "expected a scalar, a gradient list"),
         ({"base_model": None}, "requires a base_model"),
     ],
 )

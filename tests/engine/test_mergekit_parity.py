@@ -15,6 +15,7 @@ FAMILIES = {
     "fp32-tied-base-only": dict(tied_base_only=True),
     "bf16-sharded-tied": dict(dtype=torch.bfloat16, sharded=True, tied=True),
     "bf16": dict(dtype=torch.bfloat16),
+    "fp32-4-layers": dict(layers=4),
 }
 
 
@@ -42,6 +43,20 @@ def _recipe(method: str, family) -> dict:
         },
         "dare_linear": {"merge_method": "dare_linear", **with_base, "parameters": {"density": 1.0}},
         "dare_ties": {"merge_method": "dare_ties", **with_base, "parameters": {"density": 1.0}},
+        "gradients": {
+            "merge_method": "task_arithmetic",
+            "base_model": str(family.base),
+            "models": [
+                {"model": str(family.ft_a), "parameters": {"weight": [0.1, 0.9, 0.4]}},
+                {
+                    "model": str(family.ft_b),
+                    "parameters": {
+                        "weight": [{"filter": "mlp", "value": [1.0, 0.0]}, {"value": 0.5}]
+                    },
+                },
+            ],
+            "parameters": {"normalize": [False, True]},
+        },
         "slerp": {
             "merge_method": "slerp",
             "base_model": str(family.base),
@@ -83,6 +98,7 @@ def _assert_equal_up_to_rounding(ours: dict, theirs: dict, dtype: torch.dtype) -
         "ties-negative-weight",
         "dare_linear",
         "dare_ties",
+        "gradients",
         "slerp",
     ],
 )
