@@ -64,7 +64,8 @@ def test_pretraining_text_does_not_teach_the_tasks():
     task_lines = [line for line in lines if "=" in line]
     correct = sum(_answer(line[:-1]) == line[-1] for line in task_lines)
     assert 0.4 * len(lines) < len(task_lines) < 0.6 * len(lines)
-    assert correct / len(task_lines) < 0.2  # answers are random digits, not task answers
+    # Answers come from independent draws: right only as often as guessing from the prior.
+    assert correct / len(task_lines) < 0.3
 
 
 def test_write_demo_data_layout(demo_data):

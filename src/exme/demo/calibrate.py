@@ -1,6 +1,6 @@
 """Run the demo chain outside Snakemake to calibrate its defaults.
 
-    python -m exme.demo.calibrate WORK_DIR [--size default|ci] [--alphas 0 0.25 0.5 1 2]
+    python -m exme.demo.calibrate WORK_DIR [--size default|ci] [--alphas 0 0.1 0.25 0.5 1 2]
 
 data -> pretrain base -> SFT checkpoints -> dev/test scores of every model -> for the top two
 checkpoints by mean DEV score, DEV scores of theta + alpha (theta - theta_base) per alpha.
@@ -45,11 +45,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "intermediate_size": 256,
             "max_position_embeddings": 64,
         },
-        "pretrain": {"steps": 800, "learning_rate": 3e-3, "batch_size": 32, "seq_len": 64},
+        "pretrain": {"steps": 600, "learning_rate": 3e-3, "batch_size": 32, "seq_len": 64},
         "sft": {
-            "learning_rate": 1e-3,
-            "max_steps": 800,
-            "save_steps": 100,
+            "learning_rate": 5e-4,
+            "max_steps": 1200,
+            "save_steps": 150,
             "batch_size": 32,
             "warmup_steps": 20,
             "weight_decay": 0.0,
@@ -186,7 +186,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("work_dir", type=Path)
     parser.add_argument("--size", choices=sorted(SETTINGS), default="default")
-    parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.25, 0.5, 1.0, 2.0])
+    parser.add_argument("--alphas", type=float, nargs="+", default=[0.0, 0.1, 0.25, 0.5, 1.0, 2.0])
     args = parser.parse_args()
     _print_report(calibrate(args.work_dir.resolve(), SETTINGS[args.size], args.alphas))
 
