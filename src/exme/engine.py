@@ -1,8 +1,9 @@
-"""The streaming merge engine: each output tensor is computed from its inputs and written at once.
+"""The streaming merge engine: output tensors are computed from their inputs and written at once.
 
-Memory stays at a few tensors whatever the model size: a reader thread prefetches the inputs of
-the next tensors (overlapping disk reads with compute and writes) through a bounded queue, and
-results are appended straight into the output shard files.
+Memory stays at a few blocks of tensors whatever the model size: elementwise methods work on
+blocks of rows of large tensors, a reader thread prefetches the next blocks' inputs (overlapping
+disk reads with compute and writes) through a bounded queue, and results are appended straight
+into the output shard files.
 """
 
 from __future__ import annotations
