@@ -4,8 +4,11 @@ The Snakefile calls `check_config` after schema validation and before any job ru
 config fails at once with one message that names the config key or file, and nothing is written.
 """
 
+import hashlib
+import json
 from pathlib import Path
 
+from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
 from exme.naming import checkpoint_steps
 
@@ -44,12 +47,12 @@ def parse_size(text: str) -> int:
         raise ExmeError(f"not a size: {text!r} (expected e.g. 500MB or 2GB)") from None
 
 
-def demo_task_name(generator: str) -> str:
-    """The lm-eval task name under which the demo registers a task generator."""
-    return f"demo_{generator}"
+def fingerprint(settings: object) -> str:
+    """A short stable digest of JSON-able settings, to name folders that must not mix setups."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def check_config(config: dict, known_demo_tasks: frozenset[str]) -> None:
+def check_config(config: dict) -> None:
     finetune = config["finetune"]
     if finetune["max_steps"] % finetune["save_steps"]:
         raise ExmeError(
@@ -64,14 +67,14 @@ def check_config(config: dict, known_demo_tasks: frozenset[str]) -> None:
         )
     if any(alpha < 0 for alpha in config["extrapolation"]["alpha_grid"]):
         raise ExmeError("extrapolation.alpha_grid: alpha must be >= 0 (extrapolation away from the base)")
-    _check_models_and_tasks(config, known_demo_tasks)
+    _check_models_and_tasks(config)
     parse_size(config["output"]["shard_size"])
     unknown = sorted(set(config["resources"]) - {"default", *RULES})
     if unknown:
         raise ExmeError(f"resources.{unknown[0]}: no rule of that name (rules: {', '.join(RULES)})")
 
 
-def _check_models_and_tasks(config: dict, known_demo_tasks: frozenset[str]) -> None:
+def _check_models_and_tasks(config: dict) -> None:
     task_names = [task["name"] for task in config["evaluation"]["tasks"]]
     if config["demo"]["activate"]:
         demo = config["demo"]
@@ -79,11 +82,11 @@ def _check_models_and_tasks(config: dict, known_demo_tasks: frozenset[str]) -> N
             if key not in demo:
                 raise ExmeError(f"demo.{key} is required when demo.activate is true")
         for generator in demo["tasks"]:
-            if generator not in known_demo_tasks:
+            if generator not in TASK_GENERATORS:
                 raise ExmeError(
-                    f"demo.tasks: unknown task {generator!r} (known: {', '.join(sorted(known_demo_tasks))})"
+                    f"demo.tasks: unknown task {generator!r} (known: {', '.join(sorted(TASK_GENERATORS))})"
                 )
-        built = {demo_task_name(g) for g in demo["tasks"]}
+        built = {lm_eval_task_name(g) for g in demo["tasks"]}
         for name in task_names:
             if name not in built:
                 raise ExmeError(

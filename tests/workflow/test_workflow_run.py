@@ -54,10 +54,10 @@ def test_the_run_writes_the_tidy_score_table(ci_run):
     assert set(scores["method"]) == {"base", "sft", "expo", "exme"}
     assert scores["value"].between(0, 1).all()
     test = scores[scores["split"] == "test"]
-    assert {"base", "sft-10", "sft-20", "sft-30", "expo1", "expo2", "exme"} <= set(test["model"])
+    assert {"base", "sft-20", "sft-40", "sft-60", "expo1", "expo2", "exme"} <= set(test["model"])
     # The dev grid holds every alpha for both selected checkpoints and every beta.
     dev = scores[scores["split"] == "dev"]
-    assert sorted(dev[dev["method"] == "expo"]["alpha"].dropna().unique()) == [0.0, 0.5]
+    assert sorted(dev[dev["method"] == "expo"]["alpha"].dropna().unique()) == [0.0, 0.1]
     assert sorted(dev[dev["method"] == "exme"]["beta"].dropna().unique()) == [0.0, 0.5, 1.0]
     assert (scores.groupby(["model", "split"]).size() == 4).all()
 
@@ -110,8 +110,9 @@ def test_the_run_writes_figures_and_summary(ci_run):
 def test_grids_add_no_model_sized_files(ci_run):
     recipes = list((ci_run / "results/ci/recipes").glob("*.yaml"))
     assert len(recipes) == 2 * 2 + 2 + 3 + 1
-    weights = [p for p in (ci_run / "results/ci").rglob("*.safetensors") if "sft" not in p.parts]
-    assert {p.relative_to(ci_run / "results/ci").parts[0] for p in weights} <= {"base", "final"}
+    weights = (ci_run / "results/ci").rglob("*.safetensors")
+    folders = {p.relative_to(ci_run / "results/ci").parts[0] for p in weights}
+    assert folders == {"base", "sft", "finetune_state", "final"}
 
 
 @pytest.mark.slow
@@ -131,7 +132,7 @@ def _rerun_plan(ci_run, tmp_path, **overrides):
 
 @pytest.mark.slow
 def test_changing_the_alpha_grid_reruns_no_finetuning_and_no_checkpoint_evaluation(ci_run, tmp_path):
-    jobs, log = _rerun_plan(ci_run, tmp_path, extrapolation={"alpha_grid": [0.0, 0.5, 1.5]})
+    jobs, log = _rerun_plan(ci_run, tmp_path, extrapolation={"alpha_grid": [0.0, 0.1, 0.3]})
     assert RULES_BEFORE_MERGING.isdisjoint(jobs), jobs
     assert "sft-" not in "".join(line for line in log.splitlines() if "output:" in line)
     assert jobs["search_alpha"] == 1 and jobs["evaluate"] >= 2  # the two new grid points at least

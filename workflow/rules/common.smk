@@ -2,7 +2,6 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 # The Snakefile and the rule scripts import the project package `exme` (pip install -e .).
-from exme.demo.tasks import TASK_GENERATORS
 from exme.errors import ExmeError
 from exme.naming import (
     MODEL_NAME_PATTERN,
@@ -13,11 +12,11 @@ from exme.naming import (
     parse_model_name,
     sft_name,
 )
-from exme.pipeline_config import check_config, demo_task_name
+from exme.pipeline_config import check_config, fingerprint
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
-    check_config(config, frozenset(TASK_GENERATORS))
+    check_config(config)
 except ExmeError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -55,6 +54,13 @@ def rule_resources(rule_name):
 
 def base_model_path():
     return f"{OUT}/base" if DEMO else config["model"]["base"]
+
+
+def finetune_state_dir():
+    """The Trainer's resumable state, one folder per fine-tuning setup: after a changed setting the
+    job must start over, not resume a checkpoint trained under the old one."""
+    upstream = ["finetune", "seed", "model", "data"] + (["demo"] if DEMO else [])
+    return f"{OUT}/finetune_state/{fingerprint({key: config[key] for key in upstream})}"
 
 
 def data_inputs(wildcards):

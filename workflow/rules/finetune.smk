@@ -20,7 +20,7 @@ rule finetune:
         **rule_resources("finetune"),
     params:
         train_file=sft_train_path(),
-        state_dir=f"{OUT}/finetune_state",
+        state_dir=finetune_state_dir(),
         hyperparameters=config["finetune"],
         seed=config["seed"],
     script:
