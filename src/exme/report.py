@@ -99,7 +99,7 @@ def summary_markdown(run: str, table: pd.DataFrame, selection: dict, alphas: dic
     test = wide.loc["test"]
     best_sft = selection["selected"][0]["model"]
     gain = test.loc["exme", MEAN] - test.loc[best_sft, MEAN]
-    ranking = pd.DataFrame(selection["ranking"]).set_index("model")
+    ranking = pd.DataFrame(selection["ranking"]).set_index("model")[["dev_mean"]]
     alpha_curves = pd.DataFrame({f"EXPO-{rank}": curve for rank, curve in alphas["curves"].items()})
     alpha_curves.index.name = "alpha"
     beta_curve = pd.Series(betas["curve"], name="dev mean").rename_axis("beta").to_frame()
@@ -114,9 +114,9 @@ def summary_markdown(run: str, table: pd.DataFrame, selection: dict, alphas: dic
         "## Test split",
         test.loc[list(models)].rename(index=models).to_markdown(floatfmt=".3f"),
         "## All checkpoints, test split",
-        test.loc[[m for m in test.index if m.startswith("sft-")]].to_markdown(floatfmt=".3f"),
+        test.loc[[entry["model"] for entry in selection["ranking"]]].to_markdown(floatfmt=".3f"),
         "## Checkpoint ranking (dev mean)",
-        ranking[["step", "dev_mean"]].to_markdown(floatfmt=".3f"),
+        ranking.to_markdown(floatfmt=".3f"),
         "## Extrapolation search (dev mean over tasks)",
         alpha_curves.to_markdown(floatfmt=".3f"),
         "## Merging search (dev mean over tasks)",

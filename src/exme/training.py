@@ -19,6 +19,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from exme.device import default_device
 from exme.errors import ExmeError
+from exme.naming import checkpoint_steps
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 
@@ -151,7 +152,7 @@ def finetune(
     if last_checkpoint is None or int(last_checkpoint.rsplit("-", 1)[1]) < max_steps:
         trainer.train(resume_from_checkpoint=last_checkpoint)
 
-    steps = list(range(save_steps, max_steps + 1, save_steps))
+    steps = checkpoint_steps(max_steps, save_steps)
     tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp_dir, ignore_errors=True)
     for step in steps:

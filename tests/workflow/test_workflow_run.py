@@ -165,3 +165,13 @@ def test_the_slurm_profile_plans_every_job_with_the_configured_resources():
     finetune = result.stdout.split("rule finetune:", 1)[1].split("\n\n", 1)[0]
     # resources.finetune of config/config.yaml, over which --configfile is merged; gpu from the CLI.
     assert "gpu=1" in finetune and "mem_mb=4000" in finetune and "runtime=60" in finetune
+
+
+@pytest.mark.slow
+def test_the_snakemake_report_holds_the_figures_and_their_captions(ci_run):
+    result = run_snakemake(ci_run, CI_CONFIG, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (ci_run / "report.html").read_text()
+    for name in ("comparison.png", "beta.png", "extrapolation_mean.png", "scores.csv"):
+        assert name in html
+    assert "Dev score against the extrapolation coefficient" in html
