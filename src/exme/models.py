@@ -24,13 +24,22 @@ def load_model(source: str | os.PathLike, device: torch.device | None = None):
     source = Path(source)
     device = device or default_device()
     if source.suffix not in RECIPE_SUFFIXES:
-        return load_model_dir(source, device)
+        model, tokenizer = load_model_dir(source, device)
+        _check_finite(model, source)
+        return model, tokenizer
     recipe = load_recipe(source)
     config_source = recipe.base_model or recipe.models[0].model
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_source))
     _load_weights(model, build_state_dict(recipe, device=device), source)
     tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer_source or config_source)
     return model.to(device).eval(), tokenizer
+
+
+def _check_finite(model: PreTrainedModel, source: Path) -> None:
+    """NaN or Inf weights are an error, not a score (the engine checks recipes as it builds them)."""
+    for name, tensor in model.state_dict().items():
+        if not torch.isfinite(tensor).all():
+            raise ExmeError(f"model {source}: tensor {name} holds NaN or Inf")
 
 
 def _load_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> None:
