@@ -47,6 +47,16 @@ def parse_size(text: str) -> int:
         raise ExmeError(f"not a size: {text!r} (expected e.g. 500MB or 2GB)") from None
 
 
+def as_param(value: object) -> object:
+    """A config section as a rule parameter, with keys sorted: Snakemake compares params by their
+    text, so reordering keys in a config file must not look like a change."""
+    if isinstance(value, dict):
+        return {key: as_param(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [as_param(item) for item in value]
+    return value
+
+
 def fingerprint(settings: object) -> str:
     """A short stable digest of JSON-able settings, to name folders that must not mix setups."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]

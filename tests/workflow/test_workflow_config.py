@@ -9,7 +9,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from exme.errors import ExmeError
-from exme.pipeline_config import check_config
+from exme.pipeline_config import as_param, check_config
 
 from snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
 
@@ -140,3 +140,10 @@ def test_the_workflow_refuses_a_bad_config_before_writing_anything(tmp_path, ove
     leftovers = [p for p in workdir.iterdir() if p.name != ".snakemake"]
     assert leftovers == []
     shutil.rmtree(workdir)
+
+
+def test_rule_parameters_do_not_depend_on_the_key_order_of_the_config():
+    first = {"b": 1, "a": {"y": [{"q": 1, "p": 2}], "x": 0}}
+    second = {"a": {"x": 0, "y": [{"p": 2, "q": 1}]}, "b": 1}
+    assert repr(as_param(first)) == repr(as_param(second))
+    assert as_param([3, 1, 2]) == [3, 1, 2]  # lists keep their order: it can mean something

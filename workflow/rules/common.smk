@@ -12,7 +12,7 @@ from exme.naming import (
     parse_model_name,
     sft_name,
 )
-from exme.pipeline_config import check_config, fingerprint
+from exme.pipeline_config import as_param, check_config, fingerprint
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
@@ -28,7 +28,7 @@ STEPS = checkpoint_steps(config["finetune"]["max_steps"], config["finetune"]["sa
 RANKS = list(range(1, config["selection"]["top_k"] + 1))
 ALPHAS = [format_coef(a) for a in config["extrapolation"]["alpha_grid"]]
 BETAS = [format_coef(b) for b in config["merging"]["beta_grid"]]
-TASKS = config["evaluation"]["tasks"]
+TASKS = as_param(config["evaluation"]["tasks"])
 
 
 wildcard_constraints:

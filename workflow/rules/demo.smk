@@ -39,8 +39,8 @@ rule pretrain_base:
     resources:
         **rule_resources("pretrain_base"),
     params:
-        model=config["demo"].get("model"),
-        pretrain=config["demo"].get("pretrain"),
+        model=as_param(config["demo"].get("model")),
+        pretrain=as_param(config["demo"].get("pretrain")),
         seed=config["seed"],
     script:
         "../scripts/pretrain_base.py"

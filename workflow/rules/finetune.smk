@@ -21,7 +21,7 @@ rule finetune:
     params:
         train_file=sft_train_path(),
         state_dir=finetune_state_dir(),
-        hyperparameters=config["finetune"],
+        hyperparameters=as_param(config["finetune"]),
         seed=config["seed"],
     script:
         "../scripts/finetune.py"
