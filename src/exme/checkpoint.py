@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -85,10 +86,12 @@ def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
 
 
 class TensorReader:
-    """Reads whole tensors or blocks of their rows, keeping each file open once."""
+    """Reads whole tensors or blocks of their rows, keeping each file open once; safe to share
+    between threads (positional reads, and files opened under a lock)."""
 
     def __init__(self) -> None:
         self._descriptors: dict[Path, int] = {}
+        self._opening = threading.Lock()
 
     def read(self, location: TensorLocation, rows: range | None = None) -> torch.Tensor:
         shape, offset = location.shape, location.start
@@ -101,11 +104,12 @@ class TensorReader:
         return tensor
 
     def _read_into(self, location: TensorLocation, buffer: memoryview, offset: int) -> None:
-        descriptor = self._descriptors.get(location.file)
-        if descriptor is None:
-            descriptor = self._descriptors[location.file] = os.open(location.file, os.O_RDONLY)
-            # Tensors are read mostly in file order: ask the kernel for aggressive readahead.
-            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        with self._opening:
+            descriptor = self._descriptors.get(location.file)
+            if descriptor is None:
+                descriptor = self._descriptors[location.file] = os.open(location.file, os.O_RDONLY)
+                # Tensors are read mostly in file order: ask the kernel for aggressive readahead.
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         done = 0
         while done < len(buffer):  # one pread returns at most ~2 GB
             count = os.preadv(descriptor, [buffer[done:]], offset + done)

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -127,9 +128,11 @@ class _Executor:
         self.device = device
         self.compute_dtype = torch.float64 if plan.input_dtype == torch.float64 else torch.float32
 
-    def load(self, reader: TensorReader, piece: _Piece) -> list[torch.Tensor]:
-        """Inputs in their stored dtype: upcasting here would double what the queue holds."""
-        return [reader.read(location, piece.rows) for location in piece.job.locations]
+    def load(self, reader: TensorReader, pool: ThreadPoolExecutor, piece: _Piece) -> list[torch.Tensor]:
+        """Inputs in their stored dtype (upcasting here would double what the queue holds), read from
+        all models at once: a disk serves several requests in flight faster than one stream (three
+        1 GB files, cold cache, here: 1.3-2.0 s in parallel vs 2.4-5.2 s one after another)."""
+        return list(pool.map(lambda location: reader.read(location, piece.rows), piece.job.locations))
 
     def _prepared(self, tensor: torch.Tensor) -> torch.Tensor:
         """The method's own fp32 copy on the compute device (the read buffer if already so)."""
@@ -171,9 +174,10 @@ class _Executor:
         try:
             with (
                 _compute_threads(self.device),
+                ThreadPoolExecutor(len(self.plan.models) + 1, thread_name_prefix="exme-read") as pool,
                 tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress,
             ):
-                loaded = _prefetched(_pieces(self.plan), partial(self.load, reader))
+                loaded = _prefetched(_pieces(self.plan), partial(self.load, reader, pool))
                 for piece, stored in loaded:
                     yield piece.job.output.name, self.compute(piece, stored)
                     del stored
