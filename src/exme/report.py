@@ -51,7 +51,7 @@ def plot_extrapolation(
 def plot_beta(table: pd.DataFrame, betas: dict, path: str | os.PathLike) -> None:
     """Dev score of ExMe against the merging weight beta, per task and on average."""
     dev = table[(table["split"] == "dev") & (table["method"] == "exme") & table["beta"].notna()]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for task in [*sorted(dev["task"].unique()), MEAN]:
         values = _task_values(dev, task)
         curve = values.rename(dev.groupby("model")["beta"].first()).sort_index()
@@ -61,7 +61,7 @@ def plot_beta(table: pd.DataFrame, betas: dict, path: str | os.PathLike) -> None
     ax.set_xlabel("merging weight β (on EXPO-1)")
     ax.set_ylabel("dev score")
     ax.set_title("ExMe: merging the extrapolated checkpoints")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     _save(fig, path)
 
 
