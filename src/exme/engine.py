@@ -33,7 +33,8 @@ from exme.merge_plan import MergePlan, TensorJob, plan_merge
 from exme.methods.registry import MethodInputs
 from exme.output_folder import write_metadata_files
 from exme.recipe import Recipe
-from exme.shard_writer import parse_size, plan_shards, write_shards
+from exme.shard_writer import plan_shards, write_shards
+from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
 # Elementwise methods merge large tensors in blocks of about this many entries, so memory does not

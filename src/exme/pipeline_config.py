@@ -11,6 +11,7 @@ from pathlib import Path
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
 from exme.naming import checkpoint_steps
+from exme.sizes import parse_size
 
 RULES = (
     "build_demo_data",
@@ -25,26 +26,6 @@ RULES = (
     "collect_scores",
     "report",
 )
-_SIZE_UNITS = {
-    "B": 1,
-    "KB": 10**3,
-    "MB": 10**6,
-    "GB": 10**9,
-    "KIB": 2**10,
-    "MIB": 2**20,
-    "GIB": 2**30,
-}
-
-
-def parse_size(text: str) -> int:
-    """'2GB' -> 2_000_000_000 bytes; '500MiB' -> 524_288_000; a bare number is bytes."""
-    stripped = text.strip().upper()
-    unit = next((u for u in sorted(_SIZE_UNITS, key=len, reverse=True) if stripped.endswith(u)), "B")
-    number = stripped[: len(stripped) - len(unit)] if stripped.endswith(unit) else stripped
-    try:
-        return int(float(number) * _SIZE_UNITS[unit])
-    except ValueError:
-        raise ExmeError(f"not a size: {text!r} (expected e.g. 500MB or 2GB)") from None
 
 
 def as_param(value: object) -> object:
@@ -78,7 +59,10 @@ def check_config(config: dict) -> None:
     if any(alpha < 0 for alpha in config["extrapolation"]["alpha_grid"]):
         raise ExmeError("extrapolation.alpha_grid: alpha must be >= 0 (extrapolation away from the base)")
     _check_models_and_tasks(config)
-    parse_size(config["output"]["shard_size"])
+    try:
+        parse_size(config["output"]["shard_size"])
+    except ExmeError as error:
+        raise ExmeError(f"output.shard_size: {error}") from None
     unknown = sorted(set(config["resources"]) - {"default", *RULES})
     if unknown:
         raise ExmeError(f"resources.{unknown[0]}: no rule of that name (rules: {', '.join(RULES)})")
