@@ -12,9 +12,7 @@ import contextlib
 import math
 import os
 import queue
-import shutil
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from tqdm import tqdm
 from exme.checkpoint import TensorReader
 from exme.device import default_device
 from exme.errors import ExmeError
+from exme.files import staged_dir
 from exme.merge_plan import MergePlan, TensorJob, plan_merge
 from exme.methods.registry import MethodInputs
 from exme.output_folder import write_metadata_files
@@ -219,25 +218,8 @@ def merge_to_dir(
     max_shard_bytes = parse_size(shard_size)
     plan = plan_merge(recipe)
     executor = _Executor(plan, _device(device))
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_dir(out_dir) as staging:
         shards = plan_shards((job.output for job in plan.jobs), max_shard_bytes)
         write_shards(staging, shards, executor.results(show_progress))
         write_metadata_files(plan, staging, title=out_dir.name)
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
-
-
-def _move_into_place(staging: Path, out_dir: Path) -> None:
-    if not out_dir.exists():
-        staging.rename(out_dir)
-        return
-    # Swap via a second aside name so the old folder is replaced only by a complete new one.
-    retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-    out_dir.rename(retired / "old")
-    staging.rename(out_dir)
-    shutil.rmtree(retired, ignore_errors=True)

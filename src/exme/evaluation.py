@@ -1,6 +1,5 @@
 """Evaluation with lm-evaluation-harness on a model object, offline, on a chosen split."""
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -111,12 +110,3 @@ def scores_from_results(results: dict[str, Any], metric_keys: dict[str, str] | s
             raise ExmeError(f"lm-eval results have no numeric {metric!r} for task {task!r}")
         scores.append({"task": task, "metric": metric, "value": float(value)})
     return scores
-
-
-def write_results(path: str | os.PathLike, payload: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(path.name + ".tmp")
-    tmp_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    tmp_path.replace(path)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from exme.device import default_device
 from exme.errors import ExmeError
+from exme.files import staged_dir
 from exme.naming import checkpoint_steps
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
@@ -46,12 +46,6 @@ def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """Weights (safetensors), config, generation config and tokenizer: a loadable HF folder."""
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-
-
-def replace_dir(tmp_dir: Path, out_dir: Path) -> None:
-    """Move a fully written temp folder into place, replacing any previous out_dir."""
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
 
 
 def _read_sft_examples(train_jsonl: Path, tokenizer: PreTrainedTokenizerBase) -> list[dict[str, list[int]]]:
@@ -153,13 +147,11 @@ def finetune(
         trainer.train(resume_from_checkpoint=last_checkpoint)
 
     steps = checkpoint_steps(max_steps, save_steps)
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    for step in steps:
-        checkpoint = state_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
-        if not checkpoint.is_dir():
-            raise ExmeError(f"checkpoint {checkpoint} is missing; was state_dir pruned?")
-        step_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-        save_model_folder(step_model, tokenizer, tmp_dir / f"step-{step}")
-    replace_dir(tmp_dir, out_dir)
+    with staged_dir(out_dir) as staging:
+        for step in steps:
+            checkpoint = state_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
+            if not checkpoint.is_dir():
+                raise ExmeError(f"checkpoint {checkpoint} is missing; was state_dir pruned?")
+            step_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+            save_model_folder(step_model, tokenizer, staging / f"step-{step}")
     return steps

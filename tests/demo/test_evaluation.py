@@ -4,7 +4,8 @@ import pytest
 
 from exme.demo.tasks import METRIC_KEY, TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
-from exme.evaluation import evaluate_model, load_model_dir, scores_from_results, write_results
+from exme.evaluation import evaluate_model, load_model_dir, scores_from_results
+from exme.files import write_json
 
 TASKS = [lm_eval_task_name(task) for task in TASK_GENERATORS]
 
@@ -34,7 +35,7 @@ def test_evaluate_model_on_split(model_and_tokenizer, demo_data, split, tmp_path
     scores = scores_from_results(results, METRIC_KEY)
     assert [score["task"] for score in scores] == TASKS
     assert all(0.0 <= score["value"] <= 1.0 for score in scores)
-    write_results(tmp_path / "r.json", {"scores": scores})
+    write_json(tmp_path / "r.json", {"scores": scores})
     assert json.loads((tmp_path / "r.json").read_text())["scores"] == scores
 
 

@@ -1,7 +1,8 @@
 """Rule evaluate: lm-eval on one model (a folder, or a recipe built in memory) and one split."""
 
 from exme.device import use_threads
-from exme.evaluation import evaluate_model, scores_from_results, write_results
+from exme.evaluation import evaluate_model, scores_from_results
+from exme.files import write_json
 from exme.models import load_model
 from exme.rule_script import run_rule
 
@@ -21,7 +22,7 @@ def main(smk):
         limit=params.limit,
     )
     scores = scores_from_results(results, {task["name"]: task["metric"] for task in params.tasks})
-    write_results(
+    write_json(
         smk.output[0],
         {
             "model": smk.wildcards.model,

@@ -17,7 +17,8 @@ from transformers import (
 )
 
 from exme.errors import ExmeError
-from exme.training import quiet_training_arguments, replace_dir, save_model_folder
+from exme.files import staged_dir
+from exme.training import quiet_training_arguments, save_model_folder
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
@@ -103,23 +104,21 @@ def pretrain_base(
         eos_token_id=tokenizer.eos_token_id,
     )
 
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    args = quiet_training_arguments(
-        tmp_dir / "trainer",
-        device=device,
-        seed=seed,
-        learning_rate=learning_rate,
-        max_steps=steps,
-        per_device_train_batch_size=batch_size,
-        warmup_steps=max(1, steps // 20),
-        lr_scheduler_type="cosine",
-        weight_decay=0.01,
-        save_strategy="no",
-        logging_steps=max(1, steps // 10),
-    )
-    Trainer(model=model, args=args, train_dataset=chunks).train()
-    shutil.rmtree(tmp_dir / "trainer", ignore_errors=True)
-    save_model_folder(model, tokenizer, tmp_dir)
-    replace_dir(tmp_dir, out_dir)
+    with staged_dir(out_dir) as staging:
+        args = quiet_training_arguments(
+            staging / "trainer",
+            device=device,
+            seed=seed,
+            learning_rate=learning_rate,
+            max_steps=steps,
+            per_device_train_batch_size=batch_size,
+            warmup_steps=max(1, steps // 20),
+            lr_scheduler_type="cosine",
+            weight_decay=0.01,
+            save_strategy="no",
+            logging_steps=max(1, steps // 10),
+        )
+        Trainer(model=model, args=args, train_dataset=chunks).train()
+        shutil.rmtree(staging / "trainer")
+        save_model_folder(model, tokenizer, staging)
     return model.num_parameters()

@@ -9,13 +9,13 @@ file, a generic pretraining corpus and one lm-eval task YAML per task.
 import json
 import os
 import random
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from exme.errors import ExmeError
+from exme.files import staged_dir
 
 Example = tuple[str, str]  # (prompt, answer)
 Generator = Callable[[random.Random], Example]
@@ -181,24 +181,19 @@ def write_demo_data(
         if value < 1:
             raise ExmeError(f"{name} must be at least 1, got {value}")
     out_dir = Path(out_dir).resolve()
-    tmp_dir = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    (tmp_dir / "lm_eval_tasks").mkdir(parents=True)
-
-    sft_rows = []
-    for task in task_names:
-        splits = generate_splits(task, n_train, n_dev, n_test, seed)
-        (tmp_dir / task).mkdir()
-        for split, rows in splits.items():
-            _write_jsonl(tmp_dir / task / f"{split}.jsonl", rows)
-        sft_rows += [{"prompt": row["prompt"], "completion": row["answer"]} for row in splits["train"]]
-        config = task_yaml(task, {split: out_dir / task / f"{split}.jsonl" for split in ("dev", "test")})
-        yaml_path = tmp_dir / "lm_eval_tasks" / f"{lm_eval_task_name(task)}.yaml"
-        yaml_path.write_text(yaml.safe_dump(config, sort_keys=False))
-    random.Random(f"{seed}:sft").shuffle(sft_rows)
-    _write_jsonl(tmp_dir / "sft_train.jsonl", sft_rows)
-    (tmp_dir / "pretrain.txt").write_text("\n".join(pretraining_lines(pretrain_lines, seed)) + "\n")
-
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp_dir.rename(out_dir)
+    with staged_dir(out_dir) as staging:
+        (staging / "lm_eval_tasks").mkdir()
+        sft_rows = []
+        for task in task_names:
+            splits = generate_splits(task, n_train, n_dev, n_test, seed)
+            (staging / task).mkdir()
+            for split, rows in splits.items():
+                _write_jsonl(staging / task / f"{split}.jsonl", rows)
+            sft_rows += [{"prompt": row["prompt"], "completion": row["answer"]} for row in splits["train"]]
+            config = task_yaml(task, {split: out_dir / task / f"{split}.jsonl" for split in ("dev", "test")})
+            yaml_path = staging / "lm_eval_tasks" / f"{lm_eval_task_name(task)}.yaml"
+            yaml_path.write_text(yaml.safe_dump(config, sort_keys=False))
+        random.Random(f"{seed}:sft").shuffle(sft_rows)
+        _write_jsonl(staging / "sft_train.jsonl", sft_rows)
+        (staging / "pretrain.txt").write_text("\n".join(pretraining_lines(pretrain_lines, seed)) + "\n")
     return {lm_eval_task_name(task): METRIC_KEY for task in task_names}
