@@ -3,7 +3,8 @@
 For each model size it writes a random bf16 Llama-architecture base and two fine-tunes (streamed
 to disk, never instantiated), then alternates the two tools N times and reports median wall time,
 median peak RSS of the child process and the engine's time over an I/O floor (reading every input
-byte and writing the output's byte count once, in the same cache state).
+byte and writing the output's byte count once). The models' files are evicted from the page cache
+before every run, so each run reads its inputs from disk.
 
     python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3
 """
@@ -11,7 +12,6 @@ byte and writing the output's byte count once, in the same cache state).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -31,7 +31,6 @@ from exme.shard_writer import TensorSpec, plan_shards, write_shards
 HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
 BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2
 BYTES_OUTSIDE_LAYERS = (2 * VOCAB * HIDDEN + HIDDEN) * 2
-DROP_CACHES = Path("/proc/sys/vm/drop_caches")
 
 
 def llama_specs(layers: int) -> list[TensorSpec]:
@@ -75,13 +74,18 @@ def write_random_model(path: Path, layers: int, variant: int) -> None:
     (path / "config.json").write_text(json.dumps(config, indent=2))
 
 
-def drop_page_cache() -> bool:
-    """Best effort (needs root): cold-ish reads make the tools' I/O comparable to the floor."""
-    with contextlib.suppress(OSError):
-        os.sync()
-        DROP_CACHES.write_text("3\n")
-        return True
-    return False
+def evict_from_page_cache(folders: list[Path]) -> None:
+    """Make the next read of the models' weights come from disk. Only these files are evicted,
+    not the whole page cache (which needs root): the tools' own libraries stay cached, as on a
+    machine that merges more than once, so start-up is not charged a cold import of torch."""
+    os.sync()
+    for folder in folders:
+        for file in folder.glob("*.safetensors"):
+            descriptor = os.open(file, os.O_RDONLY)
+            try:
+                os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(descriptor)
 
 
 def run_measured(command: list[str]) -> tuple[float, float]:
@@ -145,13 +149,13 @@ def bench_size(size_gb: float, runs: int, workdir: Path) -> dict[str, float]:
     for run in range(runs):
         order = ["exme", "mergekit"] if run % 2 == 0 else ["mergekit", "exme"]
         for tool in order:
-            drop_page_cache()
+            evict_from_page_cache(models)
             wall, peak = run_measured(commands[tool])
             times[tool].append(wall)
             rss[tool].append(peak)
             output_bytes = folder_bytes(out)
             shutil.rmtree(out)
-        drop_page_cache()
+        evict_from_page_cache(models)
         times["floor"].append(io_floor(models, output_bytes, root / "floor.bin"))
         print(f"  {size_gb} GB run {run + 1}: " + ", ".join(
             f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)  # fmt: skip
@@ -193,8 +197,6 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exme-bench-", dir="/tmp"))
-    cold = drop_page_cache()
-    print(f"page cache dropped before each run: {cold}", flush=True)
     try:
         rows = [bench_size(size, args.runs, workdir) for size in args.sizes]
     finally:

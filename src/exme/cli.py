@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +16,9 @@ from exme.errors import ExmeError
 # Bytes of input weights the kernel is asked to read ahead while Python imports torch: enough to
 # cover that second on a small merge, little enough not to churn the page cache on a huge one.
 _STARTUP_READAHEAD_BYTES = 2**30
+# Linux caps one POSIX_FADV_WILLNEED call at the device's read-ahead window (8 MB here; a single
+# call for a whole file read only its first 8 MB), so the advice is given in chunks of this size.
+_READAHEAD_CHUNK_BYTES = 8 * 2**20
 
 
 def _methods_text() -> str:
@@ -43,12 +48,23 @@ def _start_reading_inputs(config: str) -> None:
         files = [file for folder in filter(None, folders) for file in Path(folder).glob("*.safetensors")]
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
         return
-    for file in files:
-        descriptor = os.open(file, os.O_RDONLY)
-        try:
-            os.posix_fadvise(descriptor, 0, _STARTUP_READAHEAD_BYTES // len(files), os.POSIX_FADV_WILLNEED)
-        finally:
-            os.close(descriptor)
+    if files:
+        # A thread, because submitting the reads blocks for a while; the import goes on meanwhile.
+        threading.Thread(target=_advise_will_need, args=(files,), daemon=True).start()
+
+
+def _advise_will_need(files: list[Path]) -> None:
+    """Ask for the files' first bytes in chunks, round robin: the engine reads the models in step."""
+    with contextlib.ExitStack() as stack:
+        descriptors = []
+        for file in files:
+            with contextlib.suppress(OSError):
+                descriptors.append(os.open(file, os.O_RDONLY))
+                stack.callback(os.close, descriptors[-1])
+        budget_per_file = _STARTUP_READAHEAD_BYTES // max(1, len(descriptors))
+        for offset in range(0, budget_per_file, _READAHEAD_CHUNK_BYTES):
+            for descriptor in descriptors:
+                os.posix_fadvise(descriptor, offset, _READAHEAD_CHUNK_BYTES, os.POSIX_FADV_WILLNEED)
 
 
 def _merge(args: argparse.Namespace) -> None:
