@@ -1,12 +1,10 @@
 """Evaluation with lm-evaluation-harness on a model object, offline, on a chosen split."""
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-import yaml
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -17,16 +15,14 @@ from transformers import (
 from exme.device import default_device
 from exme.errors import ExmeError
 
-EVAL_SPLITS = ("dev", "test")
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 
 def _offline_environment() -> None:
-    """No Hub access at run time; datasets still needs a writable cache even for local JSONL."""
+    """No Hub access at run time: lm-eval's own tasks read their data sets from the local cache."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    if "HF_HOME" not in os.environ:
-        os.environ["HF_HOME"] = str(Path(tempfile.gettempdir()) / "exme-hf-home")
-    os.environ.setdefault("HF_DATASETS_CACHE", str(Path(os.environ["HF_HOME"]) / "datasets"))
 
 
 def load_model_dir(
@@ -41,18 +37,51 @@ def load_model_dir(
     return model, AutoTokenizer.from_pretrained(path)
 
 
-def _task_config(include_path: Path, task: str, split: str) -> dict[str, Any]:
-    """The task's YAML, with `split` as the evaluated split (a registered name cannot be overridden
-    in lm-eval 0.4.13: a dict spec replaces the config, so the whole config is passed inline)."""
-    yaml_path = include_path / f"{task}.yaml"
-    if not yaml_path.is_file():
-        raise ExmeError(f"task {task!r}: no lm-eval YAML {yaml_path}")
-    config = yaml.safe_load(yaml_path.read_text())
-    if config.get("task") != task:
-        raise ExmeError(f"{yaml_path} defines task {config.get('task')!r}, expected {task!r}")
-    data_files = config.get("dataset_kwargs", {}).get("data_files", {})
-    if split not in data_files:
-        raise ExmeError(f"{yaml_path} has no data_files entry for split {split!r}")
+def _registered_task_configs(
+    task_names: list[str], include_path: Path | None
+) -> tuple["TaskManager", dict[str, dict[str, Any]]]:
+    """A TaskManager and each task's full lm-eval config, looked up by name in include_path, then
+    among lm-eval's own tasks (indexing those takes seconds, so only when a name is not found)."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._index import Kind
+
+    # lm-eval 0.4.13 has no public call for "a registered task's config with one key changed": a
+    # dict spec replaces the registered config, so the config is loaded here (with its includes
+    # and !function entries resolved, as lm-eval itself does) and passed in full.
+    from lm_eval.tasks._yaml_loader import load_yaml
+
+    task_manager = TaskManager(include_path=include_path, include_defaults=False)
+    if any(name not in task_manager.task_index for name in task_names):
+        task_manager = TaskManager(include_path=include_path, include_defaults=True)
+    index = task_manager.task_index
+    configs = {}
+    for name in task_names:
+        entry = index.get(name)
+        if entry is None:
+            where = f"in {include_path} or " if include_path else ""
+            raise ExmeError(
+                f"evaluation.tasks: no lm-eval task named {name!r} {where}among lm-eval's own tasks"
+            )
+        if entry.kind in (Kind.GROUP, Kind.TAG):
+            raise ExmeError(
+                f"evaluation.tasks: {name!r} is an lm-eval group or tag; list its tasks one by one"
+            )
+        if entry.kind is not Kind.TASK:
+            raise ExmeError(
+                f"evaluation.tasks: {name!r} is a Python-class lm-eval task, whose split cannot be set"
+            )
+        configs[name] = load_yaml(entry.yaml_path, resolve_func=True) if entry.yaml_path else dict(entry.cfg)
+    return task_manager, configs
+
+
+def _with_evaluated_split(config: dict[str, Any], split: str) -> dict[str, Any]:
+    """The config with `split` as the split lm-eval evaluates (its `test_split`)."""
+    data_files = config.get("dataset_kwargs", {}).get("data_files")
+    if isinstance(data_files, dict) and split not in data_files:
+        raise ExmeError(
+            f"lm-eval task {config['task']!r}: its data_files have no split {split!r} "
+            f"(they have {', '.join(data_files)}); see evaluation.tasks[].splits"
+        )
     return {**config, "test_split": split}
 
 
@@ -60,33 +89,32 @@ def evaluate_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     *,
-    tasks: list[str],
-    split: str,
-    include_path: str | os.PathLike,
+    task_splits: dict[str, str],
+    include_path: str | os.PathLike | None,
     batch_size: int,
     seed: int,
     limit: int | float | None = None,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
-    """Run lm_eval.simple_evaluate on an in-memory model over `tasks` (YAML names in include_path),
-    evaluating their `split` ("dev" or "test"). Returns lm-eval's results dict without samples."""
-    if split not in EVAL_SPLITS:
-        raise ExmeError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
-    if not tasks:
-        raise ExmeError("tasks is empty")
+    """Run lm_eval.simple_evaluate on an in-memory model. `task_splits` maps each lm-eval task name
+    (in include_path or among lm-eval's own tasks) to the dataset split to evaluate, e.g.
+    {"arc_easy": "validation"}. Returns lm-eval's results dict without samples."""
+    if not task_splits:
+        raise ExmeError("evaluation.tasks is empty")
     _offline_environment()
     import lm_eval  # imported late: it reads the HF_* environment at import time
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    include_path = Path(include_path)
+    include_path = Path(include_path) if include_path is not None else None
+    task_manager, configs = _registered_task_configs(list(task_splits), include_path)
     device = torch.device(device) if device is not None else default_device()
     model.to(device).eval()
+    from lm_eval.models.huggingface import HFLM
+
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
-    results = lm_eval.simple_evaluate(
+    return lm_eval.simple_evaluate(
         model=lm,
-        tasks=[_task_config(include_path, task, split) for task in tasks],
-        task_manager=TaskManager(include_path=str(include_path), include_defaults=False),
+        tasks=[_with_evaluated_split(configs[task], split) for task, split in task_splits.items()],
+        task_manager=task_manager,
         limit=limit,
         log_samples=False,
         bootstrap_iters=0,
@@ -95,7 +123,6 @@ def evaluate_model(
         torch_random_seed=seed,
         fewshot_random_seed=seed,
     )
-    return results
 
 
 def scores_from_results(results: dict[str, Any], metric_keys: dict[str, str] | str) -> list[dict[str, Any]]:

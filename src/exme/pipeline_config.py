@@ -69,7 +69,14 @@ def check_config(config: dict) -> None:
 
 
 def _check_models_and_tasks(config: dict) -> None:
-    task_names = [task["name"] for task in config["evaluation"]["tasks"]]
+    tasks = config["evaluation"]["tasks"]
+    task_names = [task["name"] for task in tasks]
+    for index, task in enumerate(tasks):
+        if task["splits"]["dev"] == task["splits"]["test"]:
+            raise ExmeError(
+                f"evaluation.tasks[{index}].splits ({task['name']}): dev and test are both "
+                f"{task['splits']['dev']!r}; the test split must never choose anything"
+            )
     if config["demo"]["activate"]:
         demo = config["demo"]
         for key in ("tasks", "n_train", "n_dev", "n_test", "n_pretrain_lines", "model", "pretrain"):
@@ -99,3 +106,6 @@ def _check_models_and_tasks(config: dict) -> None:
         raise ExmeError(
             f"model.base: {config['model']['base']} is not a Hugging Face model folder (no config.json)"
         )
+    include_path = config["evaluation"]["include_path"]
+    if include_path is not None and not Path(include_path).is_dir():
+        raise ExmeError(f"evaluation.include_path: {include_path} is not a folder")

@@ -1,6 +1,7 @@
 """The config: every shipped file validates, and each bad value fails with a message naming its key."""
 
 import copy
+import re
 import shutil
 
 import pytest
@@ -103,6 +104,10 @@ SEMANTIC_ERRORS = [
     ({"demo": {"activate": False}}, "model.base is required"),
     ({"demo": {"activate": False}, "model": {"base": "/nonexistent"}}, "model.base: /nonexistent"),
     ({"output": {"shard_size": "lots"}}, "shard_size"),
+    (
+        {"evaluation": {"tasks": [{"name": "demo_arith", "metric": "m", "splits": {"dev": "test"}}]}},
+        "evaluation.tasks[0].splits (demo_arith): dev and test are both 'test'",
+    ),
 ]
 
 
@@ -118,8 +123,26 @@ def _merged(base, override):
 
 @pytest.mark.parametrize(("override", "named"), SEMANTIC_ERRORS, ids=lambda v: str(v)[:40])
 def test_a_semantically_bad_config_is_refused_naming_the_key(override, named):
-    with pytest.raises((ExmeError, WorkflowError), match=named.replace(".", r"\.")):
+    with pytest.raises((ExmeError, WorkflowError), match=re.escape(named)):
         check_config(validated(_merged(DEFAULT, override)))
+
+
+def test_a_real_run_names_a_missing_task_folder(tmp_path):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/config.json").write_text("{}")
+    (tmp_path / "sft.jsonl").write_text("")
+    override = {
+        "demo": {"activate": False},
+        "model": {"base": str(tmp_path / "base")},
+        "data": {"sft_train": str(tmp_path / "sft.jsonl")},
+        "evaluation": {"include_path": str(tmp_path / "my_tasks")},
+    }
+    config = validated(_merged(DEFAULT, override))
+    message = f"evaluation.include_path: {tmp_path}/my_tasks is not a folder"
+    with pytest.raises(ExmeError, match=re.escape(message)):
+        check_config(config)
+    (tmp_path / "my_tasks").mkdir()
+    check_config(config)
 
 
 @pytest.mark.parametrize(

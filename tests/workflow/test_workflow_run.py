@@ -1,8 +1,10 @@
 """The pipeline itself: dry-run DAGs of every config, one full CI-sized run, and incremental reruns."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -118,6 +120,58 @@ def test_grids_add_no_model_sized_files(ci_run):
 @pytest.mark.slow
 def test_a_completed_run_has_nothing_left_to_do(ci_run):
     assert planned_jobs(run_snakemake(ci_run, CI_CONFIG, "--dry-run")) == {}
+
+
+def _user_task_library(demo_tasks, folder, n_validation):
+    """The demo's lm-eval YAMLs as a user's own tasks: renamed, with a `validation` split (the first
+    n_validation dev items) instead of `dev`. Returns the config's evaluation.tasks."""
+    folder.mkdir()
+    tasks = []
+    for path in sorted(demo_tasks.glob("*.yaml")):
+        task = yaml.safe_load(path.read_text())
+        data_files = task["dataset_kwargs"]["data_files"]
+        validation = folder / f"{task['task']}_validation.jsonl"
+        dev_items = Path(data_files.pop("dev")).read_text().splitlines()[:n_validation]
+        validation.write_text("\n".join(dev_items) + "\n")
+        data_files["validation"] = str(validation)
+        task.update(task=f"my_{task['task']}", validation_split="validation")
+        (folder / f"{task['task']}.yaml").write_text(yaml.safe_dump(task))
+        splits = {"dev": "validation", "test": "test"}
+        tasks.append({"name": task["task"], "metric": "exact_match,first-token", "splits": splits})
+    return tasks
+
+
+@pytest.mark.slow
+def test_a_real_run_uses_the_given_model_data_tasks_and_splits(ci_run, tmp_path):
+    """demo.activate false: a given base model folder, SFT file and lm-eval task folder (here the CI
+    run's, as a user's), with each task's dev split named by `splits`; no demo rule runs."""
+    demo = ci_run / "results/ci"
+    config = yaml.safe_load(CI_CONFIG.read_text())
+    config.update(run="user", demo={"activate": False}, model={"base": str(demo / "base")})
+    config["data"] = {"sft_train": str(demo / "data/sft_train.jsonl")}
+    config["finetune"].update(max_steps=20, save_steps=10)
+    config["evaluation"].update(
+        tasks=_user_task_library(demo / "data/lm_eval_tasks", tmp_path / "my_tasks", n_validation=10),
+        include_path=str(tmp_path / "my_tasks"),
+    )
+    config["merging"]["beta_grid"] = [0.5]
+    configfile = tmp_path / "user.yaml"
+    configfile.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+
+    result = run_snakemake(workdir, configfile)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
+    out = workdir / "results/user"
+    assert not (out / "data").exists() and not (out / "base").exists()
+    scores = pd.read_csv(out / "scores.csv")
+    assert set(scores["task"]) == {f"my_demo_{task}" for task in ("arith", "count", "lookup", "median")}
+    assert set(scores["method"]) == {"base", "sft", "expo", "exme"}
+    dev, test = (json.loads((out / f"eval/{split}/sft-10.json").read_text()) for split in ("dev", "test"))
+    assert set(dev["dataset_splits"].values()) == {"validation"}
+    assert {n["effective"] for n in dev["n_samples"].values()} == {10}
+    assert {n["effective"] for n in test["n_samples"].values()} == {40}
+    AutoModelForCausalLM.from_pretrained(out / "final")
 
 
 def _rerun_plan(ci_run, tmp_path, **overrides):

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
@@ -93,6 +95,9 @@ def model_inputs(wildcards):
         sources["checkpoints"] = f"{OUT}/sft"
     if DEMO:
         sources["tasks"] = f"{OUT}/data"
+    elif config["evaluation"]["include_path"]:
+        # The task YAMLs themselves, so that editing one reruns the evaluations.
+        sources["tasks"] = sorted(map(str, Path(config["evaluation"]["include_path"]).rglob("*.yaml")))
     return sources
 
 

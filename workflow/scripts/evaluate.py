@@ -11,11 +11,12 @@ def main(smk):
     use_threads(smk.threads)
     params = smk.params
     model, tokenizer = load_model(params.location)
+    # The pipeline's dev and test are, per task, the data set splits its `splits` names.
+    task_splits = {task["name"]: task["splits"][smk.wildcards.split] for task in params.tasks}
     results = evaluate_model(
         model,
         tokenizer,
-        tasks=[task["name"] for task in params.tasks],
-        split=smk.wildcards.split,
+        task_splits=task_splits,
         include_path=params.include_path,
         batch_size=params.batch_size,
         seed=params.seed,
@@ -27,6 +28,7 @@ def main(smk):
         {
             "model": smk.wildcards.model,
             "split": smk.wildcards.split,
+            "dataset_splits": task_splits,
             "source": str(params.location),
             "scores": scores,
             "n_samples": results.get("n-samples"),
