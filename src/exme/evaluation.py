@@ -38,7 +38,7 @@ def load_model_dir(
 
 
 def _registered_task_configs(
-    task_names: list[str], include_path: Path | None
+    task_names: list[str], include_path: str | os.PathLike | None
 ) -> tuple["TaskManager", dict[str, dict[str, Any]]]:
     """A TaskManager and each task's full lm-eval config, looked up by name in include_path, then
     among lm-eval's own tasks (indexing those takes seconds, so only when a name is not found)."""
@@ -103,13 +103,11 @@ def evaluate_model(
         raise ExmeError("evaluation.tasks is empty")
     _offline_environment()
     import lm_eval  # imported late: it reads the HF_* environment at import time
+    from lm_eval.models.huggingface import HFLM
 
-    include_path = Path(include_path) if include_path is not None else None
     task_manager, configs = _registered_task_configs(list(task_splits), include_path)
     device = torch.device(device) if device is not None else default_device()
     model.to(device).eval()
-    from lm_eval.models.huggingface import HFLM
-
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
     return lm_eval.simple_evaluate(
         model=lm,
