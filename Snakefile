@@ -23,4 +23,11 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        final_outputs(),
+        final_targets(OUT, [task["name"] for task in TASKS]),
+
+
+# Checked once every rule is defined: a `resources` entry must name one of them.
+try:
+    check_rule_resources(config["resources"], [rule.name for rule in workflow.rules])
+except ExmeError as error:
+    raise WorkflowError(f"invalid config: {error}") from None

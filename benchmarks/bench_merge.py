@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from exme.shard_writer import TensorSpec, plan_shards, write_shards
+from exme.merge.io.shard_writer import TensorSpec, plan_shards, write_shards
 
 HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
 BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2

@@ -10,9 +10,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from exme.errors import ExmeError
-from exme.pipeline_config import as_param, check_config
-
-from snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
+from exme.pipeline.config import as_param, check_config
+from tests.workflow.snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 
@@ -100,7 +99,6 @@ SEMANTIC_ERRORS = [
     ({"demo": {"tasks": ["arith", "nonsense"]}}, "demo.tasks: unknown task 'nonsense'"),
     ({"evaluation": {"tasks": [{"name": "hellaswag", "metric": "acc,none"}]}}, "evaluation.tasks"),
     ({"extrapolation": {"alpha_grid": [-0.5, 0.5]}}, "extrapolation.alpha_grid"),
-    ({"resources": {"fine_tune": {"threads": 2}}}, "resources.fine_tune"),
     ({"demo": {"activate": False}}, "model.base is required"),
     ({"demo": {"activate": False}, "model": {"base": "/nonexistent"}}, "model.base: /nonexistent"),
     ({"output": {"shard_size": "lots"}}, "shard_size"),
@@ -150,6 +148,7 @@ def test_a_real_run_names_a_missing_task_folder(tmp_path):
     [
         ({"selection": {"top_k": 99}}, "selection.top_k"),
         ({"run": None}, "None is not of type 'string'"),
+        ({"resources": {"fine_tune": {"threads": 2}}}, "resources.fine_tune: no rule of that name"),
     ],
 )
 def test_the_workflow_refuses_a_bad_config_before_writing_anything(tmp_path, override, named):

@@ -12,10 +12,9 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from exme.engine import build_state_dict
-from exme.recipe import load_recipe
-
-from snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
+from exme.merge.execute import build_state_dict
+from exme.merge.recipe import load_recipe
+from tests.workflow.snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
 
 RULES_BEFORE_MERGING = {"build_demo_data", "pretrain_base", "finetune", "select_checkpoints"}
 

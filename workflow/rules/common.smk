@@ -3,18 +3,21 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-# The Snakefile and the rule scripts import the project package `exme` (pip install -e .).
+# The Snakefile and the rule scripts import the project package `exme` (pip install -e .); the
+# modules imported here import no torch, so building the DAG stays fast.
 from exme.errors import ExmeError
-from exme.naming import (
-    MODEL_NAME_PATTERN,
-    checkpoint_steps,
-    exme_name,
-    expo_name,
-    format_coef,
-    parse_model_name,
-    sft_name,
+from exme.pipeline.catalogue import (
+    BASE,
+    FINAL,
+    NAME_PATTERNS,
+    WILDCARD_PATTERNS,
+    folder_description,
+    model_name,
+    sft_step,
 )
-from exme.pipeline_config import as_param, check_config, fingerprint
+from exme.pipeline.config import as_param, check_config, check_rule_resources, fingerprint
+from exme.pipeline.targets import figure_paths, final_targets, models_on_dev, models_on_test
+from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
 validate(config, schema="../schemas/config.schema.yaml")
 try:
@@ -28,15 +31,23 @@ OUT = f"results/{RUN}"
 DEMO = config["demo"]["activate"]
 STEPS = checkpoint_steps(config["finetune"]["max_steps"], config["finetune"]["save_steps"])
 RANKS = list(range(1, config["selection"]["top_k"] + 1))
-ALPHAS = [format_coef(a) for a in config["extrapolation"]["alpha_grid"]]
-BETAS = [format_coef(b) for b in config["merging"]["beta_grid"]]
+ALPHAS = config["extrapolation"]["alpha_grid"]
+BETAS = config["merging"]["beta_grid"]
 TASKS = as_param(config["evaluation"]["tasks"])
+FIGURES = figure_paths(OUT, [task["name"] for task in TASKS])
 
 
 wildcard_constraints:
-    model=MODEL_NAME_PATTERN,
-    recipe=r"expo\d+(-a\d+(\.\d+)?)?|exme(-b\d+(\.\d+)?)?",
-    split="dev|test",
+    **WILDCARD_PATTERNS,
+
+
+def recipe_path(kind):
+    """The output pattern of the recipes of one kind of model (see exme.pipeline.catalogue)."""
+    return f"{OUT}/recipes/{NAME_PATTERNS[kind]}.yaml"
+
+
+def eval_path(split, model):
+    return f"{OUT}/eval/{split}/{model}.json"
 
 
 def _rule_settings(rule_name):
@@ -78,19 +89,14 @@ def task_include_path():
     return f"{OUT}/data/lm_eval_tasks" if DEMO else config["evaluation"]["include_path"]
 
 
-def eval_path(split, model):
-    return f"{OUT}/eval/{split}/{model}.json"
-
-
 def model_inputs(wildcards):
     """What evaluating a model reads: a model folder, or a recipe plus the folders it names."""
-    name = parse_model_name(wildcards.model)
     sources = {"base": base_model_path()}
-    if name.method == "sft":
+    if sft_step(wildcards.model) is not None:
         sources["model"] = f"{OUT}/sft"
-    elif name.method == "exme" and not name.is_grid_point:
+    elif wildcards.model == FINAL:
         sources["model"] = f"{OUT}/final"
-    elif name.method != "base":
+    elif wildcards.model != BASE:
         sources["model"] = f"{OUT}/recipes/{wildcards.model}.yaml"
         sources["checkpoints"] = f"{OUT}/sft"
     if DEMO:
@@ -103,62 +109,14 @@ def model_inputs(wildcards):
 
 def model_location(wildcards, input):
     """The folder or recipe to load: SFT checkpoints live in step folders inside the sft output."""
-    name = parse_model_name(wildcards.model)
-    if name.method == "sft":
-        return f"{input.model}/step-{name.step}"
+    step = sft_step(wildcards.model)
+    if step is not None:
+        return f"{input.model}/{checkpoint_folder(step)}"
     return input.get("model", input.base)
 
 
-def recipe_inputs(wildcards):
-    """A recipe needs the selection, and the chosen coefficients its name does not fix."""
-    name = parse_model_name(wildcards.recipe)
-    inputs = {
-        "selection": checkpoints.select_checkpoints.get().output.selection,
-        "base": base_model_path(),
-        "checkpoints": f"{OUT}/sft",
-    }
-    if name.method == "exme" or name.alpha is None:
-        inputs["alphas"] = f"{OUT}/search/alpha.json"
-    if name.method == "exme" and name.beta is None:
-        inputs["betas"] = f"{OUT}/search/beta.json"
-    return inputs
-
-
-def selected_checkpoints(wildcards):
-    """The SFT models that select_checkpoints picked (known once that checkpoint has run)."""
-    import json
-
-    with open(checkpoints.select_checkpoints.get().output.selection) as handle:
-        return [entry["model"] for entry in json.load(handle)["selected"]]
-
-
 def all_evaluations(wildcards):
-    """Every evaluation the report reads: dev for the grids, test for the compared models."""
-    dev = ["base", *(sft_name(s) for s in STEPS)]
-    dev += [expo_name(r, float(a)) for r in RANKS for a in ALPHAS]
-    dev += [exme_name(float(b)) for b in BETAS]
-    test = ["base", *(sft_name(s) for s in STEPS), *selected_checkpoints(wildcards)]
-    test += [expo_name(r) for r in RANKS] + [exme_name()]
-    return [eval_path("dev", m) for m in dict.fromkeys(dev)] + [
-        eval_path("test", m) for m in dict.fromkeys(test)
-    ]
-
-
-FIGURES = {
-    "extrapolation": [
-        f"{OUT}/figures/extrapolation_{task}.png" for task in [t["name"] for t in TASKS] + ["mean"]
-    ],
-    "beta": f"{OUT}/figures/beta.png",
-    "comparison": f"{OUT}/figures/comparison.png",
-}
-
-
-def final_outputs():
-    return [
-        f"{OUT}/scores.csv",
-        f"{OUT}/summary.md",
-        *FIGURES["extrapolation"],
-        FIGURES["beta"],
-        FIGURES["comparison"],
-        f"{OUT}/final",
+    """Every evaluation the score table reads: dev for the choices, test for the comparison."""
+    return [eval_path("dev", model) for model in models_on_dev(STEPS, RANKS, ALPHAS, BETAS)] + [
+        eval_path("test", model) for model in models_on_test(STEPS, RANKS)
     ]

@@ -17,6 +17,7 @@ rule evaluate:
         **rule_resources("evaluate"),
     params:
         location=model_location,
+        description=lambda wildcards: folder_description(wildcards.model),
         tasks=TASKS,
         include_path=task_include_path(),
         batch_size=config["evaluation"]["batch_size"],

@@ -3,72 +3,103 @@
 # no model-sized files; only the final ExMe model is written, by the streaming merge engine.
 
 
-rule recipe:
+rule write_expo_grid_recipe:
     input:
-        unpack(recipe_inputs),
+        selection=f"{OUT}/selection.json",
+        base=base_model_path(),
+        checkpoints=f"{OUT}/sft",
     output:
-        f"{OUT}/recipes/{{recipe}}.yaml",
+        recipe_path("expo_grid"),
     log:
-        f"{OUT}/logs/recipe/{{recipe}}.log",
+        f"{OUT}/logs/recipes/{NAME_PATTERNS['expo_grid']}.log",
     benchmark:
-        f"{OUT}/benchmarks/recipe/{{recipe}}.tsv"
+        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['expo_grid']}.tsv"
     conda:
         "../../envs/merge.yaml"
-    threads: rule_threads("recipe")
+    threads: rule_threads("write_expo_grid_recipe")
     resources:
-        **rule_resources("recipe"),
+        **rule_resources("write_expo_grid_recipe"),
     params:
-        dtype=lambda wildcards: config["output"]["dtype"] if wildcards.recipe == "exme" else None,
+        alpha=lambda wildcards: float(wildcards.alpha),
     script:
-        "../scripts/write_recipe.py"
+        "../scripts/write_expo_recipe.py"
 
 
-rule search_alpha:
+rule write_expo_recipe:
     input:
-        evaluations=[eval_path("dev", expo_name(r, float(a))) for r in RANKS for a in ALPHAS],
+        selection=f"{OUT}/selection.json",
+        base=base_model_path(),
+        checkpoints=f"{OUT}/sft",
+        alphas=f"{OUT}/search/alpha.json",
     output:
-        f"{OUT}/search/alpha.json",
+        recipe_path("expo"),
     log:
-        f"{OUT}/logs/search_alpha.log",
+        f"{OUT}/logs/recipes/{NAME_PATTERNS['expo']}.log",
     benchmark:
-        f"{OUT}/benchmarks/search_alpha.tsv"
+        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['expo']}.tsv"
     conda:
-        "../../envs/report.yaml"
-    threads: rule_threads("search_alpha")
+        "../../envs/merge.yaml"
+    threads: rule_threads("write_expo_recipe")
     resources:
-        **rule_resources("search_alpha"),
+        **rule_resources("write_expo_recipe"),
     params:
-        grid=config["extrapolation"]["alpha_grid"],
-        ranks=RANKS,
-        strategy=config["search"]["strategy"],
+        alpha=None,  # the alpha chosen on dev, read from the search
     script:
-        "../scripts/search_alpha.py"
+        "../scripts/write_expo_recipe.py"
 
 
-rule search_beta:
+rule write_exme_grid_recipe:
     input:
-        evaluations=[eval_path("dev", exme_name(float(b))) for b in BETAS],
+        selection=f"{OUT}/selection.json",
+        base=base_model_path(),
+        checkpoints=f"{OUT}/sft",
+        alphas=f"{OUT}/search/alpha.json",
     output:
-        f"{OUT}/search/beta.json",
+        recipe_path("exme_grid"),
     log:
-        f"{OUT}/logs/search_beta.log",
+        f"{OUT}/logs/recipes/{NAME_PATTERNS['exme_grid']}.log",
     benchmark:
-        f"{OUT}/benchmarks/search_beta.tsv"
+        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['exme_grid']}.tsv"
     conda:
-        "../../envs/report.yaml"
-    threads: rule_threads("search_beta")
+        "../../envs/merge.yaml"
+    threads: rule_threads("write_exme_grid_recipe")
     resources:
-        **rule_resources("search_beta"),
+        **rule_resources("write_exme_grid_recipe"),
     params:
-        grid=config["merging"]["beta_grid"],
-        strategy=config["search"]["strategy"],
+        beta=lambda wildcards: float(wildcards.beta),
+        dtype=None,  # grid points are evaluated in memory, never written
     script:
-        "../scripts/search_beta.py"
+        "../scripts/write_exme_recipe.py"
+
+
+rule write_exme_recipe:
+    input:
+        selection=f"{OUT}/selection.json",
+        base=base_model_path(),
+        checkpoints=f"{OUT}/sft",
+        alphas=f"{OUT}/search/alpha.json",
+        betas=f"{OUT}/search/beta.json",
+    output:
+        recipe_path("exme"),
+    log:
+        f"{OUT}/logs/recipes/{NAME_PATTERNS['exme']}.log",
+    benchmark:
+        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['exme']}.tsv"
+    conda:
+        "../../envs/merge.yaml"
+    threads: rule_threads("write_exme_recipe")
+    resources:
+        **rule_resources("write_exme_recipe"),
+    params:
+        beta=None,  # the beta chosen on dev, read from the search
+        dtype=config["output"]["dtype"],  # the final model's dtype
+    script:
+        "../scripts/write_exme_recipe.py"
 
 
 rule export_final:
     input:
-        recipe=f"{OUT}/recipes/exme.yaml",
+        recipe=recipe_path("exme"),
         base=base_model_path(),
         checkpoints=f"{OUT}/sft",
     output:

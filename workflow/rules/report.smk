@@ -5,8 +5,6 @@ rule collect_scores:
     input:
         evaluations=all_evaluations,
         selection=f"{OUT}/selection.json",
-        alphas=f"{OUT}/search/alpha.json",
-        betas=f"{OUT}/search/beta.json",
     output:
         report(
             f"{OUT}/scores.csv",

@@ -1,9 +1,10 @@
-# Pick the top-k checkpoints by mean dev score; downstream jobs depend on which were picked.
+# Choices made on the dev split only: the top-k checkpoints, then alpha per selected checkpoint,
+# then beta at the chosen alphas. Downstream jobs depend on which checkpoints were picked.
 
 
 checkpoint select_checkpoints:
     input:
-        evaluations=[eval_path("dev", sft_name(step)) for step in STEPS],
+        evaluations=[eval_path("dev", model_name("sft", step=step)) for step in STEPS],
     output:
         selection=f"{OUT}/selection.json",
     log:
@@ -19,3 +20,50 @@ checkpoint select_checkpoints:
         top_k=config["selection"]["top_k"],
     script:
         "../scripts/select_checkpoints.py"
+
+
+rule search_alpha:
+    input:
+        evaluations=[
+            eval_path("dev", model_name("expo_grid", rank=rank, alpha=alpha))
+            for rank in RANKS
+            for alpha in ALPHAS
+        ],
+    output:
+        f"{OUT}/search/alpha.json",
+    log:
+        f"{OUT}/logs/search_alpha.log",
+    benchmark:
+        f"{OUT}/benchmarks/search_alpha.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("search_alpha")
+    resources:
+        **rule_resources("search_alpha"),
+    params:
+        grid=ALPHAS,
+        ranks=RANKS,
+        strategy=config["search"]["strategy"],
+    script:
+        "../scripts/search_alpha.py"
+
+
+rule search_beta:
+    input:
+        evaluations=[eval_path("dev", model_name("exme_grid", beta=beta)) for beta in BETAS],
+    output:
+        f"{OUT}/search/beta.json",
+    log:
+        f"{OUT}/logs/search_beta.log",
+    benchmark:
+        f"{OUT}/benchmarks/search_beta.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("search_beta")
+    resources:
+        **rule_resources("search_beta"),
+    params:
+        grid=BETAS,
+        strategy=config["search"]["strategy"],
+    script:
+        "../scripts/search_beta.py"

@@ -1,7 +1,7 @@
 """Rule build_demo_data: the demo's synthetic tasks, SFT data, pretraining text and lm-eval YAMLs."""
 
 from exme.demo.tasks import write_demo_data
-from exme.rule_script import run_rule
+from exme.pipeline.rule_script import run_rule
 
 
 def main(smk):

@@ -1,18 +1,12 @@
 """Rule collect_scores: every evaluation of the run in one tidy CSV."""
 
 from exme.files import read_json, write_text
-from exme.rule_script import run_rule
-from exme.scores import tidy_scores
+from exme.pipeline.rule_script import run_rule
+from exme.pipeline.scores import tidy_scores
 
 
 def main(smk):
-    table = tidy_scores(
-        smk.input.evaluations,
-        selection=read_json(smk.input.selection),
-        alphas=read_json(smk.input.alphas),
-        betas=read_json(smk.input.betas),
-        seed=smk.params.seed,
-    )
+    table = tidy_scores(smk.input.evaluations, selection=read_json(smk.input.selection), seed=smk.params.seed)
     write_text(smk.output[0], table.to_csv(index=False))
 
 

@@ -1,10 +1,11 @@
 """Rule evaluate: lm-eval on one model (a folder, or a recipe built in memory) and one split."""
 
 from exme.device import use_threads
-from exme.evaluation import evaluate_model, scores_from_results
+from exme.evaluate.harness import evaluate_model, scores_from_results
+from exme.evaluate.models import load_model
 from exme.files import write_json
-from exme.models import load_model
-from exme.rule_script import run_rule
+from exme.pipeline.catalogue import recipe_description
+from exme.pipeline.rule_script import run_rule
 
 
 def main(smk):
@@ -30,6 +31,7 @@ def main(smk):
             "split": smk.wildcards.split,
             "dataset_splits": task_splits,
             "source": str(params.location),
+            "description": params.description or recipe_description(params.location),
             "scores": scores,
             "n_samples": results.get("n-samples"),
             "lm_eval_results": results["results"],

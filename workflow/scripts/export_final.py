@@ -1,9 +1,9 @@
 """Rule export_final: the ExMe model as a Hugging Face folder, streamed by the merge engine."""
 
 from exme.device import use_threads
-from exme.engine import merge_to_dir
-from exme.recipe import load_recipe
-from exme.rule_script import run_rule
+from exme.merge.execute import merge_to_dir
+from exme.merge.recipe import load_recipe
+from exme.pipeline.rule_script import run_rule
 
 
 def main(smk):

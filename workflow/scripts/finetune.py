@@ -1,8 +1,8 @@
 """Rule finetune: SFT with the Hugging Face Trainer; resumes from its state folder after a kill."""
 
 from exme.device import use_threads
-from exme.rule_script import run_rule
-from exme.training import finetune
+from exme.pipeline.rule_script import run_rule
+from exme.train.sft import finetune
 
 
 def main(smk):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from exme.demo.base_model import pretrain_base
 from exme.device import use_threads
-from exme.rule_script import run_rule
+from exme.pipeline.rule_script import run_rule
 
 
 def main(smk):

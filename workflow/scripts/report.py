@@ -5,8 +5,8 @@ from pathlib import Path
 import pandas as pd
 
 from exme.files import read_json, write_text
-from exme.report import plot_beta, plot_comparison, plot_extrapolation, summary_markdown
-from exme.rule_script import run_rule
+from exme.pipeline.report import plot_beta, plot_comparison, plot_extrapolation, summary_markdown
+from exme.pipeline.rule_script import run_rule
 
 
 def main(smk):

@@ -1,14 +1,14 @@
 """Rule search_beta: the ExMe merging weight beta with the best dev score, at the chosen alphas."""
 
 from exme.files import write_json
-from exme.naming import exme_name, format_coef
-from exme.rule_script import run_rule
-from exme.selection import best_on_grid, dev_means
+from exme.pipeline.catalogue import format_coef, model_name
+from exme.pipeline.rule_script import run_rule
+from exme.pipeline.selection import best_on_grid, dev_means
 
 
 def main(smk):
     means = dev_means(smk.input.evaluations)
-    curve = {beta: means[exme_name(beta)] for beta in smk.params.grid}
+    curve = {beta: means[model_name("exme_grid", beta=beta)] for beta in smk.params.grid}
     beta = best_on_grid(curve)
     write_json(
         smk.output[0],

@@ -1,16 +1,14 @@
 """Checkpoint select_checkpoints: the top-k SFT checkpoints by mean dev score."""
 
 from exme.files import write_json
-from exme.naming import parse_model_name
-from exme.rule_script import run_rule
-from exme.selection import dev_means, top_k
+from exme.pipeline.catalogue import sft_step
+from exme.pipeline.rule_script import run_rule
+from exme.pipeline.selection import dev_means, top_k
 
 
 def main(smk):
     means = dev_means(smk.input.evaluations)
-    ranking = [
-        {"model": name, "step": parse_model_name(name).step, "dev_mean": mean} for name, mean in means.items()
-    ]
+    ranking = [{"model": name, "step": sft_step(name), "dev_mean": mean} for name, mean in means.items()]
     selected = [
         {"rank": rank, **next(entry for entry in ranking if entry["model"] == name)}
         for rank, name in enumerate(top_k(means, smk.params.top_k), start=1)

@@ -18,7 +18,7 @@ from transformers import (
 
 from exme.errors import ExmeError
 from exme.files import staged_dir
-from exme.training import quiet_training_arguments, save_model_folder
+from exme.train.sft import quiet_training_arguments, save_model_folder
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 

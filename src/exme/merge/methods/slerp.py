@@ -1,0 +1,33 @@
+"""Spherical linear interpolation between the base (t=0) and one other model (t=1)."""
+
+import torch
+
+from exme.merge.methods.registry import BasePolicy, MethodInputs, global_parameter, merge_method
+
+# Above this |cos| the two tensors are (anti)parallel and slerp is ill-conditioned: interpolate.
+_COLINEAR_THRESHOLD = 0.9995
+_EPS = 1e-8
+
+
+@merge_method(
+    name="slerp",
+    pretty_name="SLERP",
+    reference_url="https://en.wikipedia.org/wiki/Slerp",
+    base=BasePolicy.REQUIRED,
+    parameters=(global_parameter("t", float),),
+    min_models=1,
+    max_models=1,
+)
+def slerp(inputs: MethodInputs, *, t: float) -> torch.Tensor:
+    start, end = inputs.base.reshape(-1), inputs.tensors[0].reshape(-1)
+    start_norm, end_norm = torch.linalg.vector_norm(start), torch.linalg.vector_norm(end)
+    start_norm = torch.where(start_norm > _EPS, start_norm, 1)
+    end_norm = torch.where(end_norm > _EPS, end_norm, 1)
+    cosine = float(((start / start_norm) * (end / end_norm)).sum().clamp(-1, 1))
+    if abs(cosine) > _COLINEAR_THRESHOLD:
+        start_coefficient, end_coefficient = 1 - t, t
+    else:
+        angle = torch.acos(torch.tensor(cosine, dtype=torch.float64))
+        start_coefficient = float(torch.sin((1 - t) * angle) / torch.sin(angle))
+        end_coefficient = float(torch.sin(t * angle) / torch.sin(angle))
+    return (start_coefficient * start + end_coefficient * end).reshape(inputs.base.shape)

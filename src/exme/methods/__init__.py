@@ -1,9 +1,0 @@
-"""Merge methods; importing this package registers them all (see registry.py)."""
-
-from exme.methods import (  # noqa: F401
-    exme_merge,
-    extrapolate,
-    generalized_task_arithmetic,
-    linear,
-    slerp,
-)

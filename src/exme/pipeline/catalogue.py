@@ -1,0 +1,81 @@
+"""The models a run evaluates: their names, where each one is loaded from, and what each one is.
+
+A model is either a folder (the base, a fine-tuning checkpoint, the exported final model) or a merge
+recipe. A recipe describes itself in its `metadata` block (method, sources, coefficients), written
+by the function that writes the recipe; a folder is described here. The score table is built from
+these descriptions, so a new merge method adds recipes and the function that writes them, and
+touches neither this module's name grammar nor the score table's code.
+
+File names follow one grammar, `NAME_PATTERNS`; the Snakefile's wildcard constraints are generated
+from `WILDCARD_PATTERNS`. This module imports no torch: the Snakefile uses it to build the DAG.
+"""
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+BASE = "base"
+FINAL = "exme"  # the ExMe model at its chosen coefficients, exported as a folder
+RECIPE_IN_FOLDER = "merge_recipe.yml"  # written by the merge engine beside the weights it merged
+
+# The parts of model names, as regular expressions (and Snakemake wildcard constraints).
+_NUMBER = r"\d+(\.\d+)?"
+WILDCARD_PATTERNS = {"step": r"\d+", "rank": r"\d+", "alpha": _NUMBER, "beta": _NUMBER, "split": "dev|test"}
+NAME_PATTERNS = {
+    "sft": "sft-{step}",
+    "expo_grid": "expo{rank}-a{alpha}",  # a grid point of the alpha search
+    "expo": "expo{rank}",  # at the alpha the dev search chose
+    "exme_grid": "exme-b{beta}",  # a grid point of the beta search
+    "exme": FINAL,
+}
+
+
+def format_coef(value: float) -> str:
+    """A coefficient as it appears in file names: 0.25 -> '0.25', 1.0 -> '1'."""
+    return f"{float(value):g}"
+
+
+def model_name(kind: str, **fields: Any) -> str:
+    """The name of a model of `kind` (a key of NAME_PATTERNS); coefficients are formatted."""
+    return NAME_PATTERNS[kind].format(
+        **{key: format_coef(value) if key in ("alpha", "beta") else value for key, value in fields.items()}
+    )
+
+
+def _regex(kind: str) -> re.Pattern[str]:
+    pattern = re.escape(NAME_PATTERNS[kind]).replace(r"\{", "{").replace(r"\}", "}")
+    for field, field_pattern in WILDCARD_PATTERNS.items():
+        pattern = pattern.replace(f"{{{field}}}", f"(?P<{field}>{field_pattern})")
+    return re.compile(f"^{pattern}$")
+
+
+def match_name(kind: str, name: str) -> dict[str, str] | None:
+    """The fields of `name` if it is a name of `kind`, else None."""
+    match = _regex(kind).match(name)
+    return None if match is None else {key: value for key, value in match.groupdict().items() if key}
+
+
+def sft_step(name: str) -> int | None:
+    """The training step of a fine-tuning checkpoint's name, None for any other model."""
+    fields = match_name("sft", name)
+    return int(fields["step"]) if fields else None
+
+
+def folder_description(name: str) -> dict[str, Any] | None:
+    """What a folder model is; None for a model described by its recipe."""
+    if name == BASE:
+        return {"method": "base"}
+    if sft_step(name) is not None:
+        return {"method": "sft", "source": name}
+    return None
+
+
+def recipe_description(path: str | Path) -> dict[str, Any]:
+    """The `metadata` block of a recipe file, or of the recipe inside a merged model's folder."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECIPE_IN_FOLDER
+    recipe = yaml.safe_load(path.read_text())
+    return dict(recipe.get("metadata") or {})

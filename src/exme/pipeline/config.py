@@ -1,0 +1,103 @@
+"""Checks of the pipeline's config that its JSON Schema cannot express.
+
+The Snakefile calls `check_config` after schema validation and before any job runs, so that a bad
+config fails at once with one message that names the config key or file, and nothing is written.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
+from exme.errors import ExmeError
+from exme.sizes import parse_size
+from exme.train.checkpoints import checkpoint_steps
+
+
+def as_param(value: object) -> object:
+    """A config section as a rule parameter, with keys sorted: Snakemake compares params by their
+    text, so reordering keys in a config file must not look like a change."""
+    if isinstance(value, dict):
+        return {key: as_param(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [as_param(item) for item in value]
+    return value
+
+
+def fingerprint(settings: object) -> str:
+    """A short stable digest of JSON-able settings, to name folders that must not mix setups."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def check_config(config: dict) -> None:
+    finetune = config["finetune"]
+    if finetune["max_steps"] % finetune["save_steps"]:
+        raise ExmeError(
+            f"finetune.max_steps ({finetune['max_steps']}) must be a multiple of "
+            f"finetune.save_steps ({finetune['save_steps']})"
+        )
+    n_checkpoints = len(checkpoint_steps(finetune["max_steps"], finetune["save_steps"]))
+    if config["selection"]["top_k"] > n_checkpoints:
+        raise ExmeError(
+            f"selection.top_k ({config['selection']['top_k']}) exceeds the number of checkpoints "
+            f"({n_checkpoints}) that finetune.max_steps / finetune.save_steps give"
+        )
+    if any(alpha < 0 for alpha in config["extrapolation"]["alpha_grid"]):
+        raise ExmeError("extrapolation.alpha_grid: alpha must be >= 0 (extrapolation away from the base)")
+    _check_models_and_tasks(config)
+    try:
+        parse_size(config["output"]["shard_size"])
+    except ExmeError as error:
+        raise ExmeError(f"output.shard_size: {error}") from None
+
+
+def check_rule_resources(resources: dict, rule_names: list[str]) -> None:
+    """Every `resources.<rule>` entry must name a rule of the workflow (a typo would go unnoticed)."""
+    unknown = sorted(set(resources) - {"default", *rule_names})
+    if unknown:
+        raise ExmeError(
+            f"resources.{unknown[0]}: no rule of that name (rules: {', '.join(sorted(rule_names))})"
+        )
+
+
+def _check_models_and_tasks(config: dict) -> None:
+    tasks = config["evaluation"]["tasks"]
+    task_names = [task["name"] for task in tasks]
+    for index, task in enumerate(tasks):
+        if task["splits"]["dev"] == task["splits"]["test"]:
+            raise ExmeError(
+                f"evaluation.tasks[{index}].splits ({task['name']}): dev and test are both "
+                f"{task['splits']['dev']!r}; the test split must never choose anything"
+            )
+    if config["demo"]["activate"]:
+        demo = config["demo"]
+        for key in ("tasks", "n_train", "n_dev", "n_test", "n_pretrain_lines", "model", "pretrain"):
+            if key not in demo:
+                raise ExmeError(f"demo.{key} is required when demo.activate is true")
+        for generator in demo["tasks"]:
+            if generator not in TASK_GENERATORS:
+                raise ExmeError(
+                    f"demo.tasks: unknown task {generator!r} (known: {', '.join(sorted(TASK_GENERATORS))})"
+                )
+        built = {lm_eval_task_name(g) for g in demo["tasks"]}
+        for name in task_names:
+            if name not in built:
+                raise ExmeError(
+                    f"evaluation.tasks: unknown task {name!r}; the demo builds {', '.join(sorted(built))}"
+                )
+        return
+    for key, path in (
+        ("model.base", config["model"].get("base")),
+        ("data.sft_train", config["data"].get("sft_train")),
+    ):
+        if not path:
+            raise ExmeError(f"{key} is required when demo.activate is false")
+        if not Path(path).exists():
+            raise ExmeError(f"{key}: {path} does not exist")
+    if not (Path(config["model"]["base"]) / "config.json").is_file():
+        raise ExmeError(
+            f"model.base: {config['model']['base']} is not a Hugging Face model folder (no config.json)"
+        )
+    include_path = config["evaluation"]["include_path"]
+    if include_path is not None and not Path(include_path).is_dir():
+        raise ExmeError(f"evaluation.include_path: {include_path} is not a folder")

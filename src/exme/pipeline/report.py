@@ -1,0 +1,135 @@
+"""Figures and the Markdown summary of a run, drawn from its tidy score table."""
+
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: rules run without a display
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from exme.files import staged_file  # noqa: E402
+from exme.pipeline.catalogue import BASE, FINAL, model_name  # noqa: E402
+from exme.pipeline.targets import MEAN_TASK as MEAN  # noqa: E402
+
+
+def task_means(table: pd.DataFrame) -> pd.DataFrame:
+    """Scores per model and split with one column per task and the task mean (the paper's 'overall')."""
+    wide = table.pivot_table(index=["split", "model"], columns="task", values="value", aggfunc="first")
+    wide[MEAN] = wide.mean(axis=1)
+    return wide
+
+
+def _task_values(table: pd.DataFrame, task: str) -> pd.Series:
+    """Score per model of one task, or of the task mean."""
+    if task == MEAN:
+        return table.groupby("model")["value"].mean()
+    return table[table["task"] == task].set_index("model")["value"]
+
+
+def plot_extrapolation(
+    table: pd.DataFrame, selection: dict, alphas: dict, task: str, path: str | os.PathLike
+) -> None:
+    """Dev score against alpha for each selected checkpoint, its SFT score dashed (paper Figs. 3-5)."""
+    dev = table[table["split"] == "dev"]
+    values = _task_values(dev, task)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for entry in selection["selected"]:
+        rank, sft_model = entry["rank"], entry["model"]
+        grid = dev[(dev["method"] == "expo") & (dev["rank"] == rank) & dev["alpha"].notna()]
+        curve = values[grid["model"].unique()].rename(grid.groupby("model")["alpha"].first()).sort_index()
+        line = ax.plot(curve.index, curve.values, marker="o", label=f"EXPO-{rank} (from {sft_model})")[0]
+        ax.axhline(values[sft_model], linestyle="--", color=line.get_color(), label=f"{sft_model} (SFT)")
+        chosen = alphas["chosen"][str(rank)]["alpha"]
+        ax.plot([chosen], [curve[chosen]], marker="*", markersize=14, color=line.get_color())
+    ax.set_xlabel("extrapolation coefficient α")
+    ax.set_ylabel(f"dev score ({'mean over tasks' if task == MEAN else task})")
+    ax.set_title(f"Extrapolation: {task} (★ = chosen α)")
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_beta(table: pd.DataFrame, betas: dict, path: str | os.PathLike) -> None:
+    """Dev score of ExMe against the merging weight beta, per task and on average."""
+    dev = table[(table["split"] == "dev") & (table["method"] == "exme") & table["beta"].notna()]
+    fig, ax = plt.subplots(figsize=(7.5, 4))
+    for task in [*sorted(dev["task"].unique()), MEAN]:
+        values = _task_values(dev, task)
+        curve = values.rename(dev.groupby("model")["beta"].first()).sort_index()
+        style = {"linewidth": 3, "color": "black"} if task == MEAN else {"alpha": 0.6}
+        ax.plot(curve.index, curve.values, marker="o", label=task, **style)
+    ax.axvline(betas["beta"], linestyle=":", color="gray", label=f"chosen β = {betas['beta']:g}")
+    ax.set_xlabel("merging weight β (on EXPO-1)")
+    ax.set_ylabel("dev score")
+    ax.set_title("ExMe: merging the extrapolated checkpoints")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _save(fig, path)
+
+
+def comparison_models(selection: dict, ranks: Sequence[int]) -> dict[str, str]:
+    """{model name: label} of the final comparison, in the paper's order."""
+    models = {BASE: "base"}
+    models |= {entry["model"]: f"SFT-{entry['rank']} ({entry['model']})" for entry in selection["selected"]}
+    models |= {model_name("expo", rank=rank): f"EXPO-{rank}" for rank in ranks}
+    models[FINAL] = "ExMe"
+    return models
+
+
+def plot_comparison(table: pd.DataFrame, selection: dict, path: str | os.PathLike) -> None:
+    """Test scores of base, the selected SFT checkpoints, EXPO-k and ExMe, per task and on average."""
+    ranks = [entry["rank"] for entry in selection["selected"]]
+    models = comparison_models(selection, ranks)
+    wide = task_means(table).loc["test"].loc[list(models)]
+    fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(wide.columns)), 4.5))
+    width = 0.8 / len(models)
+    for index, (model, label) in enumerate(models.items()):
+        positions = [column + index * width for column in range(len(wide.columns))]
+        ax.bar(positions, wide.loc[model].values, width=width, label=label)
+    ax.set_xticks([column + 0.4 - width / 2 for column in range(len(wide.columns))])
+    ax.set_xticklabels(wide.columns)
+    ax.set_ylabel("test score")
+    ax.set_title("Test split: base, SFT, EXPO and ExMe")
+    ax.legend(fontsize=8, ncols=2)
+    _save(fig, path)
+
+
+def summary_markdown(run: str, table: pd.DataFrame, selection: dict, alphas: dict, betas: dict) -> str:
+    wide = task_means(table)
+    ranks = [entry["rank"] for entry in selection["selected"]]
+    models = comparison_models(selection, ranks)
+    test = wide.loc["test"]
+    best_sft = selection["selected"][0]["model"]
+    gain = test.loc[FINAL, MEAN] - test.loc[best_sft, MEAN]
+    ranking = pd.DataFrame(selection["ranking"]).set_index("model")[["dev_mean"]]
+    alpha_curves = pd.DataFrame({f"EXPO-{rank}": curve for rank, curve in alphas["curves"].items()})
+    alpha_curves.index.name = "alpha"
+    beta_curve = pd.Series(betas["curve"], name="dev mean").rename_axis("beta").to_frame()
+    chosen = ", ".join(f"EXPO-{rank}: α = {alphas['chosen'][str(rank)]['alpha']:g}" for rank in ranks)
+    sections = [
+        f"# ExMe run `{run}`",
+        f"Selected checkpoints (top {len(ranks)} by mean dev score): "
+        + ", ".join(f"{e['model']} ({e['dev_mean']:.3f})" for e in selection["selected"]),
+        f"Chosen on dev: {chosen}; ExMe β = {betas['beta']:g} (weight on EXPO-1).",
+        f"**ExMe vs the best SFT checkpoint ({best_sft}) on test, mean over tasks: "
+        f"{test.loc[FINAL, MEAN]:.3f} vs {test.loc[best_sft, MEAN]:.3f} ({gain:+.3f}).**",
+        "## Test split",
+        test.loc[list(models)].rename(index=models).to_markdown(floatfmt=".3f"),
+        "## All checkpoints, test split",
+        test.loc[[entry["model"] for entry in selection["ranking"]]].to_markdown(floatfmt=".3f"),
+        "## Checkpoint ranking (dev mean)",
+        ranking.to_markdown(floatfmt=".3f"),
+        "## Extrapolation search (dev mean over tasks)",
+        alpha_curves.to_markdown(floatfmt=".3f"),
+        "## Merging search (dev mean over tasks)",
+        beta_curve.to_markdown(floatfmt=".3f"),
+    ]
+    return "\n\n".join(sections) + "\n"
+
+
+def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
+    """Save without leaving a partial PNG under the final name."""
+    fig.tight_layout()
+    with staged_file(path) as tmp:
+        fig.savefig(tmp, dpi=120)
+    plt.close(fig)

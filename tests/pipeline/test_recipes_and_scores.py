@@ -1,0 +1,73 @@
+"""Recipes carry their own description, and the score table is built from those descriptions alone."""
+
+import pandas as pd
+import pytest
+
+from exme.errors import ExmeError
+from exme.files import write_json
+from exme.merge.recipe import recipe_from_dict
+from exme.pipeline.config import check_rule_resources
+from exme.pipeline.recipes import Checkpoint, exme_recipe, expo_recipe
+from exme.pipeline.scores import COLUMNS, tidy_scores
+from exme.pipeline.selection import best_on_grid, chosen_alpha, selected_checkpoints, top_k
+
+SELECTION = {
+    "selected": [{"rank": 1, "model": "sft-20", "step": 20}, {"rank": 2, "model": "sft-10", "step": 10}]
+}
+
+
+def test_selected_checkpoints_live_in_step_folders():
+    checkpoints = selected_checkpoints(SELECTION, "out/sft")
+    assert checkpoints == [
+        Checkpoint("sft-20", 1, "out/sft/step-20"),
+        Checkpoint("sft-10", 2, "out/sft/step-10"),
+    ]
+    assert chosen_alpha({"chosen": {"2": {"alpha": 0.1}}}, 2) == 0.1
+
+
+def test_the_recipes_hold_the_formula_and_describe_the_model():
+    first, second = selected_checkpoints(SELECTION, "sft")
+    expo = recipe_from_dict(expo_recipe("base", first, 0.25))
+    assert expo.merge_method == "extrapolate" and expo.models[0].parameters == {"alpha": 0.25}
+    assert expo.metadata == {"method": "expo", "source": "sft-20", "rank": 1, "alpha": 0.25}
+    exme = recipe_from_dict(exme_recipe("base", [first, second], [0.1, 0.0], 0.75, "bfloat16"))
+    assert [m.parameters for m in exme.models] == [
+        {"alpha": 0.1, "weight": 0.75},
+        {"alpha": 0.0, "weight": 0.25},
+    ]
+    assert exme.dtype == "bfloat16" and exme.tokenizer_source == "sft/step-20"
+    assert exme.metadata == {"method": "exme", "source": "sft-20+sft-10", "beta": 0.75}
+
+
+def test_the_score_table_reads_each_models_description(tmp_path):
+    evaluations = {
+        "base": {"method": "base"},
+        "sft-20": {"method": "sft", "source": "sft-20"},
+        "expo1-a0.5": {"method": "expo", "source": "sft-20", "rank": 1, "alpha": 0.5},
+        "new-method": {"method": "linear", "source": "a+b", "weight": 0.3},  # a method added later
+    }
+    paths = []
+    for model, description in evaluations.items():
+        paths.append(tmp_path / f"{model}.json")
+        scores = [{"task": t, "metric": "acc", "value": v} for t, v in (("t1", 0.5), ("t2", 0.25))]
+        write_json(paths[-1], {"model": model, "split": "dev", "description": description, "scores": scores})
+    table = tidy_scores(paths, selection=SELECTION, seed=3)
+    assert list(table.columns) == COLUMNS and len(table) == 8 and (table["seed"] == 3).all()
+    by_model = table.drop_duplicates("model").set_index("model")
+    assert by_model.loc["sft-20", "rank"] == 1  # the rank comes from the selection
+    assert pd.isna(by_model.loc["base", "rank"]) and by_model.loc["expo1-a0.5", "alpha"] == 0.5
+    assert by_model.loc["new-method", "method"] == "linear"
+    assert list(table["method"].drop_duplicates()) == ["base", "expo", "linear", "sft"]  # sorted
+
+
+def test_selection_prefers_the_earlier_model_and_the_first_grid_point_on_ties():
+    assert top_k({"sft-10": 0.5, "sft-20": 0.7, "sft-30": 0.5}, 2) == ["sft-20", "sft-10"]
+    assert best_on_grid({0.0: 0.4, 0.1: 0.6, 0.2: 0.6}) == 0.1
+    with pytest.raises(ExmeError, match="cannot select 3 models out of 2"):
+        top_k({"a": 1.0, "b": 0.0}, 3)
+
+
+def test_a_resources_entry_must_name_a_rule():
+    check_rule_resources({"default": {}, "finetune": {}}, ["finetune", "evaluate"])
+    with pytest.raises(ExmeError, match="resources.fine_tune: no rule of that name"):
+        check_rule_resources({"fine_tune": {}}, ["finetune", "evaluate"])
