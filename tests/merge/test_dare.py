@@ -17,7 +17,7 @@ def _dare_linear(delta: torch.Tensor, *, rescale: bool, seed: int = 0) -> torch.
     base = torch.zeros_like(delta)
     inputs = MethodInputs(
         tensor_name="w",
-        tensors=[delta],
+        tensors=[delta.clone()],  # the method may overwrite its inputs
         base=base,
         generator_for=lambda index: torch.Generator().manual_seed(seed + index),
     )

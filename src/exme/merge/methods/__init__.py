@@ -1,9 +1,20 @@
-"""Merge methods; importing this package registers them all (see registry.py)."""
+"""Merge methods, one file each; importing this package registers them all (see registry.py)."""
 
 from exme.merge.methods import (  # noqa: F401
+    breadcrumbs,
+    dare,
+    della,
     exme_merge,
     extrapolate,
-    generalized_task_arithmetic,
+    karcher,
     linear,
+    model_stock,
+    multislerp,
+    nearswap,
+    nuslerp,
+    passthrough,
+    sce,
     slerp,
+    task_arithmetic,
+    ties,
 )

@@ -3,31 +3,24 @@
 With two models and weights β, 1−β this is θ = β·EXPO_1 + (1−β)·EXPO_2.
 """
 
+from __future__ import annotations
+
 import torch
 
 from exme.merge.methods.extrapolate import extrapolated
-from exme.merge.methods.registry import (
-    BasePolicy,
-    MethodInputs,
-    global_parameter,
-    merge_method,
-    per_model_parameter,
-)
+from exme.merge.methods.registry import BasePolicy, MethodInputs, PerModel, merge_method
 
 
 @merge_method(
     name="exme",
     pretty_name="ExMe (extrapolation merging)",
-    elementwise=True,
     reference_url="https://arxiv.org/abs/2503.04834",
     base=BasePolicy.REQUIRED,
-    parameters=(
-        per_model_parameter("alpha", float),
-        per_model_parameter("weight", float),
-        global_parameter("normalize", bool, False),
-    ),
+    elementwise=True,
 )
-def exme(inputs: MethodInputs, *, alpha: list[float], weight: list[float], normalize: bool) -> torch.Tensor:
+def exme(
+    inputs: MethodInputs, *, alpha: PerModel[float], weight: PerModel[float], normalize: bool = False
+) -> torch.Tensor:
     result = None
     for tensor, model_alpha, model_weight in zip(inputs.tensors, alpha, weight, strict=True):
         expo = extrapolated(tensor, inputs.base, model_alpha).mul_(model_weight)

@@ -1,8 +1,10 @@
 """EXPO: push a model further along its direction from the base, θ + α(θ − θ_base)."""
 
+from __future__ import annotations
+
 import torch
 
-from exme.merge.methods.registry import BasePolicy, MethodInputs, merge_method, per_model_parameter
+from exme.merge.methods.registry import BasePolicy, MethodInputs, PerModel, merge_method
 
 
 def extrapolated(tensor: torch.Tensor, base: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -13,12 +15,11 @@ def extrapolated(tensor: torch.Tensor, base: torch.Tensor, alpha: float) -> torc
 @merge_method(
     name="extrapolate",
     pretty_name="EXPO (model extrapolation)",
-    elementwise=True,
     reference_url="https://arxiv.org/abs/2404.16792",
     base=BasePolicy.REQUIRED,
-    parameters=(per_model_parameter("alpha", float),),
     min_models=1,
     max_models=1,
+    elementwise=True,
 )
-def extrapolate(inputs: MethodInputs, *, alpha: list[float]) -> torch.Tensor:
+def extrapolate(inputs: MethodInputs, *, alpha: PerModel[float]) -> torch.Tensor:
     return extrapolated(inputs.tensors[0], inputs.base, alpha[0])

@@ -1,18 +1,19 @@
 """Weighted average of the models (Model Soups)."""
 
+from __future__ import annotations
+
 import torch
 
-from exme.merge.methods.registry import MethodInputs, global_parameter, merge_method, per_model_parameter
+from exme.merge.methods.registry import MethodInputs, PerModel, merge_method
 
 
 @merge_method(
     name="linear",
     pretty_name="Linear",
-    elementwise=True,
     reference_url="https://arxiv.org/abs/2203.05482",
-    parameters=(per_model_parameter("weight", float), global_parameter("normalize", bool, True)),
+    elementwise=True,
 )
-def linear(inputs: MethodInputs, *, weight: list[float], normalize: bool) -> torch.Tensor:
+def linear(inputs: MethodInputs, *, weight: PerModel[float], normalize: bool = True) -> torch.Tensor:
     result = inputs.tensors[0].mul_(weight[0])
     for tensor, coefficient in zip(inputs.tensors[1:], weight[1:], strict=True):
         result.add_(tensor, alpha=coefficient)

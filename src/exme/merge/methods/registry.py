@@ -1,11 +1,21 @@
-"""Merge methods registered by name, each declaring its parameters like mergekit's `@merge_method`."""
+"""Merge methods registered by name; each declares its parameters once, in its function's signature.
+
+As with mergekit's `easy_define`, a method is a function `f(inputs, *, name: TYPE = DEFAULT, ...)`:
+every keyword argument is a recipe parameter, global unless annotated `PerModel[TYPE]` (one value per
+non-base model, given to the function as a list), required unless it has a default, and optionally
+bounded (`Annotated[float, Range(0, 1)]`). A trailing underscore is dropped from the recipe name, so
+that `lambda_` declares mergekit's `lambda`.
+"""
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
 
 import torch
 
@@ -21,8 +31,37 @@ class Scope(StrEnum):
 
 class BasePolicy(StrEnum):
     REQUIRED = "required"
-    IGNORED = "ignored"
+    OPTIONAL = "optional"  # with a base_model, the method works on deltas from it
+    IGNORED = "ignored"  # a base_model is merged as one more model
 
+
+_T = TypeVar("_T")
+PerModel = Annotated[list[_T], Scope.PER_MODEL]
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric parameter, checked on every value a recipe gives (gradients included)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        low = "-inf" if self.low is None else f"{self.low:g}"
+        high = "inf" if self.high is None else f"{self.high:g}"
+        closing = ")" if self.high_open or self.high is None else "]"
+        return f"{'(' if self.low_open else '['}{low}, {high}{closing}"
+
+
+Fraction = Annotated[float, Range(0, 1)]
+Positive = Annotated[float, Range(0, None, low_open=True)]
 
 _REQUIRED = object()
 
@@ -33,18 +72,12 @@ class Parameter:
     type: type
     scope: Scope
     default: Any = _REQUIRED
+    range: Range | None = None
+    argument: str = ""  # the function's keyword for it ("lambda_" for "lambda")
 
     @property
     def required(self) -> bool:
         return self.default is _REQUIRED
-
-
-def global_parameter(name: str, type_: type, default: Any = _REQUIRED) -> Parameter:
-    return Parameter(name, type_, Scope.GLOBAL, default)
-
-
-def per_model_parameter(name: str, type_: type, default: Any = _REQUIRED) -> Parameter:
-    return Parameter(name, type_, Scope.PER_MODEL, default)
 
 
 @dataclass(frozen=True)
@@ -62,6 +95,9 @@ class MethodInputs:
 
 
 MergeFunction = Callable[..., torch.Tensor]
+# Checks that involve several parameters of one model (e.g. DELLA's density ± epsilon): given that
+# model's resolved values, a message saying what is wrong, or None.
+ModelCheck = Callable[[Mapping[str, Any]], str | None]
 
 
 @dataclass(frozen=True)
@@ -72,11 +108,12 @@ class MergeMethod:
     base: BasePolicy
     parameters: tuple[Parameter, ...]
     function: MergeFunction
-    min_models: int = 1
+    min_models: int = 1  # non-base models
     max_models: int | None = None
     # Whether each output entry depends only on the same entry of the inputs (given these
     # parameter values): the engine may then merge a large tensor a block of rows at a time.
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False
+    check_model: ModelCheck | None = None
 
     def is_elementwise(self, parameters: Mapping[str, Any]) -> bool:
         return self.elementwise(parameters) if callable(self.elementwise) else self.elementwise
@@ -85,17 +122,53 @@ class MergeMethod:
         return next((p for p in self.parameters if p.name == name), None)
 
     def __call__(self, inputs: MethodInputs, **parameters: Any) -> torch.Tensor:
-        return self.function(inputs, **parameters)
+        return self.function(inputs, **{self.parameter(k).argument: v for k, v in parameters.items()})
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    if get_origin(annotation) is Annotated:
+        inner, *metadata = get_args(annotation)
+        inner, more = _unwrap(inner)
+        return inner, [*metadata, *more]
+    return annotation, []
+
+
+def _scalar_type(annotation: Any, where: str) -> type:
+    if get_origin(annotation) in (typing.Union, types.UnionType):  # `float | None`
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = options[0] if len(options) == 1 else annotation
+    if annotation not in (bool, int, float):
+        raise TypeError(f"{where}: parameters are bool, int or float, got {annotation!r}")
+    return annotation
+
+
+def parameters_from_signature(function: MergeFunction) -> tuple[Parameter, ...]:
+    hints = get_type_hints(function, include_extras=True)
+    parameters = []
+    for argument in list(inspect.signature(function).parameters.values())[1:]:
+        where = f"{function.__name__}({argument.name})"
+        if argument.kind is not inspect.Parameter.KEYWORD_ONLY:
+            raise TypeError(f"{where}: merge parameters are keyword-only")
+        annotation, metadata = _unwrap(hints[argument.name])
+        scope = Scope.PER_MODEL if Scope.PER_MODEL in metadata else Scope.GLOBAL
+        if scope is Scope.PER_MODEL:
+            annotation, element_metadata = _unwrap(get_args(annotation)[0])
+            metadata += element_metadata
+        default = _REQUIRED if argument.default is inspect.Parameter.empty else argument.default
+        parameters.append(
+            Parameter(
+                name=argument.name.removesuffix("_"),
+                type=_scalar_type(annotation, where),
+                scope=scope,
+                default=default,
+                range=next((m for m in metadata if isinstance(m, Range)), None),
+                argument=argument.name,
+            )
+        )
+    return tuple(parameters)
 
 
 _METHODS: dict[str, MergeMethod] = {}
-
-
-def register(method: MergeMethod) -> MergeMethod:
-    if method.name in _METHODS:
-        raise ValueError(f"merge method {method.name!r} is registered twice")
-    _METHODS[method.name] = method
-    return method
 
 
 def merge_method(
@@ -104,25 +177,27 @@ def merge_method(
     pretty_name: str,
     reference_url: str | None = None,
     base: BasePolicy = BasePolicy.IGNORED,
-    parameters: Sequence[Parameter] = (),
     min_models: int = 1,
     max_models: int | None = None,
-    elementwise: bool = False,
+    elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
+    check_model: ModelCheck | None = None,
 ) -> Callable[[MergeFunction], MergeFunction]:
-    """Register `function(inputs, **parameters)`; per-model values arrive as lists."""
+    """Register `function(inputs, *, parameters...)` under `name`."""
 
     def decorate(function: MergeFunction) -> MergeFunction:
-        register(
-            MergeMethod(
-                name,
-                pretty_name,
-                reference_url,
-                base,
-                tuple(parameters),
-                function,
-                min_models,
-                max_models,
-            )
+        if name in _METHODS:
+            raise ValueError(f"merge method {name!r} is registered twice")
+        _METHODS[name] = MergeMethod(
+            name=name,
+            pretty_name=pretty_name,
+            reference_url=reference_url,
+            base=base,
+            parameters=parameters_from_signature(function),
+            function=function,
+            min_models=min_models,
+            max_models=max_models,
+            elementwise=elementwise,
+            check_model=check_model,
         )
         return function
 

@@ -1,8 +1,10 @@
 """Spherical linear interpolation between the base (t=0) and one other model (t=1)."""
 
+from __future__ import annotations
+
 import torch
 
-from exme.merge.methods.registry import BasePolicy, MethodInputs, global_parameter, merge_method
+from exme.merge.methods.registry import BasePolicy, Fraction, MethodInputs, merge_method
 
 # Above this |cos| the two tensors are (anti)parallel and slerp is ill-conditioned: interpolate.
 _COLINEAR_THRESHOLD = 0.9995
@@ -14,11 +16,10 @@ _EPS = 1e-8
     pretty_name="SLERP",
     reference_url="https://en.wikipedia.org/wiki/Slerp",
     base=BasePolicy.REQUIRED,
-    parameters=(global_parameter("t", float),),
     min_models=1,
     max_models=1,
 )
-def slerp(inputs: MethodInputs, *, t: float) -> torch.Tensor:
+def slerp(inputs: MethodInputs, *, t: Fraction) -> torch.Tensor:
     start, end = inputs.base.reshape(-1), inputs.tensors[0].reshape(-1)
     start_norm, end_norm = torch.linalg.vector_norm(start), torch.linalg.vector_norm(end)
     start_norm = torch.where(start_norm > _EPS, start_norm, 1)
