@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from exme.errors import ExmeError
-from exme.merge.recipe import load_recipe, recipe_from_dict, write_recipe
+from exme.merge.recipe import TokenizerSettings, load_recipe, recipe_from_dict, write_recipe
 
 EXME = {
     "merge_method": "exme",
@@ -26,16 +28,24 @@ def test_recipe_round_trips_through_a_yaml_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["recipe.yml"]
 
 
-def test_tokenizer_source_synonym_is_accepted():
-    recipe = recipe_from_dict({**EXME, "tokenizer": {"source": "base"}})
-    assert recipe.tokenizer_model == "results/demo/base"
+def test_tokenizer_section_and_tokenizer_source_give_the_same_settings():
+    section = recipe_from_dict({**EXME, "tokenizer": {"source": "base"}})
+    assert section.tokenizer_settings == TokenizerSettings("base")
+    assert recipe_from_dict({**EXME, "tokenizer_source": "base"}).tokenizer_settings == TokenizerSettings("base")
+    assert recipe_from_dict({**EXME, "tokenizer": {}}).tokenizer_settings.source == "union"  # mergekit's default
+    assert section.to_dict()["tokenizer"] == {"source": "base"}
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"tokenizer": {"source": "union"}}, "'union' is not supported"),
-        ({"tokenizer": {"source": "base", "tokens": {}}}, "only 'tokenizer: {source: MODEL}'"),
+        ({"tokenizer": {"source": "base"}, "tokenizer_source": "base"}, "either 'tokenizer' or"),
+        ({"tokenizer": {"source": "base", "pad": 8}}, "tokenizer must be a mapping of"),
+        ({"tokenizer": {"pad_to_multiple_of": 0}}, "pad_to_multiple_of must be a positive integer"),
+        ({"tokenizer": {"tokens": {"<x>": {"source": {"kind": "one"}}}}}, "tokens['<x>'].source must be"),
+        ({"chat_template": "chatlm"}, "chat_template must be one of auto, chatml"),
+        ({"models": [], "slices": []}, "exactly one of a non-empty 'models' or 'slices'"),
+        ({"modules": {}}, "'modules' (separate merges per module"),
         ({"dtype": "float8"}, "dtype must be one of"),
         ({"parameters": {"normalize": "yes"}}, "'normalize' in the global parameters must be a bool"),
         ({"random_seed": 1.5}, "random_seed must be an integer"),
@@ -43,7 +53,7 @@ def test_tokenizer_source_synonym_is_accepted():
     ],
 )
 def test_invalid_recipes_are_refused_with_the_key_named(change, expected):
-    with pytest.raises(ExmeError, match=expected.replace("(", r"\(").replace("{", r"\{")):
+    with pytest.raises(ExmeError, match=re.escape(expected)):
         recipe_from_dict({**EXME, **change})
 
 

@@ -28,7 +28,7 @@ from exme.device import default_device
 from exme.errors import ExmeError
 from exme.files import staged_dir
 from exme.merge.io.output_folder import write_metadata_files
-from exme.merge.io.reader import TensorReader
+from exme.merge.io.reader import TensorLocation, TensorReader
 from exme.merge.io.shard_writer import plan_shards, write_shards
 from exme.merge.methods.registry import MethodInputs
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
@@ -90,7 +90,8 @@ class _Piece:
 def _pieces(plan: MergePlan) -> Iterator[_Piece]:
     for job in plan.jobs:
         shape = job.output.shape
-        if not shape or not shape[0] or not plan.method.is_elementwise(job.parameters):
+        whole = not job.merges_values or job.vocabulary or not plan.method.is_elementwise(job.parameters)
+        if not shape or not shape[0] or whole:
             yield _Piece(job, None)
             continue
         rows_per_piece = max(1, _PIECE_ELEMENTS * shape[0] // math.prod(shape))
@@ -142,7 +143,11 @@ class _Executor:
 
     def compute(self, piece: _Piece, stored: list[torch.Tensor]) -> torch.Tensor:
         job = piece.job
+        if not job.merges_values:
+            return self._agreed_buffer(job, stored)
         tensors = [self._prepared(tensor) for tensor in stored]
+        if job.vocabulary:
+            tensors = job.vocabulary.apply(tensors)
         inputs = MethodInputs(
             tensor_name=job.output.name,
             tensors=tensors[1:] if job.base else tensors,
@@ -156,16 +161,35 @@ class _Executor:
             raise ExmeError(self._non_finite_message(piece))
         return output.cpu()
 
+    @staticmethod
+    def _agreed_buffer(job: TensorJob, stored: list[torch.Tensor]) -> torch.Tensor:
+        """An integer or boolean buffer (e.g. position_ids) is not merged: the base's (or first
+        model's) copy is kept, if every model has the same."""
+        first = stored[0]
+        if any(tensor.dtype != first.dtype or not torch.equal(tensor, first) for tensor in stored[1:]):
+            raise ExmeError(
+                f"tensor {job.output.name!r} is not floating-point ({first.dtype}) and differs between "
+                "the models; it cannot be merged: make it equal in all of them"
+            )
+        return first
+
+    def _model_name(self, location: TensorLocation) -> str:
+        return next((name for name, f in self.plan.folders.items() if location.file.parent == f.path),
+                    str(location.file.parent))  # fmt: skip
+
     def _non_finite_message(self, piece: _Piece) -> str:
         job, reader = piece.job, TensorReader()  # inputs afresh: the method may overwrite them
         culprits = [
-            str(location.file.parent)
+            self._model_name(location)
             for location in job.locations
             if not bool(torch.isfinite(reader.read(location, piece.rows)).all())
         ]
         reader.close()
         cause = f"; non-finite input in {', '.join(culprits)}" if culprits else ""
         return f"result tensor {job.output.name!r} has NaN or Inf values{cause}"
+
+    def _most_inputs(self) -> int:
+        return max(len(job.locations) for job in self.plan.jobs)
 
     def results(self, show_progress: bool | None) -> Iterator[tuple[str, torch.Tensor]]:
         """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive."""
@@ -174,7 +198,7 @@ class _Executor:
         try:
             with (
                 _compute_threads(self.device),
-                ThreadPoolExecutor(len(self.plan.models) + 1, thread_name_prefix="exme-read") as pool,
+                ThreadPoolExecutor(self._most_inputs(), thread_name_prefix="exme-read") as pool,
                 tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress,
             ):
                 loaded = _prefetched(_pieces(self.plan), partial(self.load, reader, pool))
@@ -210,16 +234,21 @@ def merge_to_dir(
     overwrite: bool = False,
     device: str | torch.device | None = None,
     show_progress: bool | None = None,
+    allow_crimes: bool = False,
+    copy_tokenizer: bool = True,
 ) -> Path:
-    """Merge into a Hugging Face model folder, built aside and renamed into place at the end."""
+    """Merge into a Hugging Face model folder, built aside and renamed into place at the end.
+
+    `allow_crimes` merges models of different architectures (mergekit's option of that name);
+    `copy_tokenizer` False leaves the tokenizer out."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
     max_shard_bytes = parse_size(shard_size)
-    plan = plan_merge(recipe)
+    plan = plan_merge(recipe, allow_crimes=allow_crimes)
     executor = _Executor(plan, _device(device))
     with staged_dir(out_dir) as staging:
         shards = plan_shards((job.output for job in plan.jobs), max_shard_bytes)
         write_shards(staging, shards, executor.results(show_progress))
-        write_metadata_files(plan, staging, title=out_dir.name)
+        write_metadata_files(plan, staging, title=out_dir.name, copy_tokenizer=copy_tokenizer)
     return out_dir

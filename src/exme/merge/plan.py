@@ -1,7 +1,10 @@
 """Planning a merge before any tensor is read: inputs checked, every output tensor resolved.
 
-All checks that need only headers and configs happen here (architectures, vocabulary sizes,
-missing tensors, shapes, parameters), so bad input fails before anything is computed or written.
+All checks that need only headers and configs happen here (architectures, vocabularies, missing
+tensors, shapes, layer ranges, parameters), so bad input fails before anything is computed or
+written. With `slices`, output layer k of a slice comes from layer FIRST + k of each source and is
+renamed to its place in the output; the tensors outside the layers come from the first slice's
+sources (embeddings) and the last slice's (final norm, output head), as in mergekit.
 """
 
 from __future__ import annotations
@@ -17,15 +20,22 @@ import torch
 
 from exme.errors import ExmeError
 from exme.merge.io.reader import ModelFolder, TensorLocation
+from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
-from exme.merge.methods.registry import BasePolicy, MergeMethod, Parameter, Scope
-from exme.merge.recipe import Recipe
+from exme.merge.methods.registry import MergeMethod, Parameter, Scope
+from exme.merge.recipe import InputGroup, Recipe
+from exme.merge.vocabulary import OutputVocabulary, VocabularyMap, is_vocabulary_tensor, output_vocabulary
 
 # When a model ties its output embedding to its input embedding, the output one may be absent;
 # like mergekit, such a model contributes its input embedding instead.
-TIED_FALLBACKS = {"lm_head.weight": "model.embed_tokens.weight"}
-_LAYER_INDEX = re.compile(r"\.layers\.(\d+)\.")
-_COMPATIBILITY_KEYS = ("architectures", "model_type", "vocab_size")
+TIED_FALLBACKS = {
+    "lm_head.weight": ("model.embed_tokens.weight", "transformer.wte.weight"),
+    "cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight",),
+}
+# A layer's tensors: PREFIX.INDEX.SUFFIX, e.g. model.layers.3.mlp.up_proj.weight, transformer.h.3.attn.
+_LAYER = re.compile(r"(?P<prefix>(?:.*\.)?(?:layers|layer|h|blocks|block)\.)(?P<index>\d+)\.(?P<suffix>.+)")
+LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
+_COMPATIBILITY_KEYS = ("architectures", "model_type")
 
 
 @dataclass(frozen=True)
@@ -37,64 +47,53 @@ class TensorJob:
     inputs: tuple[TensorLocation, ...]
     parameters: Mapping[str, Any]
     seed: int
+    vocabulary: VocabularyMap | None = None  # re-indexing of the inputs' rows to the output tokens
 
     @property
     def locations(self) -> tuple[TensorLocation, ...]:
         return (self.base, *self.inputs) if self.base else self.inputs
+
+    @property
+    def merges_values(self) -> bool:
+        """False for integer and boolean buffers, which are copied when the inputs agree."""
+        return self.output.dtype.is_floating_point
 
 
 @dataclass(frozen=True)
 class MergePlan:
     recipe: Recipe
     method: MergeMethod
-    base: ModelFolder | None
-    models: tuple[ModelFolder, ...]
+    folders: Mapping[str, ModelFolder]  # every model read, by its name in the recipe
+    config_source: ModelFolder
     input_dtype: torch.dtype | None  # mergekit's `dtype`: inputs are rounded to it first
     output_dtype: torch.dtype
     jobs: tuple[TensorJob, ...]
+    layer_count: int | None  # of the output, when slices set it
+    vocabulary: OutputVocabulary | None
+    tokenizer_folder: Path  # the folder whose tokenizer files the output takes
 
-    @property
-    def config_source(self) -> ModelFolder:
-        return self.base or self.models[0]
+
+def layer_count(folder: ModelFolder) -> int | None:
+    return next((folder.config[key] for key in LAYER_COUNT_KEYS if key in folder.config), None)
 
 
-def _check_compatible(folders: Sequence[ModelFolder]) -> None:
+def _is_embedding(name: str) -> bool:
+    """Tensors the first layer reads (embeddings), as opposed to those after the last layer."""
+    return any(part.startswith("embed") or part in ("wte", "wpe") for part in name.split("."))
+
+
+def _check_compatible(folders: Sequence[ModelFolder], allow_crimes: bool, vocabularies_merged: bool) -> None:
+    keys = () if allow_crimes else _COMPATIBILITY_KEYS
+    keys += () if vocabularies_merged else ("vocab_size",)
     reference = folders[0]
     for folder in folders[1:]:
-        for key in _COMPATIBILITY_KEYS:
+        for key in keys:
             if folder.config.get(key) != reference.config.get(key):
+                hint = " (pass --allow-crimes to merge them anyway)" if key in _COMPATIBILITY_KEYS else ""
                 raise ExmeError(
-                    f"models differ in {key}: {reference.path} has "
-                    f"{reference.config.get(key)!r}, {folder.path} has {folder.config.get(key)!r}"
+                    f"models differ in {key}: {reference} has {reference.config.get(key)!r}, "
+                    f"{folder} has {folder.config.get(key)!r}{hint}"
                 )
-
-
-def _tensor_names(folders: Sequence[ModelFolder]) -> list[str]:
-    names = dict.fromkeys(name for folder in folders for name in folder.tensors)
-    for name in names:
-        lacking = [f for f in folders if name not in f.tensors]
-        fallback = TIED_FALLBACKS.get(name)
-        for folder in lacking:
-            if fallback is None or fallback not in folder.tensors:
-                holder = next(f for f in folders if name in f.tensors)
-                raise ExmeError(
-                    f"tensor {name!r} is missing from model {folder.path} (present in {holder.path})"
-                )
-    return list(names)
-
-
-def _location(folder: ModelFolder, name: str) -> TensorLocation:
-    return folder.tensors.get(name) or folder.tensors[TIED_FALLBACKS[name]]
-
-
-def _layer_position(tensor: str, layer_count: int | None) -> float | None:
-    """mergekit's `t` for gradients: layer i of L is at i/(L-1); tensors outside layers at 0."""
-    match = _LAYER_INDEX.search(tensor)
-    if match is None:
-        return 0.0
-    if layer_count is None:
-        return None
-    return int(match.group(1)) / (layer_count - 1) if layer_count > 1 else 1.0
 
 
 def _evaluate(value: Any, tensor: str, position: float | None) -> Any:
@@ -107,7 +106,7 @@ def _evaluate(value: Any, tensor: str, position: float | None) -> Any:
                 return _evaluate(condition["value"], tensor, position)
         return None
     if position is None:
-        raise ExmeError(f"a gradient for tensor {tensor} needs num_hidden_layers in config.json")
+        raise ExmeError(f"a gradient for tensor {tensor} needs the number of layers in config.json")
     if any(isinstance(v, bool) for v in value):  # booleans are picked, not interpolated
         return value[int(position * (len(value) - 1))]
     scaled = position * (len(value) - 1)
@@ -116,14 +115,9 @@ def _evaluate(value: Any, tensor: str, position: float | None) -> Any:
     return (1 - (scaled - lower)) * value[lower] + (scaled - lower) * value[upper]
 
 
-def _resolve(
-    parameter: Parameter,
-    sources: Sequence[Mapping[str, Any]],
-    tensor: str,
-    position: float | None,
-    model: Path | None,
-) -> Any:
-    for source in sources:
+def _resolve(parameter: Parameter, settings: Sequence[Mapping[str, Any]], tensor: str,
+             position: float | None, model: str | None) -> Any:  # fmt: skip
+    for source in settings:
         if parameter.name in source:
             value = _evaluate(source[parameter.name], tensor, position)
             if value is not None:
@@ -134,18 +128,11 @@ def _resolve(
     return parameter.default
 
 
-def _parameters(recipe: Recipe, method: MergeMethod, tensor: str, layer_count: int | None) -> dict[str, Any]:
-    position = _layer_position(tensor, layer_count)
-    values: dict[str, Any] = {}
-    for parameter in method.parameters:
-        if parameter.scope is Scope.GLOBAL:
-            values[parameter.name] = _resolve(parameter, [recipe.parameters], tensor, position, None)
-        else:
-            values[parameter.name] = [
-                _resolve(parameter, [e.parameters, recipe.parameters], tensor, position, Path(e.model))
-                for e in recipe.non_base_models
-            ]
-    return values
+def _position(layer: int, layers: int | None) -> float | None:
+    """mergekit's `t` for gradients: layer i of L is at i/(L-1), a single layer at 1."""
+    if layers is None:
+        return None
+    return layer / (layers - 1) if layers > 1 else 1.0
 
 
 def tensor_seed(seed: int, tensor: str) -> int:
@@ -154,38 +141,182 @@ def tensor_seed(seed: int, tensor: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def plan_merge(recipe: Recipe) -> MergePlan:
-    method = recipe.method
-    uses_base = method.base is BasePolicy.REQUIRED
-    base = ModelFolder(Path(recipe.base_model)) if uses_base else None
-    models = tuple(ModelFolder(Path(entry.model)) for entry in recipe.non_base_models)
-    folders = (base, *models) if base else models
-    _check_compatible(folders)
-    input_dtype = getattr(torch, recipe.dtype) if recipe.dtype else None
-    layer_count = folders[0].config.get("num_hidden_layers")
-    out_name = recipe.out_dtype or recipe.dtype
-    jobs = []
-    for name in _tensor_names(folders):
-        locations = [_location(folder, name) for folder in folders]
+class _Planner:
+    def __init__(self, recipe: Recipe, allow_crimes: bool):
+        self.recipe = recipe
+        self.method = recipe.method
+        self.folders = {name: open_model(name) for name in recipe.referenced_models}
+        self.config_source = self.folders[recipe.config_model]
+        settings = recipe.tokenizer_settings
+        self.vocabulary = None
+        self.tokenizer_folder = self.config_source.path
+        if settings is not None:
+            source = None
+            if settings.source not in ("base", "union"):
+                source = self.folders.get(settings.source) or open_model(settings.source)
+                self.tokenizer_folder = source.path
+            self.vocabulary = output_vocabulary(
+                settings, self.config_source, list(self.folders.values()), source
+            )
+        _check_compatible(list(self.folders.values()), allow_crimes, self.vocabulary is not None)
+        self.out_dtype = recipe.out_dtype or recipe.dtype
+        self.jobs: list[TensorJob] = []
+        self.output_layers: int | None = None  # set by slices
+
+    def _location(self, folder: ModelFolder, name: str, present_in: ModelFolder) -> TensorLocation:
+        location = folder.tensors.get(name)
+        for fallback in TIED_FALLBACKS.get(name, ()) if location is None else ():
+            location = location or folder.tensors.get(fallback)
+        if location is None:
+            raise ExmeError(f"tensor {name!r} is missing from model {folder} (present in {present_in})")
+        return location
+
+    def _parameters(self, group: InputGroup, output: str, inputs: Sequence[str], position) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for parameter in self.method.parameters:
+            if parameter.scope is Scope.GLOBAL:
+                values[parameter.name] = _resolve(parameter, group.shared, output, position, None)
+            else:  # as mergekit, a model's settings are matched against its own tensor's name
+                values[parameter.name] = [
+                    _resolve(parameter, [entry.parameters, *group.shared], name, position, entry.model)
+                    for entry, name in zip(group.models, inputs[1:] if group.base else inputs, strict=True)
+                ]
+        if self.method.check_model:
+            for index, entry in enumerate(group.models):
+                own = {
+                    p.name: values[p.name][index]
+                    for p in self.method.parameters
+                    if p.scope is Scope.PER_MODEL
+                }
+                if problem := self.method.check_model(own):
+                    raise ExmeError(f"{problem} for model {entry.model!r} (tensor {output})")
+        return values
+
+    def add_job(self, group: InputGroup, output: str, inputs: Sequence[str], position: float | None,
+                in_layer: bool) -> None:  # fmt: skip
+        folders = [self.folders[model] for model in group.inputs]
+        holder = next((f for f, name in zip(folders, inputs, strict=True) if name in f.tensors), folders[0])
+        locations = [self._location(f, name, holder) for f, name in zip(folders, inputs, strict=True)]
+        vocabulary = None
+        if self.vocabulary and is_vocabulary_tensor(output, locations[0].shape, folders[0], in_layer):
+            vocabulary = self.vocabulary.map_for(group.inputs, output)
+        if len({location.dtype.is_floating_point for location in locations}) > 1:
+            raise ExmeError(f"tensor {output!r} is floating-point in some models and not in others")
+        merges_values = locations[0].dtype.is_floating_point
         for folder, location in zip(folders, locations, strict=True):
-            if location.shape != locations[0].shape:
+            same = (
+                location.shape[1:] == locations[0].shape[1:]
+                if vocabulary
+                else location.shape == locations[0].shape
+            )
+            if not same:
                 raise ExmeError(
-                    f"tensor {name!r} has shape {list(location.shape)} in model {folder.path} "
-                    f"but {list(locations[0].shape)} in {folders[0].path}"
+                    f"tensor {location.name!r} has shape {list(location.shape)} in model {folder} "
+                    f"but {list(locations[0].shape)} in {folders[0]}"
                 )
-            if not location.dtype.is_floating_point:
-                raise ExmeError(f"tensor {name!r} of model {folder.path} is not floating-point")
-        output_dtype = getattr(torch, out_name) if out_name else locations[0].dtype
-        jobs.append(
+        shape = (vocabulary.rows, *locations[0].shape[1:]) if vocabulary else locations[0].shape
+        dtype = getattr(torch, self.out_dtype) if self.out_dtype and merges_values else locations[0].dtype
+        has_base = group.base is not None
+        self.jobs.append(
             TensorJob(
-                output=TensorSpec(name, locations[0].shape, output_dtype),
-                base=locations[0] if base else None,
-                inputs=tuple(locations[1:] if base else locations),
-                parameters=_parameters(recipe, method, name, layer_count),
-                seed=tensor_seed(recipe.random_seed or 0, name),
+                output=TensorSpec(output, shape, dtype),
+                base=locations[0] if has_base else None,
+                inputs=tuple(locations[1:] if has_base else locations),
+                parameters=self._parameters(group, output, inputs, position) if merges_values else {},
+                seed=tensor_seed(self.recipe.random_seed or 0, output),
+                vocabulary=vocabulary,
             )
         )
-    if not jobs:
-        raise ExmeError(f"model {folders[0].path} has no tensors")
-    output_dtype = jobs[0].output.dtype
-    return MergePlan(recipe, method, base, models, input_dtype, output_dtype, tuple(jobs))
+
+    def plan_models(self) -> None:
+        (group,) = self.recipe.groups
+        folders = [self.folders[model] for model in group.inputs]
+        layers = layer_count(folders[0])
+        names = dict.fromkeys(name for folder in folders for name in folder.tensors)
+        for name in names:
+            match = _LAYER.fullmatch(name)
+            position = _position(int(match["index"]), layers) if match else 0.0
+            self.add_job(group, name, [name] * len(folders), position, match is not None)
+
+    def plan_slices(self) -> None:
+        groups = self.recipe.groups
+        outside = {
+            "first": self._outside_layers(groups[0], embeddings=True),
+            "last": self._outside_layers(groups[-1], embeddings=False),
+        }
+        for name in outside["first"]:
+            self.add_job(groups[0], name, [name] * len(groups[0].inputs), 0.0, False)
+        output_layer = 0
+        for group in groups:
+            folders = [self.folders[model] for model in group.inputs]
+            self._check_ranges(group, folders)
+            length = group.layer_ranges[0][1] - group.layer_ranges[0][0]
+            for offset in range(length):
+                position = _position(offset, length)
+                layer_tensors = [
+                    self._layer_tensors(folder)[first + offset]
+                    for folder, (first, _end) in zip(folders, group.layer_ranges, strict=True)
+                ]
+                for prefix, suffix in dict.fromkeys(key for tensors in layer_tensors for key in tensors):
+                    inputs = [f"{prefix}{first + offset}.{suffix}" for first, _end in group.layer_ranges]
+                    self.add_job(group, f"{prefix}{output_layer}.{suffix}", inputs, position, True)
+                output_layer += 1
+        for name in outside["last"]:
+            self.add_job(groups[-1], name, [name] * len(groups[-1].inputs), 0.0, False)
+        self.output_layers = output_layer
+
+    def _outside_layers(self, group: InputGroup, embeddings: bool) -> list[str]:
+        names = dict.fromkeys(
+            name
+            for model in group.inputs
+            for name in self.folders[model].tensors
+            if not _LAYER.fullmatch(name)
+        )
+        return [name for name in names if _is_embedding(name) == embeddings]
+
+    def _layer_tensors(self, folder: ModelFolder) -> dict[int, list[tuple[str, str]]]:
+        layers: dict[int, list[tuple[str, str]]] = {}
+        for name in folder.tensors:
+            if match := _LAYER.fullmatch(name):
+                layers.setdefault(int(match["index"]), []).append((match["prefix"], match["suffix"]))
+        prefixes = {prefix for tensors in layers.values() for prefix, _suffix in tensors}
+        if len(prefixes) > 1:
+            raise ExmeError(
+                f"model {folder} has several stacks of layers ({', '.join(sorted(prefixes))}); "
+                "slices need a model with one"
+            )
+        return layers
+
+    def _check_ranges(self, group: InputGroup, folders: Sequence[ModelFolder]) -> None:
+        for folder, (first, end) in zip(folders, group.layer_ranges, strict=True):
+            available = layer_count(folder)
+            if available is None:
+                raise ExmeError(f"model {folder}: config.json gives no number of layers, needed for slices")
+            if end > available or not set(range(first, end)) <= set(self._layer_tensors(folder)):
+                raise ExmeError(
+                    f"{group.where}: layer_range [{first}, {end}] of model {folder} is outside its "
+                    f"{available} layers"
+                )
+
+
+def plan_merge(recipe: Recipe, *, allow_crimes: bool = False) -> MergePlan:
+    planner = _Planner(recipe, allow_crimes)
+    if recipe.slices:
+        planner.plan_slices()
+    else:
+        planner.plan_models()
+    if not planner.jobs:
+        raise ExmeError(f"model {planner.config_source} has no tensors")
+    floating = [job.output.dtype for job in planner.jobs if job.merges_values]
+    return MergePlan(
+        recipe=recipe,
+        method=planner.method,
+        folders=planner.folders,
+        config_source=planner.config_source,
+        input_dtype=getattr(torch, recipe.dtype) if recipe.dtype else None,
+        output_dtype=floating[0] if floating else planner.jobs[0].output.dtype,
+        jobs=tuple(planner.jobs),
+        layer_count=planner.output_layers,
+        vocabulary=planner.vocabulary,
+        tokenizer_folder=planner.tokenizer_folder,
+    )

@@ -1,13 +1,18 @@
-"""Merge recipes in mergekit's YAML format (the `models:` form), validated against the methods.
+"""Merge recipes in mergekit's YAML format, validated against the methods before anything is read.
 
-Keys: merge_method, base_model, models ([{model: PATH, parameters: {...}}]), parameters (global),
-dtype (input/arithmetic precision, as in mergekit), out_dtype, tokenizer_source (a model path or
-"base"; `tokenizer: {source: ...}` is accepted as a synonym), random_seed (exme's own key: seeds
-the DARE drop masks; default 0) and metadata (exme's own key: a free mapping describing the merged
-model, e.g. for a pipeline's score table; the engine carries it along and ignores it). A parameter
-value is, as in mergekit, a scalar, a gradient list interpolated over layer depth (`[0, 0.5, 1]`),
-or a list of `{filter: SUBSTRING, value: SCALAR_OR_GRADIENT}` (the first entry whose filter is in the tensor
-name wins; no filter or "*" matches all).
+Keys (mergekit's): merge_method; exactly one of `models` ([{model, parameters}]) or `slices`
+([{sources: [{model, layer_range: [FIRST, END), parameters}], base_model, parameters}]); base_model;
+parameters (global); dtype (input/arithmetic precision); out_dtype; tokenizer_source (a model,
+"base" or "union") or tokenizer ({source, tokens, pad_to_multiple_of}); chat_template (a name, "auto"
+or a Jinja template). exme's own keys: random_seed (seeds the random drop masks of DARE and DELLA;
+default 0) and metadata (a free mapping describing the merged model, e.g. for a pipeline's score
+table; the engine carries it along and ignores it).
+
+A model is a local folder, a Hub id ORG/NAME[@REVISION], either optionally followed by +LORA. A
+parameter value is, as in mergekit, a scalar, a gradient list interpolated over layer depth
+(`[0, 0.5, 1]`), or a list of `{filter: SUBSTRING, value: SCALAR_OR_GRADIENT}` (the first entry whose
+filter is in the tensor name wins; no filter or "*" matches all). Settings are looked up from the
+most specific place: a slice source's or model's own, the slice's, then the global parameters.
 """
 
 from __future__ import annotations
@@ -15,22 +20,32 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import yaml
 
 from exme.errors import ExmeError
 from exme.files import write_text
+from exme.merge.chat_templates import check_chat_template
 from exme.merge.methods.registry import BasePolicy, MergeMethod, Parameter, Scope, get_method
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 _KEYS = {
-    "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype",
-    "tokenizer_source", "tokenizer", "random_seed", "metadata",
+    "merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
+    "tokenizer_source", "tokenizer", "chat_template", "random_seed", "metadata",
 }  # fmt: skip
+_NOT_SUPPORTED = {
+    "modules": "'modules' (separate merges per module of a multimodal model) is not supported; "
+    "use 'models' or 'slices'",
+    "name": "'name' belongs to multi-stage recipes (mergekit-multi), which exme merge does not run",
+}
 _MODEL_KEYS = {"model", "parameters"}
+_SOURCE_KEYS = {"model", "layer_range", "parameters"}
+_SLICE_KEYS = {"sources", "base_model", "parameters"}
+_TOKENIZER_KEYS = {"source", "tokens", "pad_to_multiple_of"}
 
-ParameterValue = bool | int | float | list[dict[str, Any]]
+ParameterValue = bool | int | float | list[Any]
 
 
 @dataclass(frozen=True)
@@ -40,14 +55,82 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
+class SliceSource:
+    model: str
+    layer_range: tuple[int, int]
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputSlice:
+    sources: tuple[SliceSource, ...]
+    base_model: str | None = None
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+
+    @property
+    def layer_count(self) -> int:
+        first, end = self.sources[0].layer_range
+        return end - first
+
+
+@dataclass(frozen=True)
+class InputGroup:
+    """The inputs of a stretch of the output model: one slice, or the whole `models` list.
+
+    `models` are the non-base inputs with their own settings; `layer_ranges` has one range per
+    input, base first (None: every layer, the `models` form); `shared` holds the settings every
+    model falls back on, most specific first.
+    """
+
+    base: str | None
+    models: tuple[ModelEntry, ...]
+    layer_ranges: tuple[tuple[int, int], ...] | None
+    shared: tuple[Mapping[str, ParameterValue], ...]
+    where: str  # "" for the models form, "in slice N" for a slice
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return (
+            (self.base, *(m.model for m in self.models)) if self.base else tuple(m.model for m in self.models)
+        )
+
+
+@dataclass(frozen=True)
+class TokenSource:
+    """Where a token's embedding row comes from: zeros, a model's row for the same token, or a
+    model's row for another token (by text or id)."""
+
+    kind: str  # "zero", "model" or "model_token"
+    model: str | None = None
+    token: str | None = None
+    token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TokenSetting:
+    source: TokenSource | None = None
+    force: bool = False  # use the source even in models that have the token
+
+
+@dataclass(frozen=True)
+class TokenizerSettings:
+    source: str  # "union", "base" or a model
+    tokens: Mapping[str, TokenSetting] = field(default_factory=dict)
+    pad_to_multiple_of: int | None = None
+
+
+@dataclass(frozen=True)
 class Recipe:
     merge_method: str
-    models: tuple[ModelEntry, ...]
+    models: tuple[ModelEntry, ...] = ()
+    slices: tuple[OutputSlice, ...] = ()
     base_model: str | None = None
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
+    tokenizer: Mapping[str, Any] | None = None  # mergekit's tokenizer section, as written
+    chat_template: str | None = None
     random_seed: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
@@ -56,30 +139,51 @@ class Recipe:
         return get_method(self.merge_method)
 
     @property
-    def non_base_models(self) -> tuple[ModelEntry, ...]:
-        if self.method.base is BasePolicy.IGNORED:
-            return self.models
-        return tuple(entry for entry in self.models if entry.model != self.base_model)
+    def groups(self) -> tuple[InputGroup, ...]:
+        method = self.method
+        if self.slices:
+            return tuple(_slice_group(s, self, method, n) for n, s in enumerate(self.slices, start=1))
+        entries = self.models
+        listed = [entry.model for entry in entries]
+        if method.base is BasePolicy.IGNORED:
+            # As mergekit: a base_model that is not listed is merged as one more model.
+            if self.base_model is not None and self.base_model not in listed:
+                entries = (*entries, ModelEntry(self.base_model))
+            return (InputGroup(None, entries, None, (self.parameters,), ""),)
+        others = tuple(entry for entry in entries if entry.model != self.base_model)
+        return (InputGroup(self.base_model, others, None, (self.parameters,), ""),)
 
     @property
-    def tokenizer_model(self) -> str:
-        if self.tokenizer_source in (None, "base"):
-            return self.base_model or self.models[0].model
-        return self.tokenizer_source
+    def referenced_models(self) -> tuple[str, ...]:
+        """Every model the merge reads, base first, each once."""
+        return tuple(dict.fromkeys(model for group in self.groups for model in group.inputs))
+
+    @property
+    def config_model(self) -> str:
+        """The model whose config.json (and by default tokenizer) the output takes, as mergekit."""
+        return self.base_model or self.referenced_models[0]
+
+    @cached_property
+    def tokenizer_settings(self) -> TokenizerSettings | None:
+        if self.tokenizer is not None:
+            return _tokenizer_settings(self.tokenizer)
+        return None if self.tokenizer_source is None else TokenizerSettings(self.tokenizer_source)
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = {"merge_method": self.merge_method}
         if self.base_model is not None:
             result["base_model"] = self.base_model
-        result["models"] = [
-            {"model": e.model, **({"parameters": dict(e.parameters)} if e.parameters else {})}
-            for e in self.models
-        ]
+        if self.models:
+            result["models"] = [_with_parameters({"model": e.model}, e.parameters) for e in self.models]
+        if self.slices:
+            result["slices"] = [_slice_dict(s) for s in self.slices]
         optional = {
             "parameters": dict(self.parameters) or None,
             "dtype": self.dtype,
             "out_dtype": self.out_dtype,
             "tokenizer_source": self.tokenizer_source,
+            "tokenizer": None if self.tokenizer is None else dict(self.tokenizer),
+            "chat_template": self.chat_template,
             "random_seed": self.random_seed,
             "metadata": dict(self.metadata) or None,
         }
@@ -87,15 +191,51 @@ class Recipe:
         return result
 
 
+def _with_parameters(entry: dict[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
+    return {**entry, "parameters": dict(parameters)} if parameters else entry
+
+
+def _slice_dict(output_slice: OutputSlice) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "sources": [
+            _with_parameters({"model": s.model, "layer_range": list(s.layer_range)}, s.parameters)
+            for s in output_slice.sources
+        ]
+    }
+    if output_slice.base_model is not None:
+        result["base_model"] = output_slice.base_model
+    return _with_parameters(result, output_slice.parameters)
+
+
+def _slice_group(output_slice: OutputSlice, recipe: Recipe, method: MergeMethod, number: int) -> InputGroup:
+    where = f"in slice {number}"
+    base = None if method.base is BasePolicy.IGNORED else output_slice.base_model or recipe.base_model
+    by_model = {source.model: source for source in output_slice.sources}
+    if base is not None and base not in by_model:
+        raise ExmeError(
+            f"{where}: the base model {base!r} must be one of the slice's sources (with its layer_range)"
+        )
+    others = tuple(ModelEntry(s.model, s.parameters) for s in output_slice.sources if s.model != base)
+    inputs = ((base,) if base else ()) + tuple(entry.model for entry in others)
+    ranges = tuple(by_model[model].layer_range for model in inputs)
+    return InputGroup(base, others, ranges, (output_slice.parameters, recipe.parameters), where)
+
+
 def _check_value(parameter: Parameter, value: Any, where: str) -> None:
     def check_scalar(scalar: Any) -> None:
         if parameter.type is bool:
             ok = isinstance(scalar, bool)
+        elif parameter.type is int:
+            ok = isinstance(scalar, int) and not isinstance(scalar, bool)
         else:
             ok = isinstance(scalar, int | float) and not isinstance(scalar, bool)
         if not ok:
             raise ExmeError(
                 f"parameter {parameter.name!r} {where} must be a {parameter.type.__name__}, got {scalar!r}"
+            )
+        if parameter.range is not None and not parameter.range.contains(scalar):
+            raise ExmeError(
+                f"parameter {parameter.name!r} {where} must be in {parameter.range}, got {scalar!r}"
             )
 
     def check_setting(setting: Any, in_filter: bool) -> None:
@@ -122,7 +262,7 @@ def _check_value(parameter: Parameter, value: Any, where: str) -> None:
 
 
 def _check_parameters(
-    method: MergeMethod, parameters: Mapping[str, Any], where: str, allowed: set[Scope]
+    method: MergeMethod, parameters: Mapping[str, Any], where: str, per_model: bool
 ) -> None:
     for name, value in parameters.items():
         parameter = method.parameter(name)
@@ -132,7 +272,7 @@ def _check_parameters(
                 f"unknown parameter {name!r} {where} for merge_method {method.name!r} "
                 f"(its parameters: {known})"
             )
-        if parameter.scope not in allowed:
+        if per_model and parameter.scope is Scope.GLOBAL:
             raise ExmeError(
                 f"parameter {name!r} of {method.name!r} is global: set it under the top-level "
                 f"'parameters', not {where}"
@@ -146,15 +286,17 @@ def _dtype(value: Any, key: str) -> str | None:
     return value
 
 
-def _tokenizer_source(data: Mapping[str, Any]) -> str | None:
-    if "tokenizer" not in data:
-        return data.get("tokenizer_source")
-    if "tokenizer_source" in data:
-        raise ExmeError("give either 'tokenizer' or 'tokenizer_source', not both")
-    tokenizer = data["tokenizer"]
-    if not isinstance(tokenizer, dict) or set(tokenizer) != {"source"}:
-        raise ExmeError(f"only 'tokenizer: {{source: MODEL}}' is supported, got {tokenizer!r}")
-    return tokenizer["source"]
+def _model_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ExmeError(f"{where}: 'model' must be a path or Hub id (text), got {value!r}")
+    return value
+
+
+def _parameters(item: Mapping[str, Any], where: str) -> dict[str, Any]:
+    parameters = item.get("parameters") or {}
+    if not isinstance(parameters, Mapping):
+        raise ExmeError(f"'parameters' {where} must be a mapping, got {parameters!r}")
+    return dict(parameters)
 
 
 def _model_entry(item: Any) -> ModelEntry:
@@ -162,33 +304,129 @@ def _model_entry(item: Any) -> ModelEntry:
         raise ExmeError(f"each entry of 'models' needs a 'model' key, got {item!r}")
     if unknown := set(item) - _MODEL_KEYS:
         raise ExmeError(f"unknown key(s) {sorted(unknown)} in models entry {item['model']!r}")
-    return ModelEntry(str(item["model"]), dict(item.get("parameters") or {}))
+    model = _model_name(item["model"], "in 'models'")
+    return ModelEntry(model, _parameters(item, f"of model {model!r}"))
+
+
+def _slice_source(item: Any, where: str) -> SliceSource:
+    if not isinstance(item, dict) or "model" not in item or "layer_range" not in item:
+        raise ExmeError(f"{where}: each source needs 'model' and 'layer_range', got {item!r}")
+    if unknown := set(item) - _SOURCE_KEYS:
+        raise ExmeError(f"{where}: unknown key(s) {sorted(unknown)} in source {item['model']!r}")
+    model = _model_name(item["model"], where)
+    layer_range = item["layer_range"]
+    if (
+        not isinstance(layer_range, list | tuple)
+        or len(layer_range) != 2
+        or not all(isinstance(i, int) and not isinstance(i, bool) for i in layer_range)
+        or not 0 <= layer_range[0] < layer_range[1]
+    ):
+        raise ExmeError(
+            f"{where}: layer_range of {model!r} must be [FIRST, END] with 0 <= FIRST < END "
+            f"(END excluded), got {layer_range!r}"
+        )
+    return SliceSource(model, tuple(layer_range), _parameters(item, f"of model {model!r} {where}"))
+
+
+def _output_slice(item: Any, number: int) -> OutputSlice:
+    where = f"in slice {number}"
+    if not isinstance(item, dict) or not isinstance(item.get("sources"), list) or not item["sources"]:
+        raise ExmeError(f"{where}: each slice needs a non-empty 'sources' list, got {item!r}")
+    if unknown := set(item) - _SLICE_KEYS:
+        raise ExmeError(f"{where}: unknown or unsupported key(s) {', '.join(sorted(unknown))}")
+    sources = tuple(_slice_source(source, where) for source in item["sources"])
+    models = [source.model for source in sources]
+    if len(set(models)) != len(models):
+        raise ExmeError(f"{where}: a model is listed twice in 'sources': {models}")
+    lengths = {source.layer_range[1] - source.layer_range[0] for source in sources}
+    if len(lengths) > 1:
+        raise ExmeError(f"{where}: every source must span the same number of layers, got {models} "
+                        f"with ranges {[list(s.layer_range) for s in sources]}")  # fmt: skip
+    base = item.get("base_model")
+    return OutputSlice(sources, None if base is None else str(base), _parameters(item, where))
+
+
+def _token_source(value: Any, token: str) -> TokenSource:
+    if isinstance(value, str):
+        return TokenSource("model", model=value)
+    if isinstance(value, dict) and value.get("kind") == "zero" and set(value) == {"kind"}:
+        return TokenSource("zero")
+    if (
+        isinstance(value, dict)
+        and value.get("kind") == "model_token"
+        and isinstance(value.get("model"), str)
+        and set(value) - {"kind", "model"} in ({"token"}, {"token_id"})
+    ):
+        return TokenSource("model_token", value["model"], value.get("token"), value.get("token_id"))
+    raise ExmeError(
+        f"tokenizer.tokens[{token!r}].source must be a model, {{kind: zero}} or "
+        f"{{kind: model_token, model: MODEL, token: TEXT | token_id: ID}}, got {value!r}"
+    )
+
+
+def _tokenizer_settings(section: Mapping[str, Any]) -> TokenizerSettings:
+    tokens = {}
+    for token, setting in (section.get("tokens") or {}).items():
+        if not isinstance(setting, dict) or set(setting) - {"source", "force"}:
+            raise ExmeError(f"tokenizer.tokens[{token!r}] must be {{source, force}}, got {setting!r}")
+        source = None if setting.get("source") is None else _token_source(setting["source"], token)
+        force = setting.get("force", False)
+        if not isinstance(force, bool) or (force and source is None):
+            raise ExmeError(f"tokenizer.tokens[{token!r}].force must be a bool and needs a source")
+        tokens[str(token)] = TokenSetting(source, force)
+    pad = section.get("pad_to_multiple_of")
+    if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or pad < 1):
+        raise ExmeError(f"tokenizer.pad_to_multiple_of must be a positive integer, got {pad!r}")
+    return TokenizerSettings(str(section.get("source", "union")), tokens, pad)
+
+
+def _tokenizer(data: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any] | None]:
+    if "tokenizer" in data and "tokenizer_source" in data:
+        raise ExmeError("give either 'tokenizer' or 'tokenizer_source', not both")
+    source = data.get("tokenizer_source")
+    if source is not None and not isinstance(source, str):
+        raise ExmeError(f"tokenizer_source must be a model, 'base' or 'union', got {source!r}")
+    section = data.get("tokenizer")
+    if section is not None:
+        if not isinstance(section, dict) or set(section) - _TOKENIZER_KEYS:
+            raise ExmeError(f"tokenizer must be a mapping of {sorted(_TOKENIZER_KEYS)}, got {section!r}")
+        _tokenizer_settings(section)
+    return source, section
 
 
 def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     if not isinstance(data, Mapping):
         raise ExmeError(f"a recipe must be a mapping, got {type(data).__name__}")
+    for key in set(data) & set(_NOT_SUPPORTED):
+        raise ExmeError(_NOT_SUPPORTED[key])
     if unknown := set(data) - _KEYS:
         raise ExmeError(f"unknown recipe key(s): {', '.join(sorted(unknown))}")
     if "merge_method" not in data:
         raise ExmeError("the recipe has no 'merge_method'")
     method = get_method(data["merge_method"])
-    if not isinstance(data.get("models"), list) or not data["models"]:
-        raise ExmeError("the recipe needs a non-empty 'models' list")
+    if bool(data.get("models")) == bool(data.get("slices")):
+        raise ExmeError("the recipe needs exactly one of a non-empty 'models' or 'slices' list")
+    for key in ("models", "slices"):
+        if key in data and not isinstance(data[key], list):
+            raise ExmeError(f"'{key}' must be a list, got {data[key]!r}")
     seed = data.get("random_seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ExmeError(f"random_seed must be an integer, got {seed!r}")
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise ExmeError(f"metadata must be a mapping, got {metadata!r}")
+    tokenizer_source, tokenizer = _tokenizer(data)
     recipe = Recipe(
         merge_method=method.name,
-        models=tuple(_model_entry(item) for item in data["models"]),
+        models=tuple(_model_entry(item) for item in data.get("models") or ()),
+        slices=tuple(_output_slice(item, n) for n, item in enumerate(data.get("slices") or (), start=1)),
         base_model=None if data.get("base_model") is None else str(data["base_model"]),
-        parameters=dict(data.get("parameters") or {}),
+        parameters=_parameters(data, "(global)"),
         dtype=_dtype(data.get("dtype"), "dtype"),
         out_dtype=_dtype(data.get("out_dtype"), "out_dtype"),
-        tokenizer_source=_tokenizer_source(data),
+        tokenizer_source=tokenizer_source,
+        tokenizer=tokenizer,
+        chat_template=check_chat_template(data.get("chat_template")),
         random_seed=seed,
         metadata=dict(metadata),
     )
@@ -196,58 +434,65 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     return recipe
 
 
-def _validate(recipe: Recipe, method: MergeMethod) -> None:
-    models = [entry.model for entry in recipe.models]
-    if len(set(models)) != len(models):
-        raise ExmeError(f"a model is listed twice in 'models': {models}")
-    if method.base is BasePolicy.REQUIRED and recipe.base_model is None:
-        raise ExmeError(f"merge_method {method.name!r} requires a base_model")
-    if method.base is BasePolicy.IGNORED and recipe.base_model not in (None, *models):
-        raise ExmeError(
-            f"merge_method {method.name!r} uses no base model; list {recipe.base_model!r} "
-            "under 'models' with a weight, or remove base_model"
-        )
-    non_base = recipe.non_base_models
-    count = len(non_base)
+def _validate_group(group: InputGroup, method: MergeMethod) -> None:
+    prefix = f"{group.where}: " if group.where else ""
+    if method.base is BasePolicy.REQUIRED and group.base is None:
+        raise ExmeError(f"{prefix}merge_method {method.name!r} requires a base_model")
+    count = len(group.models)
     if count < method.min_models or (method.max_models and count > method.max_models):
-        expected = (
-            f"exactly {method.min_models}"
-            if method.min_models == method.max_models
-            else f"at least {method.min_models}"
+        if method.min_models == method.max_models:
+            expected = f"exactly {method.min_models}"
+        elif count < method.min_models:
+            expected = f"at least {method.min_models}"
+        else:
+            expected = f"at most {method.max_models}"
+        raise ExmeError(
+            f"{prefix}merge_method {method.name!r} takes {expected} non-base model(s), got {count}"
         )
-        raise ExmeError(f"merge_method {method.name!r} takes {expected} non-base model(s), got {count}")
-    if recipe.tokenizer_source == "union":
-        raise ExmeError("tokenizer source 'union' is not supported; name one model or 'base'")
-    _check_parameters(method, recipe.parameters, "in the global parameters", set(Scope))
-    for entry in recipe.models:
-        where = f"of model {entry.model!r}"
-        if entry in non_base:
-            _check_parameters(method, entry.parameters, where, {Scope.PER_MODEL})
-        elif entry.parameters:
-            raise ExmeError(f"the base model {entry.model!r} takes no parameters here")
+    for entry in group.models:
+        _check_parameters(method, entry.parameters, f"of model {entry.model!r} {group.where}".rstrip(), True)
+    for settings in group.shared[:-1]:  # a slice's own parameters; the global ones are checked once
+        _check_parameters(method, settings, f"{group.where}".strip(), False)
     for parameter in method.parameters:
         if not parameter.required:
             continue
-        given_globally = parameter.name in recipe.parameters
-        for entry in non_base if parameter.scope is Scope.PER_MODEL else ():
-            if not given_globally and parameter.name not in entry.parameters:
+        given_shared = any(parameter.name in settings for settings in group.shared)
+        for entry in group.models if parameter.scope is Scope.PER_MODEL else ():
+            if not given_shared and parameter.name not in entry.parameters:
                 raise ExmeError(
                     f"missing required parameter {parameter.name!r} for model {entry.model!r} "
                     f"(merge_method {method.name!r})"
                 )
-        if parameter.scope is Scope.GLOBAL and not given_globally:
+        if parameter.scope is Scope.GLOBAL and not given_shared:
             raise ExmeError(f"missing required parameter {parameter.name!r} (merge_method {method.name!r})")
+
+
+def _validate(recipe: Recipe, method: MergeMethod) -> None:
+    models = [entry.model for entry in recipe.models]
+    if len(set(models)) != len(models):
+        raise ExmeError(f"a model is listed twice in 'models': {models}")
+    _check_parameters(method, recipe.parameters, "in the global parameters", False)
+    for group in recipe.groups:
+        _validate_group(group, method)
+    for entry in recipe.models:
+        if entry.model == recipe.groups[0].base and entry.parameters:
+            raise ExmeError(f"the base model {entry.model!r} takes no parameters here")
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     try:
         with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
+            documents = list(yaml.safe_load_all(file))
     except OSError as error:
         raise ExmeError(f"cannot read recipe {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise ExmeError(f"recipe {path} is not valid YAML: {error}") from error
-    return recipe_from_dict(data)
+    if len(documents) > 1:
+        raise ExmeError(
+            f"recipe {path} holds {len(documents)} YAML documents (a multi-stage mergekit-multi "
+            "recipe); exme merge runs one merge per recipe"
+        )
+    return recipe_from_dict(documents[0] if documents else None)
 
 
 def write_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:

@@ -1,9 +1,13 @@
-"""Reading Hugging Face model folders with safetensors weights, one tensor at a time.
+"""Reading Hugging Face model folders, one tensor (or block of rows) at a time.
 
-Tensors are read with positioned reads into fresh buffers instead of safetensors.safe_open's
-mmap: pages touched through a mapping stay in the process's resident set until the file is
-closed (measured: reading a 1 GB file through safe_open raised RSS by 1 GB), so memory would grow
-with model size; a plain read keeps it at the size of the tensors in flight.
+Safetensors tensors are read with positioned reads into fresh buffers instead of
+safetensors.safe_open's mmap: pages touched through a mapping stay in the process's resident set
+until the file is closed (measured: reading a 1 GB file through safe_open raised RSS by 1 GB), so
+memory would grow with model size; a plain read keeps it at the size of the tensors in flight.
+PyTorch pickles (`pytorch_model*.bin`) are opened with `torch.load(weights_only=True, mmap=True)`,
+which runs no code from the file and reads tensors only when they are used (their pages then count
+in the resident set: convert large ones to safetensors). A LoRA adapter is added to the weights it
+targets as they are read.
 """
 
 from __future__ import annotations
@@ -35,8 +39,19 @@ def tensor_nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
 
 
 @dataclass(frozen=True)
+class LoraPatch:
+    """A LoRA update of one weight: scale · up @ down, transposed when the weight is stored
+    (in, out) (GPT-2's Conv1D, embeddings)."""
+
+    down: TensorLocation  # lora_A: (rank, in)
+    up: TensorLocation  # lora_B: (out, rank)
+    scale: float
+    transposed: bool
+
+
+@dataclass(frozen=True)
 class TensorLocation:
-    """Where one tensor's bytes are: file, byte range, dtype and shape."""
+    """Where one tensor's bytes are: file, byte range (safetensors), dtype and shape."""
 
     file: Path
     name: str
@@ -44,6 +59,8 @@ class TensorLocation:
     shape: tuple[int, ...]
     start: int
     end: int
+    pickled: bool = False  # in a PyTorch pickle: read through torch.load's mapping, not by offsets
+    lora: LoraPatch | None = None
 
 
 def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
@@ -87,15 +104,45 @@ def read_safetensors_header(file: Path) -> dict[str, TensorLocation]:
     return locations
 
 
+def read_pickled_header(file: Path) -> dict[str, TensorLocation]:
+    state = load_pickled(file)
+    return {
+        name: TensorLocation(file, name, tensor.dtype, tuple(tensor.shape), 0, tensor.nbytes, pickled=True)
+        for name, tensor in state.items()
+        if isinstance(tensor, torch.Tensor)
+    }
+
+
+def load_pickled(file: Path) -> dict[str, Any]:
+    """A PyTorch pickle's tensors, mapped rather than read; only plain tensors are unpickled."""
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+    except OSError as error:
+        raise ExmeError(f"cannot read {file}: {error.strerror}") from error
+    except Exception as error:  # unpickling raises many types; all mean the file cannot be used
+        raise ExmeError(
+            f"{file}: cannot be read safely as PyTorch weights ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); convert it to safetensors"
+        ) from None
+    if not isinstance(state, dict):
+        raise ExmeError(f"{file}: holds a {type(state).__name__}, not a dict of tensors")
+    return state
+
+
 class TensorReader:
     """Reads whole tensors or blocks of their rows, keeping each file open once; safe to share
     between threads (positional reads, and files opened under a lock)."""
 
     def __init__(self) -> None:
         self._descriptors: dict[Path, int] = {}
+        self._pickles: dict[Path, dict[str, Any]] = {}
         self._opening = threading.Lock()
 
     def read(self, location: TensorLocation, rows: range | None = None) -> torch.Tensor:
+        tensor = self._read_pickled(location, rows) if location.pickled else self._read_stored(location, rows)
+        return self._with_lora(tensor, location.lora, rows) if location.lora else tensor
+
+    def _read_stored(self, location: TensorLocation, rows: range | None) -> torch.Tensor:
         shape, offset = location.shape, location.start
         if rows is not None:
             offset += rows.start * (location.end - location.start) // shape[0]
@@ -104,6 +151,24 @@ class TensorReader:
         if tensor.numel():
             self._read_into(location, memoryview(tensor.view(-1).view(torch.uint8).numpy()), offset)
         return tensor
+
+    def _read_pickled(self, location: TensorLocation, rows: range | None) -> torch.Tensor:
+        with self._opening:
+            if location.file not in self._pickles:
+                self._pickles[location.file] = load_pickled(location.file)
+        tensor = self._pickles[location.file][location.name]
+        if rows is not None:
+            tensor = tensor[rows.start : rows.stop]
+        return tensor.clone(memory_format=torch.contiguous_format)  # off the mapping
+
+    def _with_lora(self, weight: torch.Tensor, patch: LoraPatch, rows: range | None) -> torch.Tensor:
+        """weight + scale · up @ down, in fp32, rounded once to the weight's dtype."""
+        down, up = self.read(patch.down).float(), self.read(patch.up).float()
+        if patch.transposed:  # rows of the weight are columns of up @ down
+            delta = (down if rows is None else down[:, rows.start : rows.stop]).T @ up.T
+        else:
+            delta = (up if rows is None else up[rows.start : rows.stop]) @ down
+        return (weight.float() + delta * patch.scale).to(weight.dtype)
 
     def _read_into(self, location: TensorLocation, buffer: memoryview, offset: int) -> None:
         with self._opening:
@@ -123,13 +188,30 @@ class TensorReader:
         for descriptor in self._descriptors.values():
             os.close(descriptor)
         self._descriptors.clear()
+        self._pickles.clear()
+
+
+# Weight files in the order they are looked for: (index of shards, single file, header reader).
+_WEIGHT_FORMATS = (
+    ("model.safetensors.index.json", "model.safetensors", read_safetensors_header),
+    ("pytorch_model.bin.index.json", "pytorch_model.bin", read_pickled_header),
+)
 
 
 @dataclass(frozen=True)
 class ModelFolder:
-    """A model folder: its config.json and where each of its tensors is stored."""
+    """A model folder: its config.json and where each of its tensors is stored.
+
+    `name` is the model as the recipe names it (a path, a Hub id, MODEL+LORA): messages use it.
+    `adapter` is a LoRA adapter folder whose updates are added to the weights as they are read.
+    """
 
     path: Path
+    name: str = ""
+    adapter: Path | None = None
+
+    def __str__(self) -> str:
+        return self.name or str(self.path)
 
     @cached_property
     def config(self) -> dict[str, Any]:
@@ -137,34 +219,45 @@ class ModelFolder:
         try:
             return json.loads(config_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ExmeError(f"model {self.path}: no config.json") from None
+            raise ExmeError(f"model {self}: no config.json in {self.path}") from None
         except (OSError, json.JSONDecodeError) as error:
-            raise ExmeError(f"model {self.path}: cannot read config.json ({error})") from error
+            raise ExmeError(f"model {self}: cannot read config.json ({error})") from error
 
     @cached_property
     def tensors(self) -> dict[str, TensorLocation]:
         """Tensor name → location, in storage order (shards in order, offsets ascending)."""
         if not self.path.is_dir():
             raise ExmeError(f"model folder {self.path} does not exist")
-        index_file = self.path / "model.safetensors.index.json"
-        if index_file.exists():
-            return self._sharded_tensors(index_file)
-        single = self.path / "model.safetensors"
-        if not single.exists():
-            raise ExmeError(f"model {self.path}: no model.safetensors or its index JSON")
-        return dict(sorted(read_safetensors_header(single).items(), key=lambda i: i[1].start))
+        tensors = self._stored_tensors()
+        if self.adapter is not None:
+            from exme.merge.io.lora import with_lora
 
-    def _sharded_tensors(self, index_file: Path) -> dict[str, TensorLocation]:
+            tensors = with_lora(tensors, self.adapter, str(self))
+        return tensors
+
+    def _stored_tensors(self) -> dict[str, TensorLocation]:
+        for index_name, single_name, read_header in _WEIGHT_FORMATS:
+            if (self.path / index_name).exists():
+                return self._sharded_tensors(self.path / index_name, read_header)
+            if (self.path / single_name).exists():
+                locations = read_header(self.path / single_name)
+                return dict(sorted(locations.items(), key=lambda item: item[1].start))
+        raise ExmeError(
+            f"model {self}: no weights in {self.path} (model.safetensors, pytorch_model.bin or "
+            "their index JSON)"
+        )
+
+    def _sharded_tensors(self, index_file: Path, read_header) -> dict[str, TensorLocation]:
         try:
             weight_map: dict[str, str] = json.loads(index_file.read_text())["weight_map"]
         except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-            raise ExmeError(f"{index_file}: not a valid safetensors index ({error})") from error
+            raise ExmeError(f"{index_file}: not a valid weights index ({error})") from error
         locations: dict[str, TensorLocation] = {}
         for shard in sorted(set(weight_map.values())):
             shard_file = self.path / shard
             if not shard_file.exists():
                 raise ExmeError(f"{index_file} names shard {shard}, which does not exist")
-            in_shard = read_safetensors_header(shard_file)
+            in_shard = read_header(shard_file)
             for name, location in sorted(in_shard.items(), key=lambda item: item[1].start):
                 if weight_map.get(name) == shard:
                     locations[name] = location
