@@ -1,4 +1,5 @@
-"""The non-weight files of a merged model folder: config, tokenizer, model card, recipe."""
+"""The non-weight files of a merged model folder: config, tokenizer and chat template, the recipe
+(exme's merge_recipe.yml and mergekit's mergekit_config.yml) and the model card."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ from pathlib import Path
 import yaml
 
 from exme.errors import ExmeError
-from exme.merge.plan import MergePlan
+from exme.merge.chat_templates import resolve_chat_template
+from exme.merge.plan import LAYER_COUNT_KEYS, MergePlan
+from exme.merge.provenance import MERGEKIT_CONFIG_FILE, mergekit_form, model_card
 from exme.merge.recipe import write_recipe
+from exme.merge.vocabulary import add_new_tokens
 
 # Tokenizer files in the formats transformers saves, plus generation settings.
 _TOKENIZER_PATTERNS = (
@@ -18,6 +22,7 @@ _TOKENIZER_PATTERNS = (
     "*.tiktoken", "chat_template*", "generation_config.json",
 )  # fmt: skip
 RECIPE_FILE = "merge_recipe.yml"
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 def _write_config(plan: MergePlan, directory: Path) -> None:
@@ -26,6 +31,11 @@ def _write_config(plan: MergePlan, directory: Path) -> None:
     config["dtype"] = dtype_name
     if "torch_dtype" in config:
         config["torch_dtype"] = dtype_name
+    if plan.layer_count is not None:
+        key = next((key for key in LAYER_COUNT_KEYS if key in config), LAYER_COUNT_KEYS[0])
+        config[key] = plan.layer_count
+    if plan.vocabulary is not None:
+        config["vocab_size"] = plan.vocabulary.rows
     if "lm_head.weight" in {job.output.name for job in plan.jobs}:
         # Some inputs had a separate output embedding, so the merged one is not tied any more.
         config["tie_word_embeddings"] = False
@@ -33,45 +43,56 @@ def _write_config(plan: MergePlan, directory: Path) -> None:
 
 
 def _copy_tokenizer(plan: MergePlan, directory: Path) -> None:
-    source = Path(plan.recipe.tokenizer_model)
+    source = plan.tokenizer_folder
     files = sorted({f for pattern in _TOKENIZER_PATTERNS for f in source.glob(pattern)})
-    if not files and plan.recipe.tokenizer_source not in (None, "base"):
-        raise ExmeError(f"tokenizer_source {source} has no tokenizer files")
+    if not files and plan.recipe.tokenizer_settings and plan.recipe.tokenizer_settings.source != "base":
+        raise ExmeError(f"tokenizer source {plan.recipe.tokenizer_settings.source} has no tokenizer files")
     for file in files:
         shutil.copy2(file, directory / file.name)
+    if plan.vocabulary is not None:
+        add_new_tokens(plan.vocabulary, directory)
 
 
-def _write_model_card(plan: MergePlan, directory: Path, title: str) -> None:
-    method = plan.method
-    reference = f" ([reference]({method.reference_url}))" if method.reference_url else ""
-    inputs = [f"- base: `{plan.recipe.base_model}`"] if plan.base else []
-    inputs += [f"- `{entry.model}`" for entry in plan.recipe.non_base_models]
-    recipe_yaml = yaml.safe_dump(plan.recipe.to_dict(), sort_keys=False)
-    card = "\n".join(
-        [
-            "---",
-            "library_name: transformers",
-            "tags: [merge, exme]",
-            "---",
-            f"# {title}",
-            "",
-            f"Merged with exme's streaming engine using **{method.pretty_name}**{reference}.",
-            "",
-            "## Inputs",
-            *inputs,
-            "",
-            "## Recipe",
-            "```yaml",
-            recipe_yaml.rstrip(),
-            "```",
-            "",
-        ]
-    )
-    (directory / "README.md").write_text(card)
+def _write_chat_template(plan: MergePlan, directory: Path) -> None:
+    """chat_template.jinja, and no other template beside it (transformers would read either)."""
+    template = resolve_chat_template(plan.recipe.chat_template, [f.path for f in plan.folders.values()])
+    if template is None:
+        return
+    (directory / "chat_template.json").unlink(missing_ok=True)
+    config_file = directory / "tokenizer_config.json"
+    if config_file.exists():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if config.pop("chat_template", None) is not None:
+            config_file.write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n")
+    (directory / CHAT_TEMPLATE_FILE).write_text(template, encoding="utf-8")
 
 
-def write_metadata_files(plan: MergePlan, directory: Path, title: str) -> None:
+def _input_lines(plan: MergePlan) -> list[str]:
+    lines = []
+    for name in plan.folders:
+        role = " (base)" if name == plan.recipe.base_model else ""
+        lines.append(f"- `{name}`{role}")
+    return lines
+
+
+def write_metadata_files(plan: MergePlan, directory: Path, title: str, copy_tokenizer: bool = True) -> None:
     _write_config(plan, directory)
-    _copy_tokenizer(plan, directory)
-    _write_model_card(plan, directory, title)
+    if copy_tokenizer:
+        _copy_tokenizer(plan, directory)
+    if plan.recipe.chat_template:
+        _write_chat_template(plan, directory)
     write_recipe(plan.recipe, directory / RECIPE_FILE)
+    mergekit_config = mergekit_form(plan.recipe)
+    if mergekit_config is not None:
+        text = yaml.safe_dump(mergekit_config, sort_keys=False)
+        (directory / MERGEKIT_CONFIG_FILE).write_text(text, encoding="utf-8")
+    card = model_card(
+        plan.recipe,
+        plan.folders,
+        title=title,
+        method_name=plan.method.pretty_name,
+        reference_url=plan.method.reference_url,
+        inputs=_input_lines(plan),
+        mergekit_config=mergekit_config,
+    )
+    card.save(directory / "README.md")

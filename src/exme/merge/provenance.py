@@ -1,0 +1,123 @@
+"""What a merged folder says about its making: mergekit_config.yml (a recipe mergekit 0.1.5 can
+rerun) and the model card, whose `base_model` and `base_model_relation: merge` the Hub reads.
+
+EXPO and ExMe recipes are written to mergekit_config.yml in their task_arithmetic form (or linear,
+when ExMe's weights neither sum to 1 nor are normalized), which exists when their parameters are
+plain numbers; exme's own keys (random_seed, metadata) are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+from huggingface_hub import ModelCard, ModelCardData
+
+from exme.merge.io.reader import ModelFolder
+from exme.merge.io.references import hub_id, parse_reference
+from exme.merge.recipe import Recipe
+
+MERGEKIT_CONFIG_FILE = "mergekit_config.yml"
+_EXME_ONLY_KEYS = ("random_seed", "metadata")
+_EXME_METHODS = ("extrapolate", "exme")
+_UNIT_SUM = 1e-9
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _per_model(recipe: Recipe, name: str, default: Any = None) -> list[float | None]:
+    return [_number(e.parameters.get(name, recipe.parameters.get(name, default))) for e in recipe.models]
+
+
+def _as_task_arithmetic(recipe: Recipe) -> dict[str, Any] | None:
+    """θ = Σ w_i ((1+α_i) θ_i − α_i θ_base) as a merge mergekit runs, when it has one."""
+    if recipe.slices:
+        return None
+    alphas = _per_model(recipe, "alpha")
+    weights = [1.0] if recipe.merge_method == "extrapolate" else _per_model(recipe, "weight")
+    normalize = recipe.parameters.get("normalize", False)
+    if None in alphas or None in weights or not isinstance(normalize, bool):
+        return None
+    total = sum(weights)
+    if normalize and total:
+        weights = [weight / total for weight in weights]
+    coefficients = [weight * (1 + alpha) for weight, alpha in zip(weights, alphas, strict=True)]
+    models = [
+        {"model": entry.model, "parameters": {"weight": c}}
+        for entry, c in zip(recipe.models, coefficients, strict=True)
+    ]
+    if normalize or abs(sum(weights) - 1) < _UNIT_SUM:
+        form = {"merge_method": "task_arithmetic", "base_model": recipe.base_model, "models": models}
+    else:  # the base's weight is then not 1 − Σ c_i: give it explicitly
+        base_weight = -sum(weight * alpha for weight, alpha in zip(weights, alphas, strict=True))
+        base_entry = {"model": recipe.base_model, "parameters": {"weight": base_weight}}
+        form = {"merge_method": "linear", "models": [*models, base_entry], "parameters": {"normalize": False}}
+    return form
+
+
+def mergekit_form(recipe: Recipe) -> dict[str, Any] | None:
+    """The recipe as mergekit writes it, or None when mergekit has no equivalent."""
+    data = recipe.to_dict()
+    if recipe.merge_method in _EXME_METHODS:
+        form = _as_task_arithmetic(recipe)
+        if form is None:
+            return None
+        kept = {key: data[key] for key in ("dtype", "out_dtype", "tokenizer_source", "tokenizer",
+                                           "chat_template") if key in data}  # fmt: skip
+        return {**form, **kept}
+    return {key: value for key, value in data.items() if key not in _EXME_ONLY_KEYS}
+
+
+def hub_ids(folders: Mapping[str, ModelFolder]) -> list[str]:
+    """The Hub ids of the inputs (and of their LoRA adapters), for the card's base_model."""
+    ids = []
+    for name, folder in folders.items():
+        reference = parse_reference(name)
+        ids.append(hub_id(reference, folder.path))
+        if reference.lora and folder.adapter:
+            ids.append(hub_id(parse_reference(str(reference.lora)), folder.adapter))
+    return list(dict.fromkeys(i for i in ids if i))
+
+
+def model_card(
+    recipe: Recipe,
+    folders: Mapping[str, ModelFolder],
+    *,
+    title: str,
+    method_name: str,
+    reference_url: str | None,
+    inputs: Sequence[str],
+    mergekit_config: dict[str, Any] | None,
+) -> ModelCard:
+    bases = hub_ids(folders)
+    data = ModelCardData(
+        library_name="transformers",
+        tags=["merge", "exme"],
+        base_model=bases or None,
+        base_model_relation="merge" if bases else None,
+    )
+    link = f"[{method_name}]({reference_url})" if reference_url else method_name
+    rerun = (
+        [f"`{MERGEKIT_CONFIG_FILE}` reruns it with mergekit: `mergekit-yaml {MERGEKIT_CONFIG_FILE} OUT`.", ""]
+        if mergekit_config
+        else []
+    )
+    body = [
+        f"# {title}",
+        "",
+        f"A merge of pre-trained language models made with exme's streaming merge engine using {link}.",
+        "",
+        "## Inputs",
+        *inputs,
+        "",
+        *rerun,
+        "## Recipe",
+        "```yaml",
+        yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(),
+        "```",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(body))
