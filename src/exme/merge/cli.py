@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from exme import __version__
 from exme.errors import ExmeError
 
 # Bytes of input weights the kernel is asked to read ahead while Python imports torch: enough to
@@ -19,19 +21,33 @@ _STARTUP_READAHEAD_BYTES = 2**30
 # Linux caps one POSIX_FADV_WILLNEED call at the device's read-ahead window (often 8 MB; one
 # call for a whole file then reads only its first window), so the advice is given in chunks.
 _READAHEAD_CHUNK_BYTES = 8 * 2**20
+# mergekit's sizes: a count with K, M or B (thousand, million, billion) bytes; "5B" is 5 GB.
+_MERGEKIT_SIZE = re.compile(r"\s*(\d+)\s*([kKmMbB])\s*")
+_MERGEKIT_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9}
+_SMALLEST_SHARD_BYTES = 10**6
+# mergekit-yaml options that tune its own executor or that exme does anyway: accepted, no effect.
+_MERGEKIT_NO_OP_FLAGS = ("--lazy-unpickle", "--low-cpu-memory", "--read-to-gpu", "--multi-gpu",
+                         "--gpu-rich", "--async-write", "--clone-tensors", "--trust-remote-code",
+                         "--write-model-card", "--safe-serialization")  # fmt: skip
+_MERGEKIT_NO_OP_OPTIONS = (("-j", "--num-threads"), ("--write-threads",))
 
 
 def _methods_text() -> str:
     from exme.merge.methods.registry import BasePolicy, registered_methods
 
+    base_text = {
+        BasePolicy.REQUIRED: "needs base_model",
+        BasePolicy.OPTIONAL: "base_model optional",
+        BasePolicy.IGNORED: "no base",
+    }
     lines = []
     for method in registered_methods():
-        base = "needs base_model" if method.base is BasePolicy.REQUIRED else "no base"
-        lines.append(f"  {method.name}  ({method.pretty_name}; {base})")
+        lines.append(f"  {method.name}  ({method.pretty_name}; {base_text[method.base]})")
         for parameter in method.parameters:
             default = "required" if parameter.required else f"default {parameter.default}"
+            bounds = f" in {parameter.range}" if parameter.range else ""
             lines.append(
-                f"      {parameter.name}: {parameter.type.__name__}, "
+                f"      {parameter.name}: {parameter.type.__name__}{bounds}, "
                 f"{parameter.scope.value.replace('_', '-')}, {default}"
             )
     return "\n".join(lines)
@@ -44,7 +60,9 @@ def _start_reading_inputs(config: str) -> None:
 
     try:
         recipe = yaml.safe_load(Path(config).read_text())
-        folders = [recipe.get("base_model"), *(entry.get("model") for entry in recipe.get("models", []))]
+        sources = [source for piece in recipe.get("slices") or [] for source in piece.get("sources", [])]
+        entries = [*(recipe.get("models") or []), *sources]
+        folders = [recipe.get("base_model"), *(entry.get("model") for entry in entries)]
         files = [file for folder in filter(None, folders) for file in Path(folder).glob("*.safetensors")]
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
         return
@@ -67,18 +85,39 @@ def _advise_will_need(files: list[Path]) -> None:
                 os.posix_fadvise(descriptor, offset, _READAHEAD_CHUNK_BYTES, os.POSIX_FADV_WILLNEED)
 
 
+def shard_size_bytes(text: str) -> int:
+    """Bytes from mergekit's spelling (5B, 500M) or exme's (500MB, 5GB, 2GiB); at least 1 MB."""
+    from exme.sizes import parse_size
+
+    if match := _MERGEKIT_SIZE.fullmatch(text):
+        size = int(match.group(1)) * _MERGEKIT_UNITS[match.group(2).upper()]
+    else:
+        size = parse_size(text)
+    if size < _SMALLEST_SHARD_BYTES:
+        raise ExmeError(f"shard size {text!r} is {size} bytes; give at least 1MB (e.g. 500MB, 5GB or 5B)")
+    return size
+
+
 def _merge(args: argparse.Namespace) -> None:
+    shard_size = shard_size_bytes(args.shard_size)
     _start_reading_inputs(args.config)
+    from dataclasses import replace
+
     from exme.merge.execute import merge_to_dir
     from exme.merge.recipe import load_recipe
 
+    recipe = load_recipe(args.config)
+    if args.random_seed is not None:
+        recipe = replace(recipe, random_seed=args.random_seed)
     out_dir = merge_to_dir(
-        load_recipe(args.config),
+        recipe,
         args.out_dir,
-        shard_size=args.shard_size,
+        shard_size=shard_size,
         overwrite=args.overwrite,
-        device=args.device,
-        show_progress=False if args.no_progress else None,
+        device="cuda" if args.cuda else args.device,
+        show_progress=False if args.no_progress or args.quiet else None,
+        allow_crimes=args.allow_crimes,
+        copy_tokenizer=args.copy_tokenizer,
     )
     print(out_dir)
 
@@ -100,26 +139,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="exme", description="Extrapolation merging and model-merging tools."
     )
+    parser.add_argument("--version", action="version", version=f"exme {__version__}")
     commands = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=_ParserListingMethods
     )
     merge = commands.add_parser(
         "merge",
         help="merge models as a mergekit-format YAML recipe says",
-        description="Stream a merge of Hugging Face safetensors models into OUT_DIR.\n"
-        "The recipe uses mergekit's YAML format (merge_method, base_model, models,\n"
-        "parameters, dtype, out_dtype, tokenizer_source) plus an optional random_seed\n"
-        "that seeds DARE's random masks (default 0).",
+        description="Stream a merge of Hugging Face models into OUT_DIR.\n"
+        "The recipe uses mergekit's YAML format (merge_method, base_model, models or\n"
+        "slices, parameters, dtype, out_dtype, tokenizer_source or tokenizer,\n"
+        "chat_template) plus an optional random_seed that seeds the random drop masks\n"
+        "of DARE and DELLA (default 0). mergekit-yaml's options are accepted too.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     merge.add_argument("config", metavar="CONFIG.yml", help="the merge recipe")
     merge.add_argument("out_dir", metavar="OUT_DIR", help="the model folder to create")
     merge.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
-    merge.add_argument("--shard-size", default="5GB", help="largest output shard, e.g. 500MB (default 5GB)")
+    merge.add_argument(
+        "--shard-size",
+        "--out-shard-size",
+        default="5GB",
+        help="largest output shard in bytes, e.g. 500MB, 5GB or mergekit's 5B (default 5GB; at least 1MB)",
+    )
     merge.add_argument(
         "--device", choices=("cpu", "cuda"), help="compute device (default: cuda if available)"
     )
+    merge.add_argument("--cuda", action="store_true", help="same as --device cuda")
+    merge.add_argument("--random-seed", type=int, help="replaces the recipe's random_seed")
+    merge.add_argument(
+        "--copy-tokenizer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write the tokenizer files (default: yes)",
+    )
+    merge.add_argument("--allow-crimes", action="store_true", help="merge models of different architectures")
     merge.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    merge.add_argument("--quiet", "-q", action="store_true", help="same as --no-progress")
+    # Accepted so that mergekit-yaml command lines run unchanged; listed in the epilog.
+    for flag in _MERGEKIT_NO_OP_FLAGS:
+        merge.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    for flags in _MERGEKIT_NO_OP_OPTIONS:
+        merge.add_argument(*flags, type=int, help=argparse.SUPPRESS)
+    merge.add_argument("--verbose", "-v", action="count", help=argparse.SUPPRESS)
+    no_ops = [*_MERGEKIT_NO_OP_FLAGS, *(f"{flags[-1]} N" for flags in _MERGEKIT_NO_OP_OPTIONS), "-v"]
+    merge.epilog = (
+        "Also accepted from mergekit-yaml, with no effect (exme always streams, writes safetensors\n"
+        f"and runs no model code): {', '.join(no_ops)}."
+    )
     merge.set_defaults(run=_merge)
     methods = commands.add_parser("methods", help="list merge methods and their parameters")
     methods.set_defaults(run=_methods)
