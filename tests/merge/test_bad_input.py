@@ -140,6 +140,43 @@ def test_bad_recipe_keys_are_named(family, tmp_path, capsys, change, expected):
     assert expected in _run_failing(tmp_path, recipe, capsys)
 
 
+@pytest.mark.parametrize(
+    ("method", "parameters", "expected"),
+    [
+        (
+            "ties",
+            {"weight": 0.5, "density": 1.5},
+            "parameter 'density' of model '{model}' must be in [0, 1], got 1.5",
+        ),
+        (
+            "breadcrumbs",
+            {"weight": 0.5, "gamma": [0.1, -0.1]},
+            "parameter 'gamma' of model '{model}' must be in",
+        ),
+        ("della", {"weight": 0.5, "density": 0.9, "epsilon": 0.2}, "density ± epsilon must lie in (0, 1)"),
+    ],
+)
+def test_parameter_out_of_its_range_is_named_with_its_model(family, tmp_path, capsys, method, parameters,
+                                                            expected):  # fmt: skip
+    recipe = _task_arithmetic(family.base, family.ft_a)
+    recipe["merge_method"] = method
+    recipe["models"][0]["parameters"] = parameters
+    error = _run_failing(tmp_path, recipe, capsys)
+    assert expected.format(model=family.ft_a) in error and str(family.ft_a) in error
+
+
+def test_global_parameter_out_of_its_range_is_named(family, tmp_path, capsys):
+    recipe = {
+        "merge_method": "slerp",
+        "base_model": str(family.base),
+        "models": [{"model": str(family.ft_a)}],
+        "parameters": {"t": [{"filter": "mlp", "value": 1.2}, {"value": 0.5}]},
+    }
+    assert "parameter 't' in the global parameters must be in [0, 1], got 1.2" in _run_failing(
+        tmp_path, recipe, capsys
+    )
+
+
 def test_missing_required_parameter_is_named_with_its_model(family, tmp_path, capsys):
     recipe = _task_arithmetic(family.base, family.ft_a)
     recipe["models"][0]["parameters"] = {"density": 0.5}

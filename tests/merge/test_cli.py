@@ -77,3 +77,79 @@ def test_cuda_request_without_cuda_is_a_clear_error(family, tmp_path, capsys):
     assert main(["merge", str(recipe), str(tmp_path / "out"), "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _recipe_file(tmp_path, family, **extra) -> Path:
+    recipe = {
+        "merge_method": "dare_linear",
+        "base_model": str(family.base),
+        "models": [{"model": str(family.ft_a), "parameters": {"weight": 0.6, "density": 0.5}}],
+        **extra,
+    }
+    return write_yaml(tmp_path / "recipe.yml", recipe)
+
+
+def test_mergekit_yaml_options_are_accepted(family, tokenizer_model, tmp_path):
+    recipe = _recipe_file(tmp_path, family, tokenizer_source=str(tokenizer_model))
+    flags = ["--out-shard-size", "1B", "--random-seed", "3", "--no-copy-tokenizer", "--allow-crimes",
+             "--lazy-unpickle", "--low-cpu-memory", "-j", "2", "--write-threads", "2", "-v",
+             "--quiet"]  # fmt: skip
+    assert main(["merge", str(recipe), str(tmp_path / "out"), *flags]) == 0
+    out = tmp_path / "out"
+    assert (out / "model.safetensors").exists()  # 1B is mergekit's billion bytes: one shard
+    assert not list(out.glob("tokenizer*"))
+    assert main(["merge", str(_recipe_file(tmp_path, family, random_seed=3)), str(tmp_path / "seeded")]) == 0
+    seed_3 = load_folder(out)  # --random-seed replaces the recipe's random_seed
+    assert all(torch.equal(seed_3[n], t) for n, t in load_folder(tmp_path / "seeded").items())
+    assert main(["merge", str(recipe), str(tmp_path / "other"), "--random-seed", "4"]) == 0
+    assert any(not torch.equal(seed_3[n], t) for n, t in load_folder(tmp_path / "other").items())
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        ("500KB", "is 500000 bytes; give at least 1MB"),
+        ("1", "is 1 bytes"),
+        ("5 parsecs", "invalid shard size"),
+    ],
+)
+def test_shard_sizes_below_one_megabyte_are_refused(size, expected, family, tmp_path, capsys):
+    assert (
+        main(["merge", str(_recipe_file(tmp_path, family)), str(tmp_path / "out"), "--shard-size", size]) == 2
+    )
+    assert expected in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_mergekit_sizes_are_thousands_millions_and_billions():
+    from exme.merge.cli import shard_size_bytes
+
+    assert [shard_size_bytes(s) for s in ("5B", "500M", "2000K", "1MB", "2GiB")] == [
+        5 * 10**9, 5 * 10**8, 2 * 10**6, 10**6, 2 * 2**30,
+    ]  # fmt: skip
+
+
+def test_version_is_printed(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith("exme 0.")
+
+
+def test_allow_crimes_merges_models_of_different_architectures(family, tmp_path, capsys):
+    import json
+    import shutil
+
+    other = shutil.copytree(family.ft_a, tmp_path / "mistral")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "architectures": ["MistralForCausalLM"]}))
+    recipe = write_yaml(tmp_path / "r.yml", {"merge_method": "linear", "models": [
+        {"model": str(family.ft_b), "parameters": {"weight": 1.0}},
+        {"model": str(other), "parameters": {"weight": 1.0}}]})  # fmt: skip
+    assert main(["merge", str(recipe), str(tmp_path / "out")]) == 2
+    assert "--allow-crimes" in capsys.readouterr().err
+    assert main(["merge", str(recipe), str(tmp_path / "out"), "--allow-crimes"]) == 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_flag_is_device_cuda(family, tmp_path, capsys):
+    assert main(["merge", str(_recipe_file(tmp_path, family)), str(tmp_path / "out"), "--cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err

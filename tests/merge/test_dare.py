@@ -1,4 +1,4 @@
-"""DARE drops task-vector entries at random with a reproducible, seeded mask."""
+"""DARE (and DELLA) drop task-vector entries at random with a reproducible, seeded mask."""
 
 from __future__ import annotations
 
@@ -56,9 +56,9 @@ def test_dare_mask_depends_only_on_the_seed(large_delta):
     assert not torch.equal(first, _dare_linear(large_delta, rescale=True, seed=6))
 
 
-def _dare_ties_recipe(family, seed: int | None) -> dict:
+def _random_drop_recipe(family, method: str, seed: int | None) -> dict:
     recipe = {
-        "merge_method": "dare_ties",
+        "merge_method": method,
         "base_model": str(family.base),
         "models": [
             {"model": str(family.ft_a), "parameters": {"weight": 0.5, "density": 0.5}},
@@ -68,9 +68,10 @@ def _dare_ties_recipe(family, seed: int | None) -> dict:
     return recipe if seed is None else {**recipe, "random_seed": seed}
 
 
-def test_dare_merge_is_reproducible_and_changes_with_random_seed(family):
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear", "della", "della_linear"])
+def test_random_drop_merge_is_reproducible_and_changes_with_random_seed(family, method):
     def merge(seed):
-        return build_state_dict(recipe_from_dict(_dare_ties_recipe(family, seed)), device="cpu")
+        return build_state_dict(recipe_from_dict(_random_drop_recipe(family, method, seed)), device="cpu")
 
     first, again, other = merge(1), merge(1), merge(2)
     assert all(torch.equal(first[name], again[name]) for name in first)

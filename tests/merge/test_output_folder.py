@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -123,3 +124,76 @@ def test_tied_base_contributes_its_embedding_as_lm_head(make_family, tmp_path):
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is False
     model = AutoModelForCausalLM.from_pretrained(out)
     assert torch.equal(model.lm_head.weight, merged["lm_head.weight"])
+
+
+def _exme_recipe(family, weights=(0.5, 0.5), **parameters) -> dict:
+    return {
+        "merge_method": "exme",
+        "base_model": str(family.base),
+        "models": [
+            {"model": str(family.ft_a), "parameters": {"alpha": 0.3, "weight": weights[0]}},
+            {"model": str(family.ft_b), "parameters": {"alpha": 0.2, "weight": weights[1]}},
+        ],
+        "dtype": "float32",
+        "random_seed": 4,
+        "metadata": {"beta": 0.5},
+        **({"parameters": parameters} if parameters else {}),
+    }
+
+
+@pytest.mark.parametrize(
+    ("recipe_of", "mergekit_method"),
+    [
+        (lambda f: _exme_recipe(f), "task_arithmetic"),
+        (lambda f: _exme_recipe(f, (1.2, 0.6), normalize=True), "task_arithmetic"),
+        (lambda f: _exme_recipe(f, (1.2, 0.6)), "linear"),
+        (
+            lambda f: {
+                **_exme_recipe(f),
+                "merge_method": "extrapolate",
+                "models": _exme_recipe(f)["models"][:1],
+                "parameters": {"alpha": 0.4},
+            },
+            "task_arithmetic",
+        ),  # fmt: skip
+        (
+            lambda f: {
+                **_exme_recipe(f),
+                "merge_method": "ties",
+                "models": [{"model": str(f.ft_a), "parameters": {"weight": 0.6, "density": 0.5}}],
+            },
+            "ties",
+        ),  # fmt: skip
+    ],
+)
+def test_mergekit_config_reruns_in_mergekit_to_the_same_weights(recipe_of, mergekit_method, family, tmp_path,
+                                                                 run_mergekit):  # fmt: skip
+    recipe = recipe_of(family)
+    if recipe["merge_method"] == "extrapolate":
+        recipe["models"] = [{"model": str(family.ft_a)}]
+    out = merge_to_dir(recipe_from_dict(recipe), tmp_path / "m")
+    mergekit_config = yaml.safe_load((out / "mergekit_config.yml").read_text())
+    assert mergekit_config["merge_method"] == mergekit_method
+    assert "random_seed" not in mergekit_config and "metadata" not in mergekit_config
+    ours, theirs = load_folder(out), run_mergekit(mergekit_config)
+    assert ours.keys() == theirs.keys()
+    assert all((ours[name] - theirs[name]).abs().max() <= 2e-6 for name in ours)
+
+
+def test_exme_recipe_with_gradients_has_no_mergekit_form(family, tmp_path):
+    recipe = _exme_recipe(family)
+    recipe["models"][0]["parameters"]["alpha"] = [0.1, 0.5]
+    out = merge_to_dir(recipe_from_dict(recipe), tmp_path / "m")
+    assert not (out / "mergekit_config.yml").exists()
+    assert "mergekit-yaml" not in (out / "README.md").read_text()
+
+
+def test_model_card_metadata_is_read_by_huggingface_hub(family, tmp_path):
+    from huggingface_hub import ModelCard
+
+    out = merge_to_dir(recipe_from_dict(_exme_recipe(family)), tmp_path / "m")
+    card = ModelCard.load(out / "README.md")
+    assert set(card.data.tags) >= {"merge", "exme"} and card.data.library_name == "transformers"
+    # Local folders are not Hub models: the card names them but claims no base_model.
+    assert card.data.base_model is None and str(family.ft_a) in card.text
+    assert "mergekit-yaml mergekit_config.yml" in card.text

@@ -31,8 +31,12 @@ def test_recipe_round_trips_through_a_yaml_file(tmp_path):
 def test_tokenizer_section_and_tokenizer_source_give_the_same_settings():
     section = recipe_from_dict({**EXME, "tokenizer": {"source": "base"}})
     assert section.tokenizer_settings == TokenizerSettings("base")
-    assert recipe_from_dict({**EXME, "tokenizer_source": "base"}).tokenizer_settings == TokenizerSettings("base")
-    assert recipe_from_dict({**EXME, "tokenizer": {}}).tokenizer_settings.source == "union"  # mergekit's default
+    assert recipe_from_dict({**EXME, "tokenizer_source": "base"}).tokenizer_settings == TokenizerSettings(
+        "base"
+    )
+    assert (
+        recipe_from_dict({**EXME, "tokenizer": {}}).tokenizer_settings.source == "union"
+    )  # mergekit's default
     assert section.to_dict()["tokenizer"] == {"source": "base"}
 
 

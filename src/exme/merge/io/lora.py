@@ -3,6 +3,7 @@ s = lora_alpha / r (lora_alpha / √r with use_rslora), as PEFT's merge_and_unlo
 
 Plain LoRA on linear and embedding layers is applied; adapters that change weights in other ways
 (DoRA, biases, modules_to_save, other PEFT methods) are refused by name rather than half-applied.
+A full weight saved in the adapter (PEFT's save_embedding_layers) replaces the model's.
 """
 
 from __future__ import annotations
@@ -25,10 +26,13 @@ from exme.merge.io.reader import (
 _PREFIX = "base_model.model."
 # adapter tensor suffix -> (which factor, whether the target weight is stored transposed)
 _FACTORS = {
-    ".lora_A.weight": ("down", None),
-    ".lora_B.weight": ("up", None),
+    ".lora_A.weight": ("down", False),
+    ".lora_B.weight": ("up", False),
     ".lora_embedding_A": ("down", True),
     ".lora_embedding_B": ("up", True),
+    # PEFT saves a targeted embedding's full weight beside its factors (save_embedding_layers);
+    # loading the adapter puts it in place of the model's own.
+    ".base_layer.weight": ("weight", False),
 }
 
 
@@ -85,7 +89,9 @@ def with_lora(tensors: dict[str, TensorLocation], folder: Path, model: str) -> d
             )
         module = key[len(_PREFIX) : -len(suffix)]
         role, embedding = _FACTORS[suffix]
-        factors.setdefault(module, {"embedding": bool(embedding)})[role] = location
+        entry = factors.setdefault(module, {"embedding": False})
+        entry[role] = location
+        entry["embedding"] |= embedding
     patched = dict(tensors)
     for module, pair in factors.items():
         target = f"{module}.weight"
@@ -102,7 +108,6 @@ def with_lora(tensors: dict[str, TensorLocation], folder: Path, model: str) -> d
                 f"{list(update_shape)}, the weight {list(tensors[target].shape)}"
             )
         scale = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
-        patched[target] = replace(
-            tensors[target], lora=LoraPatch(pair["down"], pair["up"], scale, transposed)
-        )
+        weight = pair.get("weight", tensors[target])
+        patched[target] = replace(weight, lora=LoraPatch(pair["down"], pair["up"], scale, transposed))
     return patched

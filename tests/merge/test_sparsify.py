@@ -1,0 +1,75 @@
+"""Sparsification: the top-k selection without a sort, Model Breadcrumbs' band, DELLA's ranked drops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from exme.merge.methods.sparsify import magnitude_outliers, magnitude_ranked_drop, top_k_mask
+
+
+def _argsort_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
+    mask = torch.zeros_like(magnitudes, dtype=torch.bool)
+    mask[torch.argsort(magnitudes, descending=True)[:k]] = True
+    return mask
+
+
+@pytest.mark.parametrize("k", [1, 17, 500, 999, 1000])
+def test_top_k_without_ties_is_what_a_sort_gives(k):
+    magnitudes = torch.randn(1000, generator=torch.Generator().manual_seed(k)).abs()
+    assert torch.equal(top_k_mask(magnitudes, k), _argsort_mask(magnitudes, k))
+
+
+@pytest.mark.parametrize("k", [3, 400, 4000])
+def test_top_k_with_ties_keeps_the_lowest_indices_among_them(k):
+    """bf16 values tie often: all above the cut-off are kept, none below, k in all."""
+    magnitudes = (
+        (torch.randn(5000, generator=torch.Generator().manual_seed(k)) * 0.02).bfloat16().float().abs()
+    )
+    mask = top_k_mask(magnitudes, k)
+    threshold = magnitudes.kthvalue(len(magnitudes) - k + 1).values
+    assert int(mask.sum()) == k
+    assert mask[magnitudes > threshold].all() and not mask[magnitudes < threshold].any()
+    tied = (magnitudes == threshold).nonzero().squeeze(1)
+    kept = int(mask[tied].sum())
+    assert mask[tied[:kept]].all() and not mask[tied[kept:]].any()
+
+
+def test_top_k_edge_cases():
+    zeros = torch.zeros(10)
+    assert int(top_k_mask(zeros, 4).sum()) == 4 and top_k_mask(zeros, 4)[:4].all()
+    assert not top_k_mask(zeros, 0).any() and top_k_mask(zeros, 10).all()
+    huge = torch.tensor([3e38, 0.0, float("inf"), 1e-45])
+    assert torch.equal(top_k_mask(huge, 2), torch.tensor([True, False, True, False]))
+
+
+def test_breadcrumbs_drops_the_largest_outliers_and_the_smallest():
+    delta = torch.arange(1, 101, dtype=torch.float32) * torch.tensor([1.0, -1.0]).repeat(50)
+    kept = magnitude_outliers(delta.clone(), density=0.3, gamma=0.1, rescale=False) != 0
+    assert kept.nonzero().squeeze(1).tolist() == list(range(60, 90))  # magnitudes 61..90
+
+
+@pytest.fixture(scope="module")
+def rows() -> torch.Tensor:
+    return torch.randn(64, 2048, generator=torch.Generator().manual_seed(0))  # not the masks' seed
+
+
+def _della(rows: torch.Tensor, seed: int = 7, rescale: bool = False) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return magnitude_ranked_drop(rows.clone(), density=0.5, epsilon=0.2, rescale=rescale, generator=generator)
+
+
+def test_della_keeps_density_of_entries_more_often_the_larger_they_are(rows):
+    kept = _della(rows) != 0
+    assert abs(kept.float().mean().item() - 0.5) < 0.01
+    ranks = rows.abs().argsort(dim=1).argsort(dim=1)
+    smallest, largest = kept[ranks < 205], kept[ranks >= 2048 - 205]  # lowest and highest tenth
+    assert abs(smallest.float().mean().item() - 0.32) < 0.02  # density − ε + 2ε · (rank ≈ 5%)
+    assert abs(largest.float().mean().item() - 0.68) < 0.02
+
+
+def test_della_rescale_restores_the_l1_norm_and_masks_follow_the_seed(rows):
+    rescaled = _della(rows, rescale=True)
+    assert rescaled.abs().sum().item() == pytest.approx(rows.abs().sum().item(), rel=1e-5)
+    assert torch.equal(_della(rows, seed=3), _della(rows, seed=3))
+    assert not torch.equal(_della(rows, seed=3), _della(rows, seed=4))
