@@ -9,6 +9,7 @@ into the output shard files.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import queue
@@ -40,23 +41,40 @@ DEFAULT_SHARD_SIZE = 5 * 10**9
 # grow with the largest tensor (a 70B model's embedding has 1e9 entries).
 _PIECE_ELEMENTS = 4 * 2**20
 _PREFETCH_DEPTH = 2  # blocks read ahead: enough to keep the disk busy, few enough to stay small
+# Whole tensors (non-elementwise methods, vocabularies) can be far larger than a block: the blocks
+# read ahead and the one being merged may hold this many bytes together (one block at least).
+_PREFETCH_BYTES = 128 * 2**20
 
 Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")
 
 
-def _prefetched(items: Iterable[Item], load: Callable[[Item], Loaded]) -> Iterator[tuple[Item, Loaded]]:
-    """Yield (item, load(item)) with loads running ahead in a thread, at most a few at a time."""
-    results: queue.Queue = queue.Queue(maxsize=_PREFETCH_DEPTH)
+def _prefetched(
+    items: Iterable[Item], load: Callable[[Item], Loaded], size_of: Callable[[Item], int]
+) -> Iterator[tuple[Item, Loaded]]:
+    """Yield (item, load(item)) with loads running ahead in a thread, at most a few items and
+    _PREFETCH_BYTES at a time (the item being used counts until the next one is asked for)."""
+    results: queue.Queue = queue.Queue()
     stopped = threading.Event()
     finished = object()
+    budget = threading.Condition()
+    in_flight = {"items": 0, "bytes": 0}  # read ahead (items), and with the one in use (bytes)
+
+    def fits(size: int) -> bool:
+        room = in_flight["bytes"] == 0 or in_flight["bytes"] + size <= _PREFETCH_BYTES
+        return stopped.is_set() or (in_flight["items"] < _PREFETCH_DEPTH and room)
 
     def worker() -> None:
         try:
             for item in items:
-                if stopped.is_set():
-                    return
-                results.put((item, load(item)))
+                size = size_of(item)
+                with budget:
+                    budget.wait_for(lambda size=size: fits(size))
+                    if stopped.is_set():
+                        return
+                    in_flight["items"] += 1
+                    in_flight["bytes"] += size
+                results.put((item, load(item), size))
             results.put(finished)
         except BaseException as error:  # handed to the consumer, which re-raises it
             results.put(error)
@@ -67,12 +85,20 @@ def _prefetched(items: Iterable[Item], load: Callable[[Item], Loaded]) -> Iterat
         while (entry := results.get()) is not finished:
             if isinstance(entry, BaseException):
                 raise entry
-            yield entry
+            item, loaded, size = entry
+            with budget:
+                in_flight["items"] -= 1
+                budget.notify()
+            yield item, loaded
+            del loaded
+            with budget:
+                in_flight["bytes"] -= size
+                budget.notify()
     finally:
-        stopped.set()
-        while thread.is_alive():  # unblock a worker waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                results.get(timeout=0.1)
+        with budget:
+            stopped.set()
+            budget.notify()
+        thread.join()
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,10 @@ class _Piece:
 
     job: TensorJob
     rows: range | None
+
+    def stored_bytes(self) -> int:
+        whole = sum(location.end - location.start for location in self.job.locations)
+        return whole if self.rows is None else whole // self.job.output.shape[0] * len(self.rows)
 
     @property
     def completes_tensor(self) -> bool:
@@ -145,7 +175,9 @@ class _Executor:
         job = piece.job
         if not job.merges_values:
             return self._agreed_buffer(job, stored)
-        tensors = [self._prepared(tensor) for tensor in stored]
+        tensors = []
+        while stored:  # each stored copy is dropped once converted: whole tensors can be large
+            tensors.append(self._prepared(stored.pop(0)))
         if job.vocabulary:
             tensors = job.vocabulary.apply(tensors)
         inputs = MethodInputs(
@@ -201,7 +233,8 @@ class _Executor:
                 ThreadPoolExecutor(self._most_inputs(), thread_name_prefix="exme-read") as pool,
                 tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress,
             ):
-                loaded = _prefetched(_pieces(self.plan), partial(self.load, reader, pool))
+                load = partial(self.load, reader, pool)
+                loaded = _prefetched(_pieces(self.plan), load, _Piece.stored_bytes)
                 for piece, stored in loaded:
                     yield piece.job.output.name, self.compute(piece, stored)
                     del stored
@@ -245,6 +278,8 @@ def merge_to_dir(
     if out_dir.exists() and not overwrite:
         raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
     max_shard_bytes = parse_size(shard_size)
+    # The model card's library takes a noticeable time to import: do it while the tensors stream.
+    threading.Thread(target=importlib.import_module, args=("huggingface_hub.repocard",), daemon=True).start()
     plan = plan_merge(recipe, allow_crimes=allow_crimes)
     executor = _Executor(plan, _device(device))
     with staged_dir(out_dir) as staging:

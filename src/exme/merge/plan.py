@@ -162,16 +162,19 @@ class _Planner:
         self.out_dtype = recipe.out_dtype or recipe.dtype
         self.jobs: list[TensorJob] = []
         self.output_layers: int | None = None  # set by slices
+        self._layers: dict[str, dict[int, list[tuple[str, str]]]] = {}
 
     def _location(self, folder: ModelFolder, name: str, present_in: ModelFolder) -> TensorLocation:
-        location = folder.tensors.get(name)
-        for fallback in TIED_FALLBACKS.get(name, ()) if location is None else ():
-            location = location or folder.tensors.get(fallback)
+        location = folder.tensors.get(name) or next(
+            (folder.tensors[tied] for tied in TIED_FALLBACKS.get(name, ()) if tied in folder.tensors), None
+        )
         if location is None:
             raise ExmeError(f"tensor {name!r} is missing from model {folder} (present in {present_in})")
         return location
 
-    def _parameters(self, group: InputGroup, output: str, inputs: Sequence[str], position) -> dict[str, Any]:
+    def _parameters(
+        self, group: InputGroup, output: str, inputs: Sequence[str], position: float | None
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for parameter in self.method.parameters:
             if parameter.scope is Scope.GLOBAL:
@@ -192,13 +195,15 @@ class _Planner:
                     raise ExmeError(f"{problem} for model {entry.model!r} (tensor {output})")
         return values
 
-    def add_job(self, group: InputGroup, output: str, inputs: Sequence[str], position: float | None,
-                in_layer: bool) -> None:  # fmt: skip
+    def add_job(
+        self, group: InputGroup, output: str, inputs: Sequence[str], position: float | None, in_layer: bool
+    ) -> None:
+        """One output tensor from the tensors `inputs` names in the group's models (base first)."""
         folders = [self.folders[model] for model in group.inputs]
         holder = next((f for f, name in zip(folders, inputs, strict=True) if name in f.tensors), folders[0])
         locations = [self._location(f, name, holder) for f, name in zip(folders, inputs, strict=True)]
         vocabulary = None
-        if self.vocabulary and is_vocabulary_tensor(output, locations[0].shape, folders[0], in_layer):
+        if self.vocabulary and is_vocabulary_tensor(locations[0].shape, folders[0], in_layer):
             vocabulary = self.vocabulary.map_for(group.inputs, output)
         if len({location.dtype.is_floating_point for location in locations}) > 1:
             raise ExmeError(f"tensor {output!r} is floating-point in some models and not in others")
@@ -240,11 +245,7 @@ class _Planner:
 
     def plan_slices(self) -> None:
         groups = self.recipe.groups
-        outside = {
-            "first": self._outside_layers(groups[0], embeddings=True),
-            "last": self._outside_layers(groups[-1], embeddings=False),
-        }
-        for name in outside["first"]:
+        for name in self._outside_layers(groups[0], embeddings=True):
             self.add_job(groups[0], name, [name] * len(groups[0].inputs), 0.0, False)
         output_layer = 0
         for group in groups:
@@ -261,7 +262,7 @@ class _Planner:
                     inputs = [f"{prefix}{first + offset}.{suffix}" for first, _end in group.layer_ranges]
                     self.add_job(group, f"{prefix}{output_layer}.{suffix}", inputs, position, True)
                 output_layer += 1
-        for name in outside["last"]:
+        for name in self._outside_layers(groups[-1], embeddings=False):
             self.add_job(groups[-1], name, [name] * len(groups[-1].inputs), 0.0, False)
         self.output_layers = output_layer
 
@@ -275,6 +276,9 @@ class _Planner:
         return [name for name in names if _is_embedding(name) == embeddings]
 
     def _layer_tensors(self, folder: ModelFolder) -> dict[int, list[tuple[str, str]]]:
+        """Layer index -> (prefix, suffix) of each of its tensors."""
+        if folder.name in self._layers:
+            return self._layers[folder.name]
         layers: dict[int, list[tuple[str, str]]] = {}
         for name in folder.tensors:
             if match := _LAYER.fullmatch(name):
@@ -285,6 +289,7 @@ class _Planner:
                 f"model {folder} has several stacks of layers ({', '.join(sorted(prefixes))}); "
                 "slices need a model with one"
             )
+        self._layers[folder.name] = layers
         return layers
 
     def _check_ranges(self, group: InputGroup, folders: Sequence[ModelFolder]) -> None:

@@ -12,7 +12,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
-from huggingface_hub import ModelCard, ModelCardData
 
 from exme.merge.io.reader import ModelFolder
 from exme.merge.io.references import hub_id, parse_reference
@@ -91,7 +90,10 @@ def model_card(
     reference_url: str | None,
     inputs: Sequence[str],
     mergekit_config: dict[str, Any] | None,
-) -> ModelCard:
+) -> Any:
+    """A huggingface_hub ModelCard (imported here: it takes a noticeable time, see execute.py)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
     bases = hub_ids(folders)
     data = ModelCardData(
         library_name="transformers",

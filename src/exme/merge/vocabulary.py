@@ -37,7 +37,6 @@ _OTHER_TOKENIZER_FILES = ("tokenizer.model", "vocab.json", "vocab.txt", "tokeniz
 class Tokenizer:
     """A model's vocabulary as tokenizer.json gives it: token → id, and its added tokens' entries."""
 
-    folder: Path
     vocabulary: dict[str, int]
     added: dict[str, dict[str, Any]]
 
@@ -63,7 +62,7 @@ def read_tokenizer(folder: Path, model: str) -> Tokenizer | None:
     except (OSError, KeyError, TypeError, ValueError) as error:
         raise ExmeError(f"model {model}: cannot read {file} ({error})") from error
     vocabulary.update({content: entry["id"] for content, entry in added.items()})
-    return Tokenizer(folder, vocabulary, added)
+    return Tokenizer(vocabulary, added)
 
 
 def _vocab_size(folder: ModelFolder) -> int:
@@ -73,7 +72,7 @@ def _vocab_size(folder: ModelFolder) -> int:
     return size
 
 
-def is_vocabulary_tensor(name: str, shape: tuple[int, ...], folder: ModelFolder, in_layer: bool) -> bool:
+def is_vocabulary_tensor(shape: tuple[int, ...], folder: ModelFolder, in_layer: bool) -> bool:
     """Tensors outside the layers with one row per token (embeddings, output heads and their bias)."""
     return not in_layer and bool(shape) and shape[0] == folder.config.get("vocab_size")
 

@@ -2,10 +2,10 @@
 outliers (Model Breadcrumbs), random drops (DARE) and magnitude-ranked random drops (DELLA).
 
 Top-k by magnitude needs only the k-th largest magnitude, not a sort: it is found by a radix select
-on the float bits (two 16-bit histograms), several times faster than mergekit's full argsort. Among
-entries whose magnitude equals the k-th largest exactly (common when the inputs are bf16), the
-lowest-index ones are kept; mergekit keeps whichever its unstable sort puts first, so the two may
-differ in those entries only.
+on the float bits (two 16-bit histograms), several times faster than mergekit's full argsort, a
+chunk at a time so that no temporary is as large as the tensor. Among entries whose magnitude equals
+the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept; mergekit
+keeps whichever its unstable sort puts first, so the two may differ in those entries only.
 """
 
 from __future__ import annotations
@@ -18,49 +18,79 @@ _HALF_BITS = 16
 _LOW_MASK = (1 << _HALF_BITS) - 1
 
 
+CHUNK = 4 * 2**20  # entries per chunk of the passes over a whole tensor
+
+
+def chunks(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Views of consecutive pieces of a contiguous tensor, flattened: writing to them writes to it."""
+    if not tensor.is_contiguous():
+        raise ValueError("chunks() of a non-contiguous tensor would be copies")
+    return list(tensor.view(-1).split(CHUNK))
+
+
+def _l1_norm(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.vector_norm(tensor, ord=1)
+
+
 def _masked(delta: torch.Tensor, keep: torch.Tensor, rescale: bool) -> torch.Tensor:
     """Zero the dropped entries; with `rescale`, restore the delta's L1 norm (≈ 1/density)."""
-    norm_before = delta.abs().sum() if rescale else None
+    norm_before = _l1_norm(delta) if rescale else None
     kept = delta.masked_fill_(~keep, 0)
     if not rescale:
         return kept
-    norm_after = kept.abs().sum()
+    norm_after = _l1_norm(kept)
     if norm_before < _RESCALE_EPS or norm_after < _RESCALE_EPS:
         return kept
     return kept.mul_(norm_before / norm_after)
 
 
-def _kth_largest_bits(bits: torch.Tensor, k: int) -> tuple[int, int]:
-    """(bit pattern of the k-th largest of `bits`, how many are strictly larger), for
-    non-negative int32 patterns of non-negative floats, whose integer order is their float order."""
-    high = bits >> _HALF_BITS
-    counts_from_top = torch.bincount(high, minlength=1 << (31 - _HALF_BITS)).flip(0).cumsum(0)
+def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
+    """|chunk| as int32 float32 bit patterns, whose integer order is the magnitudes' order."""
+    return chunk.abs().float().view(torch.int32)
+
+
+def _counts_from_top(bincounts: torch.Tensor) -> torch.Tensor:
+    return bincounts.flip(0).cumsum(0)
+
+
+def _kth_largest_bits(values: torch.Tensor, k: int) -> tuple[int, int]:
+    """(bit pattern of the k-th largest magnitude in `values`, how many magnitudes are larger)."""
+    high_counts = torch.zeros(1 << (31 - _HALF_BITS), dtype=torch.int64, device=values.device)
+    for chunk in chunks(values):
+        high_counts += torch.bincount(_magnitude_bits(chunk) >> _HALF_BITS, minlength=len(high_counts))
+    counts_from_top = _counts_from_top(high_counts)
     step = int(torch.searchsorted(counts_from_top, k))
-    high_value = len(counts_from_top) - 1 - step
+    high_value = len(high_counts) - 1 - step
     larger = int(counts_from_top[step - 1]) if step else 0
-    low = bits[high == high_value] & _LOW_MASK
-    low_counts_from_top = torch.bincount(low, minlength=1 << _HALF_BITS).flip(0).cumsum(0)
+    low_counts = torch.zeros(1 << _HALF_BITS, dtype=torch.int64, device=values.device)
+    for chunk in chunks(values):
+        bits = _magnitude_bits(chunk)
+        low_counts += torch.bincount(
+            bits[(bits >> _HALF_BITS) == high_value] & _LOW_MASK, minlength=len(low_counts)
+        )
+    low_counts_from_top = _counts_from_top(low_counts)
     low_step = int(torch.searchsorted(low_counts_from_top, k - larger))
     larger += int(low_counts_from_top[low_step - 1]) if low_step else 0
     return (high_value << _HALF_BITS) | (_LOW_MASK - low_step), larger
 
 
-def top_k_mask(magnitudes: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of the k largest entries of a flat float32 tensor of magnitudes (≥ 0)."""
+def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask (flat) of the k entries of largest magnitude in a contiguous tensor."""
     if k <= 0:
-        return torch.zeros_like(magnitudes, dtype=torch.bool)
-    if k >= magnitudes.numel():
-        return torch.ones_like(magnitudes, dtype=torch.bool)
-    bits = magnitudes.view(torch.int32)
-    threshold, larger = _kth_largest_bits(bits, k)
-    keep = bits > threshold
-    ties = (bits == threshold).nonzero().squeeze(1)
-    keep[ties[: k - larger]] = True
+        return torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
+    if k >= values.numel():
+        return torch.ones(values.numel(), dtype=torch.bool, device=values.device)
+    threshold, larger = _kth_largest_bits(values, k)
+    tied_to_keep = k - larger
+    keep = torch.empty(values.numel(), dtype=torch.bool, device=values.device)
+    for chunk, chunk_keep in zip(chunks(values), keep.split(CHUNK), strict=True):
+        bits = _magnitude_bits(chunk)
+        torch.gt(bits, threshold, out=chunk_keep)
+        if tied_to_keep:
+            ties = (bits == threshold).nonzero().squeeze(1)[:tied_to_keep]
+            chunk_keep[ties] = True
+            tied_to_keep -= len(ties)
     return keep
-
-
-def _magnitudes(delta: torch.Tensor) -> torch.Tensor:
-    return delta.abs().reshape(-1).float()
 
 
 def magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
@@ -69,7 +99,7 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tenso
         return delta
     if density <= 0 or delta.numel() == 0:
         return delta.zero_()
-    keep = top_k_mask(_magnitudes(delta), max(1, int(density * delta.numel())))
+    keep = top_k_mask(delta, max(1, int(density * delta.numel())))
     return _masked(delta, keep.reshape(delta.shape), rescale)
 
 
@@ -81,10 +111,7 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
     count = delta.numel()
     kept_count = int(density * count)
     dropped_small = max(0, count - kept_count - int(gamma * count))
-    magnitudes = _magnitudes(delta)
-    keep = top_k_mask(magnitudes, count - dropped_small) & ~top_k_mask(
-        magnitudes, count - dropped_small - kept_count
-    )
+    keep = top_k_mask(delta, count - dropped_small) & ~top_k_mask(delta, count - dropped_small - kept_count)
     return _masked(delta, keep.reshape(delta.shape), rescale)
 
 

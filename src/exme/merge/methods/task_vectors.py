@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from exme.merge.methods.registry import MethodInputs
+from exme.merge.methods.sparsify import chunks
 
 # mergekit treats weights summing to less than this as 0 and then does not divide.
 _ZERO_WEIGHT_SUM = 1e-8
@@ -26,17 +27,25 @@ def dense(parameters: Mapping[str, Any]) -> bool:
     return all(density >= 1 for density in parameters["density"])
 
 
-def _sign_consensus_sum(deltas: torch.Tensor, weight: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum the weighted deltas agreeing in sign with their total, and their weights."""
-    weights = torch.tensor(weight, dtype=deltas.dtype, device=deltas.device)
-    weights = weights.reshape(-1, *([1] * (deltas.dim() - 1)))
-    deltas.mul_(weights)
-    majority_positive = deltas.sum(dim=0) >= 0
-    agrees = torch.where(majority_positive, deltas > 0, deltas < 0)
-    merged_delta = (deltas * agrees).sum(dim=0)
-    divisor = (weights * agrees).sum(dim=0)
-    divisor[divisor == 0] = 1
-    return merged_delta, divisor
+def _sign_consensus_sum(deltas: list[torch.Tensor], weight: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum the weighted deltas agreeing in sign with their total (into the first delta), and their
+    weights; a chunk at a time, so that no temporary is as large as the tensor."""
+    divisor = torch.empty_like(deltas[0])
+    for chunk_deltas, chunk_divisor in zip(
+        zip(*(chunks(delta) for delta in deltas), strict=True), chunks(divisor), strict=True
+    ):
+        for delta, model_weight in zip(chunk_deltas, weight, strict=True):
+            delta.mul_(model_weight)
+        majority_sign = torch.where(sum(chunk_deltas) >= 0, 1.0, -1.0).to(divisor.dtype)
+        chunk_divisor.zero_()
+        for index, (delta, model_weight) in enumerate(zip(chunk_deltas, weight, strict=True)):
+            agrees = (delta * majority_sign) > 0  # a zero agrees with neither sign
+            delta.masked_fill_(~agrees, 0)
+            if index:
+                chunk_deltas[0].add_(delta)
+            chunk_divisor.add_(agrees, alpha=model_weight)
+        chunk_divisor[chunk_divisor == 0] = 1
+    return deltas[0], divisor
 
 
 def merge_task_vectors(
@@ -49,19 +58,16 @@ def merge_task_vectors(
     sparsify: Sparsifier | None = None,
 ) -> torch.Tensor:
     base = inputs.base
-    deltas = (
+    deltas = [
         sparsify(tensor.sub_(base), index) if sparsify else tensor.sub_(base)
         for index, tensor in enumerate(inputs.tensors)
-    )
+    ]
     if sign_consensus:
-        merged_delta, divisor = _sign_consensus_sum(torch.stack(list(deltas)), weight)
+        merged_delta, divisor = _sign_consensus_sum(deltas, weight)
     else:
-        merged_delta = None
-        for delta, model_weight in zip(deltas, weight, strict=True):
-            if merged_delta is None:
-                merged_delta = delta.mul_(model_weight)
-            else:
-                merged_delta.add_(delta, alpha=model_weight)
+        merged_delta = deltas[0].mul_(weight[0])
+        for delta, model_weight in zip(deltas[1:], weight[1:], strict=True):
+            merged_delta.add_(delta, alpha=model_weight)
         divisor = sum(weight)
         if abs(divisor) < _ZERO_WEIGHT_SUM:
             divisor = 1.0
