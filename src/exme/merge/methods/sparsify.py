@@ -16,6 +16,7 @@ import torch
 _RESCALE_EPS = 1e-7
 _HALF_BITS = 16
 _LOW_MASK = (1 << _HALF_BITS) - 1
+_MAGNITUDE_BITS = 0x7FFFFFFF
 
 
 CHUNK = 4 * 2**20  # entries per chunk of the passes over a whole tensor
@@ -35,7 +36,7 @@ def _l1_norm(tensor: torch.Tensor) -> torch.Tensor:
 def _masked(delta: torch.Tensor, keep: torch.Tensor, rescale: bool) -> torch.Tensor:
     """Zero the dropped entries; with `rescale`, restore the delta's L1 norm (≈ 1/density)."""
     norm_before = _l1_norm(delta) if rescale else None
-    kept = delta.masked_fill_(~keep, 0)
+    kept = delta.mul_(keep)  # (faster than masked_fill_; the dropped entries become ±0)
     if not rescale:
         return kept
     norm_after = _l1_norm(kept)
@@ -45,16 +46,18 @@ def _masked(delta: torch.Tensor, keep: torch.Tensor, rescale: bool) -> torch.Ten
 
 
 def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
-    """|chunk| as int32 float32 bit patterns, whose integer order is the magnitudes' order."""
-    return chunk.abs().float().view(torch.int32)
+    """|chunk| as int32 float32 bit patterns (the sign bit cleared), whose integer order is the
+    magnitudes' order."""
+    return chunk.float().view(torch.int32) & _MAGNITUDE_BITS
 
 
 def _counts_from_top(bincounts: torch.Tensor) -> torch.Tensor:
     return bincounts.flip(0).cumsum(0)
 
 
-def _kth_largest_bits(values: torch.Tensor, k: int) -> tuple[int, int]:
-    """(bit pattern of the k-th largest magnitude in `values`, how many magnitudes are larger)."""
+def _kth_largest_bits(values: torch.Tensor, k: int) -> tuple[int, int, int]:
+    """(bit pattern of the k-th largest magnitude in `values`, how many magnitudes are larger, how
+    many are equal to it)."""
     high_counts = torch.zeros(1 << (31 - _HALF_BITS), dtype=torch.int64, device=values.device)
     for chunk in chunks(values):
         high_counts += torch.bincount(_magnitude_bits(chunk) >> _HALF_BITS, minlength=len(high_counts))
@@ -62,16 +65,18 @@ def _kth_largest_bits(values: torch.Tensor, k: int) -> tuple[int, int]:
     step = int(torch.searchsorted(counts_from_top, k))
     high_value = len(high_counts) - 1 - step
     larger = int(counts_from_top[step - 1]) if step else 0
-    low_counts = torch.zeros(1 << _HALF_BITS, dtype=torch.int64, device=values.device)
+    # Low halves of the patterns in that bin, as bins 1 .. 2^16 (0 and 2^16 + 1 gather those below
+    # and above it): clamping is much faster than selecting the bin's entries.
+    low_counts = torch.zeros((1 << _HALF_BITS) + 2, dtype=torch.int64, device=values.device)
     for chunk in chunks(values):
-        bits = _magnitude_bits(chunk)
-        low_counts += torch.bincount(
-            bits[(bits >> _HALF_BITS) == high_value] & _LOW_MASK, minlength=len(low_counts)
-        )
+        in_bin = (_magnitude_bits(chunk) - (high_value << _HALF_BITS)).clamp_(-1, 1 << _HALF_BITS).add_(1)
+        low_counts += torch.bincount(in_bin, minlength=len(low_counts))
+    low_counts = low_counts[1:-1]
     low_counts_from_top = _counts_from_top(low_counts)
     low_step = int(torch.searchsorted(low_counts_from_top, k - larger))
     larger += int(low_counts_from_top[low_step - 1]) if low_step else 0
-    return (high_value << _HALF_BITS) | (_LOW_MASK - low_step), larger
+    low_value = _LOW_MASK - low_step
+    return (high_value << _HALF_BITS) | low_value, larger, int(low_counts[low_value])
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -80,16 +85,21 @@ def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
     if k >= values.numel():
         return torch.ones(values.numel(), dtype=torch.bool, device=values.device)
-    threshold, larger = _kth_largest_bits(values, k)
+    threshold, larger, equal = _kth_largest_bits(values, k)
     tied_to_keep = k - larger
     keep = torch.empty(values.numel(), dtype=torch.bool, device=values.device)
     for chunk, chunk_keep in zip(chunks(values), keep.split(CHUNK), strict=True):
         bits = _magnitude_bits(chunk)
+        if tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept: one comparison
+            (torch.ge if tied_to_keep else torch.gt)(bits, threshold, out=chunk_keep)
+            continue
         torch.gt(bits, threshold, out=chunk_keep)
-        if tied_to_keep:
-            ties = (bits == threshold).nonzero().squeeze(1)[:tied_to_keep]
-            chunk_keep[ties] = True
-            tied_to_keep -= len(ties)
+        tied = bits == threshold
+        in_chunk = int(torch.count_nonzero(tied))
+        if in_chunk > tied_to_keep:  # the first ones only
+            tied &= tied.cumsum(0, dtype=torch.int32) <= tied_to_keep
+        chunk_keep |= tied
+        tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
     return keep
 
 

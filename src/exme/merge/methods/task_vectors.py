@@ -27,24 +27,30 @@ def dense(parameters: Mapping[str, Any]) -> bool:
     return all(density >= 1 for density in parameters["density"])
 
 
-def _sign_consensus_sum(deltas: list[torch.Tensor], weight: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sum the weighted deltas agreeing in sign with their total (into the first delta), and their
-    weights; a chunk at a time, so that no temporary is as large as the tensor."""
-    divisor = torch.empty_like(deltas[0])
+def _sign_consensus_sum(
+    deltas: list[torch.Tensor], weight: list[float], with_divisor: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sum the weighted deltas agreeing in sign with their total (into the first delta), and, if
+    asked, their weights; a chunk at a time, so that no temporary is as large as the tensor."""
+    divisor = torch.empty_like(deltas[0]) if with_divisor else None
+    divisor_chunks = chunks(divisor) if with_divisor else [None] * len(chunks(deltas[0]))
     for chunk_deltas, chunk_divisor in zip(
-        zip(*(chunks(delta) for delta in deltas), strict=True), chunks(divisor), strict=True
+        zip(*(chunks(delta) for delta in deltas), strict=True), divisor_chunks, strict=True
     ):
         for delta, model_weight in zip(chunk_deltas, weight, strict=True):
             delta.mul_(model_weight)
-        majority_sign = torch.where(sum(chunk_deltas) >= 0, 1.0, -1.0).to(divisor.dtype)
-        chunk_divisor.zero_()
+        majority_sign = torch.where(sum(chunk_deltas) >= 0, 1.0, -1.0).to(deltas[0].dtype)
+        if chunk_divisor is not None:
+            chunk_divisor.zero_()
         for index, (delta, model_weight) in enumerate(zip(chunk_deltas, weight, strict=True)):
             agrees = (delta * majority_sign) > 0  # a zero agrees with neither sign
-            delta.masked_fill_(~agrees, 0)
+            delta.mul_(agrees)
             if index:
                 chunk_deltas[0].add_(delta)
-            chunk_divisor.add_(agrees, alpha=model_weight)
-        chunk_divisor[chunk_divisor == 0] = 1
+            if chunk_divisor is not None:
+                chunk_divisor.add_(agrees, alpha=model_weight)
+        if chunk_divisor is not None:
+            chunk_divisor[chunk_divisor == 0] = 1
     return deltas[0], divisor
 
 
@@ -63,7 +69,7 @@ def merge_task_vectors(
         for index, tensor in enumerate(inputs.tensors)
     ]
     if sign_consensus:
-        merged_delta, divisor = _sign_consensus_sum(deltas, weight)
+        merged_delta, divisor = _sign_consensus_sum(deltas, weight, with_divisor=normalize)
     else:
         merged_delta = deltas[0].mul_(weight[0])
         for delta, model_weight in zip(deltas[1:], weight[1:], strict=True):
