@@ -1,12 +1,15 @@
-"""Benchmark: the same task_arithmetic merge with `exme merge` and `mergekit-yaml`.
+"""Benchmark: the same merges with `exme merge` and `mergekit-yaml`.
 
 For each model size it writes a random bf16 Llama-architecture base and two fine-tunes (streamed
-to disk, never instantiated), then alternates the two tools N times and reports median wall time,
-median peak RSS of the child process and the engine's time over an I/O floor (reading every input
-byte and writing the output's byte count once). The models' files are evicted from the page cache
-before every run, so each run reads its inputs from disk.
+to disk, never instantiated), then for each merge alternates the two tools N times and reports
+median wall time, median peak RSS of the child process and the engine's time over an I/O floor
+(reading every byte of the input models' files and writing the output's byte count once). The
+models' files are evicted from the page cache before every run, so each run reads its inputs from
+disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), slerp (whole
+tensors) and a passthrough slice merge (a frankenmerge stacking 3/4 of one model's layers on 3/4 of
+another's).
 
-    python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3
+    python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3 [--methods ties slerp]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import yaml
 from exme.merge.io.shard_writer import TensorSpec, plan_shards, write_shards
 
 HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
+METHODS = ("task_arithmetic", "ties", "slerp", "passthrough")
 BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2
 BYTES_OUTSIDE_LAYERS = (2 * VOCAB * HIDDEN + HIDDEN) * 2
 
@@ -121,66 +125,88 @@ def folder_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in path.glob("*.safetensors"))
 
 
-def bench_size(size_gb: float, runs: int, workdir: Path) -> dict[str, float]:
+def recipes(models: list[Path], layers: int) -> dict[str, dict]:
+    base, ft_a, ft_b = (str(model) for model in models)
+    weighted = [
+        {"model": ft_a, "parameters": {"weight": 0.7}},
+        {"model": ft_b, "parameters": {"weight": 0.3}},
+    ]
+    three_quarters = max(1, round(layers * 3 / 4))
+    return {
+        "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": base, "models": weighted},
+        "ties": {"merge_method": "ties", "base_model": base, "models": weighted,
+                 "parameters": {"density": 0.5}},
+        "slerp": {"merge_method": "slerp", "base_model": base, "models": [{"model": base}, {"model": ft_a}],
+                  "parameters": {"t": 0.5}},
+        "passthrough": {"merge_method": "passthrough", "slices": [
+            {"sources": [{"model": ft_a, "layer_range": [0, three_quarters]}]},
+            {"sources": [{"model": ft_b, "layer_range": [layers - three_quarters, layers]}]},
+        ]},
+    }  # fmt: skip
+
+
+def inputs_of(recipe: dict, models: list[Path]) -> list[Path]:
+    """The models a recipe reads, for the I/O floor."""
+    text = json.dumps(recipe)
+    return [model for model in models if f'"{model}"' in text]
+
+
+def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> list[dict[str, float]]:
     layers = max(1, round((size_gb * 1e9 - BYTES_OUTSIDE_LAYERS) / BYTES_PER_LAYER))
     root = workdir / f"{size_gb}GB"
     models = [root / name for name in ("base", "ft_a", "ft_b")]
     for variant, path in enumerate(models):
         write_random_model(path, layers, variant)
-    recipe = {
-        "merge_method": "task_arithmetic",
-        "base_model": str(models[0]),
-        "models": [
-            {"model": str(models[1]), "parameters": {"weight": 0.7}},
-            {"model": str(models[2]), "parameters": {"weight": 0.3}},
-        ],
-    }
-    recipe_file = root / "recipe.yml"
-    recipe_file.write_text(yaml.safe_dump(recipe))
-    out = root / "out"
-    bin_dir = Path(sys.executable).parent
-    commands = {
-        "exme": [str(bin_dir / "exme"), "merge", str(recipe_file), str(out), "--no-progress"],
-        "mergekit": [str(bin_dir / "mergekit-yaml"), str(recipe_file), str(out),
-                     "--no-copy-tokenizer"],
-    }  # fmt: skip
-    times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": []}
-    rss: dict[str, list[float]] = {"exme": [], "mergekit": []}
-    for run in range(runs):
-        order = ["exme", "mergekit"] if run % 2 == 0 else ["mergekit", "exme"]
-        for tool in order:
+    rows = []
+    for method in methods:
+        recipe = recipes(models, layers)[method]
+        recipe_file = root / f"{method}.yml"
+        recipe_file.write_text(yaml.safe_dump(recipe))
+        out = root / "out"
+        bin_dir = Path(sys.executable).parent
+        commands = {
+            "exme": [str(bin_dir / "exme"), "merge", str(recipe_file), str(out), "--no-progress"],
+            "mergekit": [str(bin_dir / "mergekit-yaml"), str(recipe_file), str(out),
+                         "--no-copy-tokenizer"],
+        }  # fmt: skip
+        times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": []}
+        rss: dict[str, list[float]] = {"exme": [], "mergekit": []}
+        for run in range(runs):
+            order = ["exme", "mergekit"] if run % 2 == 0 else ["mergekit", "exme"]
+            for tool in order:
+                evict_from_page_cache(models)
+                wall, peak = run_measured(commands[tool])
+                times[tool].append(wall)
+                rss[tool].append(peak)
+                output_bytes = folder_bytes(out)
+                shutil.rmtree(out)
             evict_from_page_cache(models)
-            wall, peak = run_measured(commands[tool])
-            times[tool].append(wall)
-            rss[tool].append(peak)
-            output_bytes = folder_bytes(out)
-            shutil.rmtree(out)
-        evict_from_page_cache(models)
-        times["floor"].append(io_floor(models, output_bytes, root / "floor.bin"))
-        print(f"  {size_gb} GB run {run + 1}: " + ", ".join(
-            f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)  # fmt: skip
-    model_gb = folder_bytes(models[0]) / 1e9
+            times["floor"].append(io_floor(inputs_of(recipe, models), output_bytes, root / "floor.bin"))
+            print(f"  {method} {size_gb} GB run {run + 1}: " + ", ".join(
+                f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)  # fmt: skip
+        median = statistics.median
+        rows.append({
+            "method": method,
+            "model_gb": folder_bytes(models[0]) / 1e9,
+            "exme_s": median(times["exme"]),
+            "mergekit_s": median(times["mergekit"]),
+            "floor_s": median(times["floor"]),
+            "exme_mb": median(rss["exme"]),
+            "mergekit_mb": median(rss["mergekit"]),
+        })  # fmt: skip
     shutil.rmtree(root)
-    median = statistics.median
-    return {
-        "model_gb": model_gb,
-        "exme_s": median(times["exme"]),
-        "mergekit_s": median(times["mergekit"]),
-        "floor_s": median(times["floor"]),
-        "exme_mb": median(rss["exme"]),
-        "mergekit_mb": median(rss["mergekit"]),
-    }
+    return rows
 
 
 def table(rows: list[dict[str, float]]) -> str:
     lines = [
-        "| model size | exme time | mergekit time | time ratio | I/O floor | exme / floor "
+        "| merge | model size | exme time | mergekit time | time ratio | I/O floor | exme / floor "
         "| exme peak RSS | mergekit peak RSS | RSS ratio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['model_gb']:.2f} GB | {r['exme_s']:.1f} s | {r['mergekit_s']:.1f} s "
+            f"| {r['method']} | {r['model_gb']:.2f} GB | {r['exme_s']:.1f} s | {r['mergekit_s']:.1f} s "
             f"| {r['exme_s'] / r['mergekit_s']:.2f} | {r['floor_s']:.1f} s "
             f"| {r['exme_s'] / r['floor_s']:.2f} | {r['exme_mb']:.0f} MB "
             f"| {r['mergekit_mb']:.0f} MB | {r['exme_mb'] / r['mergekit_mb']:.2f} |"
@@ -192,13 +218,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[0.25, 0.5, 1, 2],
                         help="model sizes in GB (default: 0.25 0.5 1 2)")  # fmt: skip
-    parser.add_argument("--runs", type=int, default=3, help="runs per tool and size")
+    parser.add_argument("--runs", type=int, default=3, help="runs per tool, merge and size")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
+                        help="merges to time (default: all)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exme-bench-", dir="/tmp"))
     try:
-        rows = [bench_size(size, args.runs, workdir) for size in args.sizes]
+        rows = [row for size in args.sizes for row in bench_size(size, args.runs, workdir, args.methods)]
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
