@@ -147,3 +147,9 @@ def test_dora_adapter_is_refused_by_name(family, lora_adapter, tmp_path):
     (adapter / "adapter_config.json").write_text(json.dumps({**config, "use_dora": True}))
     with pytest.raises(ExmeError, match="uses use_dora=True, which exme does not merge"):
         build_state_dict(recipe_from_dict(_task_arithmetic(str(family.base), f"{family.ft_a}+{adapter}")))
+
+
+def test_missing_local_folder_is_named_as_such(family, hub_cache, tmp_path):
+    missing = tmp_path / "no" / "such" / "model"
+    with pytest.raises(ExmeError, match=f"{missing} is neither a folder nor a Hub id"):
+        build_state_dict(recipe_from_dict(_task_arithmetic(str(family.base), str(missing))))

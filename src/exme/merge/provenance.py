@@ -75,9 +75,9 @@ def hub_ids(folders: Mapping[str, ModelFolder]) -> list[str]:
     ids = []
     for name, folder in folders.items():
         reference = parse_reference(name)
-        ids.append(hub_id(reference, folder.path))
+        ids.append(hub_id(reference.model, folder.path))
         if reference.lora and folder.adapter:
-            ids.append(hub_id(parse_reference(str(reference.lora)), folder.adapter))
+            ids.append(hub_id(reference.lora, folder.adapter))
     return list(dict.fromkeys(i for i in ids if i))
 
 

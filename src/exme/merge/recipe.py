@@ -67,11 +67,6 @@ class OutputSlice:
     base_model: str | None = None
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
 
-    @property
-    def layer_count(self) -> int:
-        first, end = self.sources[0].layer_range
-        return end - first
-
 
 @dataclass(frozen=True)
 class InputGroup:

@@ -18,7 +18,7 @@ from exme.merge.io.reader import ModelFolder
 # What a merge reads from a Hub repository: configs and indexes, weights, tokenizer files.
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "vocab.*"]
 _HUB_PICKLED_WEIGHTS = ["pytorch_model*.bin", "adapter_model.bin"]
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CACHED_SNAPSHOT = re.compile(r"models--([\w.-]+)--([\w.-]+)$")
 
 
@@ -33,9 +33,8 @@ class ModelPath:
 
 @dataclass(frozen=True)
 class ModelReference:
-    """A model as the recipe names it; `text` is that name, used in every message about it."""
+    """A model as the recipe names it: the model, and the LoRA adapter to merge into it."""
 
-    text: str
     model: ModelPath
     lora: ModelPath | None = None
 
@@ -45,7 +44,7 @@ def _model_path(text: str, reference: str) -> ModelPath:
         raise ExmeError(f"model reference {reference!r} has an empty part")
     if Path(text).exists() or "@" not in text:
         return ModelPath(text)
-    path, at, revision = text.partition("@")
+    path, _, revision = text.partition("@")
     if "@" in revision or not path or not revision:
         raise ExmeError(f"model reference {reference!r}: expected PATH or ORG/NAME@REVISION")
     return ModelPath(path, revision)
@@ -55,11 +54,11 @@ def parse_reference(text: str) -> ModelReference:
     """`MODEL[@REVISION][+ADAPTER[@REVISION]]`; an existing local path is taken as it is, even with
     '+' or '@' in its name."""
     if Path(text).exists() or "+" not in text:
-        return ModelReference(text, _model_path(text, text))
+        return ModelReference(_model_path(text, text))
     model, _, adapter = text.partition("+")
     if "+" in adapter:
         raise ExmeError(f"model reference {text!r}: more than one '+' (expected MODEL+LORA)")
-    return ModelReference(text, _model_path(model, text), _model_path(adapter, text))
+    return ModelReference(_model_path(model, text), _model_path(adapter, text))
 
 
 def _offline() -> bool:
@@ -82,7 +81,7 @@ def local_folder(model: ModelPath, reference: str) -> Path:
     if not _HUB_ID.fullmatch(model.path):
         raise ExmeError(f"model {reference}: {model.path} is neither a folder nor a Hub id ORG/NAME")
     import huggingface_hub
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     offline = _offline()
     try:
@@ -95,10 +94,10 @@ def local_folder(model: ModelPath, reference: str) -> Path:
     except LocalEntryNotFoundError:
         where = "the Hub is off (HF_HUB_OFFLINE)" if offline else "the Hub cannot be reached"
         raise ExmeError(
-            f"model {reference}: {model} is not in the local Hugging Face cache and {where}; "
-            f"download it first with {_download_command(model)}"
+            f"model {reference}: {model} is not a local folder, and as a Hub id it is not in the local "
+            f"Hugging Face cache and {where}; download it first with {_download_command(model)}"
         ) from None
-    except HfHubHTTPError as error:
+    except (HfHubHTTPError, HFValidationError) as error:
         raise ExmeError(f"model {reference}: cannot get {model} from the Hub ({error})") from None
 
 
@@ -110,11 +109,11 @@ def _has_safetensors(model: ModelPath) -> bool:
     return any(name.endswith(".safetensors") for name in files)
 
 
-def hub_id(reference: ModelReference, folder: Path) -> str | None:
+def hub_id(model: ModelPath, folder: Path) -> str | None:
     """The Hub id a model came from, for the model card's provenance: as written in the recipe, or
     read from a local path inside a Hugging Face cache; None for other local folders."""
-    if not Path(reference.model.path).expanduser().exists():
-        return reference.model.path
+    if not Path(model.path).expanduser().exists():
+        return model.path
     for parent in folder.resolve().parents:
         if match := _CACHED_SNAPSHOT.fullmatch(parent.name):
             return f"{match.group(1)}/{match.group(2)}"
