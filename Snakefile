@@ -23,7 +23,7 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        final_targets(OUT, [task["name"] for task in TASKS]),
+        final_targets(OUT, SCOPES, TASK_NAMES, MIXUP_TRACKS),
 
 
 # Checked once every rule is defined: a `resources` entry must name one of them.

@@ -10,13 +10,33 @@ from exme.pipeline.catalogue import (
     BASE,
     FINAL,
     NAME_PATTERNS,
+    SHARED_SCOPE,
     WILDCARD_PATTERNS,
     folder_description,
+    match_name,
     model_name,
+    scope_seed,
+    seed_scope,
     sft_step,
 )
-from exme.pipeline.config import as_param, check_config, check_rule_resources, fingerprint
-from exme.pipeline.targets import figure_paths, final_targets, models_on_dev, models_on_test
+from exme.pipeline.config import (
+    as_param,
+    check_config,
+    check_rule_resources,
+    expert_finetune_settings,
+    fingerprint,
+)
+from exme.pipeline.merging import get_system
+from exme.pipeline.targets import (
+    comparison_paths,
+    expert_models,
+    figure_paths,
+    final_targets,
+    merge_models,
+    mixup_figure,
+    models_on_dev,
+    models_on_test,
+)
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -29,25 +49,35 @@ except ExmeError as error:
 RUN = config["run"]
 OUT = f"results/{RUN}"
 DEMO = config["demo"]["activate"]
+SCOPES = [seed_scope(seed) for seed in config["seeds"]]
 STEPS = checkpoint_steps(config["finetune"]["max_steps"], config["finetune"]["save_steps"])
+EXPERT_SETTINGS = expert_finetune_settings(config)
+EXPERTS = [expert["name"] for expert in config["experts"]]
 RANKS = list(range(1, config["selection"]["top_k"] + 1))
 ALPHAS = config["extrapolation"]["alpha_grid"]
 BETAS = config["merging"]["beta_grid"]
 TASKS = as_param(config["evaluation"]["tasks"])
-FIGURES = figure_paths(OUT, [task["name"] for task in TASKS])
+TASK_NAMES = [task["name"] for task in TASKS]
+TRACKS = {
+    "checkpoint": config["tracks"]["checkpoint"],
+    "expert": config["tracks"]["expert"] if EXPERTS else [],
+}
+MERGE_METHODS = as_param(config["merge_methods"])
+MIXUP_TRACKS = [track for track, methods in TRACKS.items() if any(m.startswith("m3_") for m in methods)]
 
 
 wildcard_constraints:
     **WILDCARD_PATTERNS,
+    trainee=rf"sft|{NAME_PATTERNS['expert'].format(expert=WILDCARD_PATTERNS['expert'])}",
 
 
 def recipe_path(kind):
     """The output pattern of the recipes of one kind of model (see exme.pipeline.catalogue)."""
-    return f"{OUT}/recipes/{NAME_PATTERNS[kind]}.yaml"
+    return f"{OUT}/{{scope}}/recipes/{NAME_PATTERNS[kind]}.yaml"
 
 
-def eval_path(split, model):
-    return f"{OUT}/eval/{split}/{model}.json"
+def eval_path(scope, split, model):
+    return f"{OUT}/{SHARED_SCOPE if model == BASE else scope}/eval/{split}/{model}.json"
 
 
 def _rule_settings(rule_name):
@@ -69,36 +99,77 @@ def base_model_path():
     return f"{OUT}/base" if DEMO else config["model"]["base"]
 
 
-def finetune_state_dir():
-    """The Trainer's resumable state, one folder per fine-tuning setup: after a changed setting the
-    job must start over, not resume a checkpoint trained under the old one."""
-    upstream = ["finetune", "seed", "model", "data"] + (["demo"] if DEMO else [])
-    return f"{OUT}/finetune_state/{fingerprint({key: config[key] for key in upstream})}"
-
-
-def data_inputs(wildcards):
-    """The demo's generated data folder, or a real run's SFT training file."""
-    return {"data": f"{OUT}/data"} if DEMO else {"data": config["data"]["sft_train"]}
-
-
-def sft_train_path():
-    return f"{OUT}/data/sft_train.jsonl" if DEMO else config["data"]["sft_train"]
-
-
 def task_include_path():
     return f"{OUT}/data/lm_eval_tasks" if DEMO else config["evaluation"]["include_path"]
 
 
+def finetune_dir(scope, trainee):
+    return f"{OUT}/{scope}/finetune/{trainee}"
+
+
+def expert_dir(scope, expert):
+    return finetune_dir(scope, model_name("expert", expert=expert))
+
+
+# An expert's model is the one checkpoint its fine-tuning saves, at max_steps.
+EXPERT_FOLDER = checkpoint_folder(EXPERT_SETTINGS["max_steps"])
+
+
+def trainee_settings(wildcards):
+    """Fine-tuning settings and training file of the SFT run or of one expert."""
+    if wildcards.trainee == "sft":
+        train = f"{OUT}/data/sft_train.jsonl" if DEMO else config["data"]["sft_train"]
+        return {"settings": config["finetune"], "train": train}
+    expert = match_name("expert", wildcards.trainee)["expert"]
+    if DEMO:
+        train = f"{OUT}/data/experts/{expert}.jsonl"
+    else:
+        train = next(e["train"] for e in config["experts"] if e["name"] == expert)
+    return {"settings": EXPERT_SETTINGS, "train": train}
+
+
+def finetune_inputs(wildcards):
+    """The base model and the training data: the demo's generated folder, or a real run's file."""
+    return {
+        "base": base_model_path(),
+        "data": f"{OUT}/data" if DEMO else trainee_settings(wildcards)["train"],
+    }
+
+
+def finetune_state_dir(wildcards):
+    """The Trainer's resumable state, one folder per fine-tuning setup: after a changed setting the
+    job must start over, not resume a checkpoint trained under the old one."""
+    upstream = {key: config[key] for key in ["model", "data"] + (["demo"] if DEMO else [])}
+    setup = {**upstream, "trainee": trainee_settings(wildcards), "seed": scope_seed(wildcards.scope)}
+    return f"{OUT}/{wildcards.scope}/finetune_state/{wildcards.trainee}/{fingerprint(setup)}"
+
+
+def _track_of(model):
+    """The track whose fine-tuned models a recipe model reads."""
+    fields = match_name("merge", model) or match_name("merge_point", model)
+    return fields["track"] if fields else "checkpoint"
+
+
+def track_inputs(scope, track):
+    """What the recipes of a track read: the selected checkpoints, or the experts."""
+    if track == "checkpoint":
+        return {"selection": f"{OUT}/{scope}/selection.json", "checkpoints": finetune_dir(scope, "sft")}
+    return {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
+
+
 def model_inputs(wildcards):
     """What evaluating a model reads: a model folder, or a recipe plus the folders it names."""
+    model, scope = wildcards.model, wildcards.scope
     sources = {"base": base_model_path()}
-    if sft_step(wildcards.model) is not None:
-        sources["model"] = f"{OUT}/sft"
-    elif wildcards.model == FINAL:
-        sources["model"] = f"{OUT}/final"
-    elif wildcards.model != BASE:
-        sources["model"] = f"{OUT}/recipes/{wildcards.model}.yaml"
-        sources["checkpoints"] = f"{OUT}/sft"
+    if sft_step(model) is not None:
+        sources["model"] = finetune_dir(scope, "sft")
+    elif expert := match_name("expert", model):
+        sources["model"] = expert_dir(scope, expert["expert"])
+    elif model == FINAL:
+        sources["model"] = f"{OUT}/{scope}/final"
+    elif model != BASE:
+        sources["model"] = f"{OUT}/{scope}/recipes/{model}.yaml"
+        sources |= track_inputs(scope, _track_of(model))
     if DEMO:
         sources["tasks"] = f"{OUT}/data"
     elif config["evaluation"]["include_path"]:
@@ -112,11 +183,45 @@ def model_location(wildcards, input):
     step = sft_step(wildcards.model)
     if step is not None:
         return f"{input.model}/{checkpoint_folder(step)}"
+    if match_name("expert", wildcards.model):
+        return f"{input.model}/{EXPERT_FOLDER}"
     return input.get("model", input.base)
 
 
-def all_evaluations(wildcards):
-    """Every evaluation the score table reads: dev for the choices, test for the comparison."""
-    return [eval_path("dev", model) for model in models_on_dev(STEPS, RANKS, ALPHAS, BETAS)] + [
-        eval_path("test", model) for model in models_on_test(STEPS, RANKS)
+def merge_recipe_inputs(wildcards):
+    """A merge system's recipe reads its track's models, and at its chosen point the dev search."""
+    inputs = {"base": base_model_path(), **track_inputs(wildcards.scope, wildcards.track)}
+    system = get_system(wildcards.method)
+    if system.grid(system.settings(MERGE_METHODS)) and "point" not in wildcards.keys():
+        inputs["search"] = f"{OUT}/{wildcards.scope}/search/{wildcards.track}-{wildcards.method}.json"
+    return inputs
+
+
+def merge_point_evaluations(wildcards):
+    system = get_system(wildcards.method)
+    points = system.grid(system.settings(MERGE_METHODS))
+    return [
+        eval_path(
+            wildcards.scope,
+            "dev",
+            model_name("merge_point", track=wildcards.track, method=wildcards.method, point=p),
+        )
+        for p in points
     ]
+
+
+def evaluations_of(scope):
+    """Every evaluation of one seed: the ExMe chain and each track's input models and merges."""
+    dev = models_on_dev(STEPS, RANKS, ALPHAS, BETAS) + expert_models(EXPERTS)
+    test = models_on_test(STEPS, RANKS) + expert_models(EXPERTS)
+    for track, methods in TRACKS.items():
+        merged = merge_models(track, methods, MERGE_METHODS)
+        dev, test = dev + merged["dev"], test + merged["test"]
+    return [eval_path(scope, "dev", model) for model in dev] + [
+        eval_path(scope, "test", model) for model in test
+    ]
+
+
+def all_evaluations(wildcards):
+    """Every evaluation the score table reads, over all seeds."""
+    return [path for scope in SCOPES for path in evaluations_of(scope)]

@@ -5,11 +5,11 @@ rule evaluate:
     input:
         unpack(model_inputs),
     output:
-        f"{OUT}/eval/{{split}}/{{model}}.json",
+        f"{OUT}/{{scope}}/eval/{{split}}/{{model}}.json",
     log:
-        f"{OUT}/logs/evaluate/{{split}}/{{model}}.log",
+        f"{OUT}/{{scope}}/logs/evaluate/{{split}}/{{model}}.log",
     benchmark:
-        f"{OUT}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
+        f"{OUT}/{{scope}}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
     conda:
         "../../envs/eval.yaml"
     threads: rule_threads("evaluate")
@@ -22,6 +22,5 @@ rule evaluate:
         include_path=task_include_path(),
         batch_size=config["evaluation"]["batch_size"],
         limit=config["evaluation"]["limit"],
-        seed=config["seed"],
     script:
         "../scripts/evaluate.py"

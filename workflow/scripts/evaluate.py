@@ -20,7 +20,7 @@ def main(smk):
         task_splits=task_splits,
         include_path=params.include_path,
         batch_size=params.batch_size,
-        seed=params.seed,
+        seed=0,  # lm-eval's own default random_seed, the same for every model
         limit=params.limit,
     )
     scores = scores_from_results(results, {task["name"]: task["metric"] for task in params.tasks})
@@ -28,6 +28,7 @@ def main(smk):
         smk.output[0],
         {
             "model": smk.wildcards.model,
+            "scope": smk.wildcards.scope,
             "split": smk.wildcards.split,
             "dataset_splits": task_splits,
             "source": str(params.location),

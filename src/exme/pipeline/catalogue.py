@@ -22,9 +22,24 @@ RECIPE_IN_FOLDER = "merge_recipe.yml"  # written by the merge engine beside the 
 
 # The parts of model names, as regular expressions (and Snakemake wildcard constraints).
 _NUMBER = r"\d+(\.\d+)?"
-WILDCARD_PATTERNS = {"step": r"\d+", "rank": r"\d+", "alpha": _NUMBER, "beta": _NUMBER, "split": "dev|test"}
+WILDCARD_PATTERNS = {
+    "step": r"\d+",
+    "rank": r"\d+",
+    "alpha": _NUMBER,
+    "beta": _NUMBER,
+    "split": "dev|test",
+    "scope": r"shared|seed\d+",  # the folder of seed-independent outputs, or of one seed's
+    "track": "checkpoint|expert",
+    "method": "[a-z0-9_]+",
+    "point": rf"[a-z]{_NUMBER}",  # a grid point: a letter naming the coefficient, then its value
+    "expert": "[a-z0-9_]+",
+}
+SHARED_SCOPE = "shared"
 NAME_PATTERNS = {
     "sft": "sft-{step}",
+    "expert": "ft-{expert}",  # an expert fine-tuned from the base on its own data
+    "merge": "{track}-{method}",  # a merge system's model on a track (at its chosen grid point)
+    "merge_point": "{track}-{method}-{point}",
     "expo_grid": "expo{rank}-a{alpha}",  # a grid point of the alpha search
     "expo": "expo{rank}",  # at the alpha the dev search chose
     "exme_grid": "exme-b{beta}",  # a grid point of the beta search
@@ -57,6 +72,14 @@ def match_name(kind: str, name: str) -> dict[str, str] | None:
     return None if match is None else {key: value for key, value in match.groupdict().items() if key}
 
 
+def seed_scope(seed: int) -> str:
+    return f"seed{seed}"
+
+
+def scope_seed(scope: str) -> int:
+    return int(scope.removeprefix("seed"))
+
+
 def sft_step(name: str) -> int | None:
     """The training step of a fine-tuning checkpoint's name, None for any other model."""
     fields = match_name("sft", name)
@@ -66,9 +89,11 @@ def sft_step(name: str) -> int | None:
 def folder_description(name: str) -> dict[str, Any] | None:
     """What a folder model is; None for a model described by its recipe."""
     if name == BASE:
-        return {"method": "base"}
+        return {"method": "base", "track": "shared"}
     if sft_step(name) is not None:
-        return {"method": "sft", "source": name}
+        return {"method": "sft", "track": "checkpoint", "source": name}
+    if expert := match_name("expert", name):
+        return {"method": "expert", "track": "expert", "source": expert["expert"]}
     return None
 
 

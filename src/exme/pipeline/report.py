@@ -133,3 +133,37 @@ def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
     with staged_file(path) as tmp:
         fig.savefig(tmp, dpi=120)
     plt.close(fig)
+
+
+def plot_mixup(table: pd.DataFrame, track: str, path: str | os.PathLike) -> None:
+    """Dev and test score (mean over tasks) of every M³ draw against λ, per variant, with the
+    variant's fixed-ratio baseline (the same method with uniform weights) as a line and the draw
+    chosen on dev starred."""
+    of_track = table[(table["track"] == track) & table["method"].str.startswith("m3_")]
+    variants = sorted(of_track["method"].unique())
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.8), squeeze=False)
+    for ax, method in zip(axes[0], variants, strict=True):
+        rows = of_track[of_track["method"] == method]
+        chosen = model_name("merge", track=track, method=method)
+        draws = rows[rows["model"] != chosen]
+        for split, marker in (("dev", "o"), ("test", "s")):
+            of_split = draws[draws["split"] == split]
+            curve = of_split.groupby("lambda")["value"].mean().sort_index()
+            line = ax.plot(curve.index, curve.values, marker=marker, linestyle="", label=f"draws ({split})")[
+                0
+            ]
+            picked = rows[(rows["model"] == chosen) & (rows["split"] == split)]
+            if not picked.empty:
+                ax.plot([picked["lambda"].iloc[0]], [picked["value"].mean()], marker="*", markersize=14,
+                        color=line.get_color())  # fmt: skip
+        baseline = table[(table["track"] == track) & (table["model"] == model_name(
+            "merge", track=track, method=method.removeprefix("m3_")))]  # fmt: skip
+        for split, style in (("test", ":"),):
+            values = baseline[baseline["split"] == split]["value"]
+            if not values.empty:
+                ax.axhline(values.mean(), linestyle=style, color="gray", label=f"fixed ratio ({split})")
+        ax.set_xlabel("λ (weight of the first input model)")
+        ax.set_ylabel("score (mean over tasks)")
+        ax.set_title(f"{method} on the {track} track", fontsize=9)
+        ax.legend(fontsize=7)
+    _save(fig, path)
