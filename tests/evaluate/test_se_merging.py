@@ -202,6 +202,19 @@ def test_in_place_switching_keeps_the_static_weights_and_holds_base_plus_task_ve
     assert lm.held_parameter_bytes == 3 * base_bytes
 
 
+def test_tied_embeddings_are_switched_once_and_match_the_static_merge(make_family, tokenizer_dir):
+    tied = make_family(tied=True)
+    experts = [tied.ft_a, tied.ft_b]
+    options = {"tokenizer": tokenizer_dir, "device": "cpu", "batch_size": 4}
+    lm = forcing(lambda prompt: [0.5, 0.5])(tied.base, experts, 0.4, **options)
+    assert lm.model.lm_head.weight is lm.model.model.embed_tokens.weight
+    static = static_merge_lm(tied.base, experts, 0.4, **options)
+    requests = loglikelihood_requests()
+    assert_same_loglikelihoods(lm.loglikelihood(requests), static.loglikelihood(requests))
+    base_bytes = sum(t.numel() * t.element_size() for t in load_folder(tied.base).values())
+    assert lm.held_parameter_bytes == 3 * base_bytes  # the tied lm_head is neither stored nor held
+
+
 def test_task_vectors_in_memory_give_the_same_coefficients(make_lm, family, tokenizer_dir):
     from_folders = make_lm()
     base = load_folder(family.base)

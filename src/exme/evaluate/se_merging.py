@@ -198,6 +198,8 @@ class SEMergingLM(HFLM):
         batch_size = _positive_int(batch_size, "batch_size")
         torch_dtype = _dtype(dtype)
         device = torch.device(device) if device is not None else default_device()
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ExmeError("device: cuda was requested but CUDA is not available")
 
         base = Path(base)
         if not (base / "config.json").is_file():
