@@ -14,7 +14,7 @@ from exme.device import default_device
 from exme.errors import ExmeError
 from exme.evaluate.harness import load_model_dir
 from exme.merge.execute import build_state_dict
-from exme.merge.recipe import load_recipe
+from exme.merge.recipe import Recipe, load_recipe
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
@@ -27,10 +27,18 @@ def load_model(source: str | os.PathLike, device: torch.device | None = None):
         model, tokenizer = load_model_dir(source, device)
         _check_finite(model, source)
         return model, tokenizer
-    recipe = load_recipe(source)
+    return load_recipe_model(load_recipe(source), device, source)
+
+
+def load_recipe_model(
+    recipe: Recipe, device: torch.device | None = None, source: str | os.PathLike = "recipe"
+):
+    """(model, tokenizer) for a recipe held in memory (`source` names it in errors), its weights built
+    by the merge engine, in eval mode on `device`."""
+    device = device or default_device()
     config_source = recipe.base_model or recipe.models[0].model
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_source))
-    _load_weights(model, build_state_dict(recipe, device=device), source)
+    _load_weights(model, build_state_dict(recipe, device=device), Path(source))
     tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer_source or config_source)
     return model.to(device).eval(), tokenizer
 
