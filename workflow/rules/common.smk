@@ -18,6 +18,7 @@ from exme.pipeline.catalogue import (
     scope_seed,
     seed_scope,
     sft_step,
+    single_model_pattern,
 )
 from exme.pipeline.config import (
     as_param,
@@ -35,6 +36,7 @@ from exme.pipeline.targets import (
     merge_models,
     mixup_figure,
     models_on_dev,
+    evaluation_batches,
     models_on_test,
 )
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
@@ -63,6 +65,7 @@ TRACKS = {
     "expert": config["tracks"]["expert"] if EXPERTS else [],
 }
 MERGE_METHODS = as_param(config["merge_methods"])
+EVALUATION_BATCHES = evaluation_batches(RANKS, ALPHAS, BETAS, TRACKS, MERGE_METHODS)
 MIXUP_TRACKS = [track for track, methods in TRACKS.items() if any(m.startswith("m3_") for m in methods)]
 
 
@@ -157,35 +160,47 @@ def track_inputs(scope, track):
     return {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
 
 
-def model_inputs(wildcards):
-    """What evaluating a model reads: a model folder, or a recipe plus the folders it names."""
-    model, scope = wildcards.model, wildcards.scope
-    sources = {"base": base_model_path()}
+def _model_source(scope, model):
+    """The folder or recipe a model is loaded from, with the folders that recipe reads."""
     if sft_step(model) is not None:
-        sources["model"] = finetune_dir(scope, "sft")
-    elif expert := match_name("expert", model):
-        sources["model"] = expert_dir(scope, expert["expert"])
-    elif model == FINAL:
-        sources["model"] = f"{OUT}/{scope}/final"
-    elif model != BASE:
-        sources["model"] = f"{OUT}/{scope}/recipes/{model}.yaml"
-        sources |= track_inputs(scope, _track_of(model))
+        return finetune_dir(scope, "sft"), {}
+    if expert := match_name("expert", model):
+        return expert_dir(scope, expert["expert"]), {}
+    if model == FINAL:
+        return f"{OUT}/{scope}/final", {}
+    if model == BASE:
+        return base_model_path(), {}
+    return f"{OUT}/{scope}/recipes/{model}.yaml", track_inputs(scope, _track_of(model))
+
+
+def model_inputs(scope, models):
+    """What evaluating models reads: for each its folder or recipe (`model_<i>`), the folders the
+    recipes name, the base model and the task data."""
+    inputs = {"base": base_model_path()}
+    for index, model in enumerate(models):
+        source, reads = _model_source(scope, model)
+        inputs |= {f"model_{index}": source, **reads}
     if DEMO:
-        sources["tasks"] = f"{OUT}/data"
+        inputs["tasks"] = f"{OUT}/data"
     elif config["evaluation"]["include_path"]:
         # The task YAMLs themselves, so that editing one reruns the evaluations.
-        sources["tasks"] = sorted(map(str, Path(config["evaluation"]["include_path"]).rglob("*.yaml")))
-    return sources
+        inputs["tasks"] = sorted(map(str, Path(config["evaluation"]["include_path"]).rglob("*.yaml")))
+    return inputs
 
 
-def model_location(wildcards, input):
-    """The folder or recipe to load: SFT checkpoints live in step folders inside the sft output."""
-    step = sft_step(wildcards.model)
-    if step is not None:
-        return f"{input.model}/{checkpoint_folder(step)}"
-    if match_name("expert", wildcards.model):
-        return f"{input.model}/{EXPERT_FOLDER}"
-    return input.get("model", input.base)
+def model_locations(models, input):
+    """Where each model is loaded from: SFT checkpoints and experts are step folders inside their
+    fine-tuning's output."""
+    locations = []
+    for index, model in enumerate(models):
+        source = input[f"model_{index}"]
+        step = sft_step(model)
+        if step is not None:
+            source = f"{source}/{checkpoint_folder(step)}"
+        elif match_name("expert", model):
+            source = f"{source}/{EXPERT_FOLDER}"
+        locations.append(source)
+    return locations
 
 
 def merge_recipe_inputs(wildcards):

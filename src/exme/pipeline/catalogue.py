@@ -47,6 +47,10 @@ NAME_PATTERNS = {
 }
 
 
+# Kinds whose models are points of a grid searched on dev: evaluated in batches, one job per grid.
+GRID_KINDS = ("expo_grid", "exme_grid", "merge_point")
+
+
 def format_coef(value: float) -> str:
     """A coefficient as it appears in file names: 0.25 -> '0.25', 1.0 -> '1'."""
     return f"{float(value):g}"
@@ -59,11 +63,22 @@ def model_name(kind: str, **fields: Any) -> str:
     )
 
 
-def _regex(kind: str) -> re.Pattern[str]:
+def _pattern(kind: str, named: bool) -> str:
     pattern = re.escape(NAME_PATTERNS[kind]).replace(r"\{", "{").replace(r"\}", "}")
     for field, field_pattern in WILDCARD_PATTERNS.items():
-        pattern = pattern.replace(f"{{{field}}}", f"(?P<{field}>{field_pattern})")
-    return re.compile(f"^{pattern}$")
+        group = f"?P<{field}>" if named else "?:"
+        pattern = pattern.replace(f"{{{field}}}", f"({group}{field_pattern})")
+    return pattern
+
+
+def _regex(kind: str) -> re.Pattern[str]:
+    return re.compile(f"^{_pattern(kind, named=True)}$")
+
+
+def single_model_pattern() -> str:
+    """The names of models evaluated one job each (every kind but the grids), as a regex."""
+    kinds = [kind for kind in NAME_PATTERNS if kind not in GRID_KINDS]
+    return "|".join([re.escape(BASE), *(_pattern(kind, named=False) for kind in kinds)])
 
 
 def match_name(kind: str, name: str) -> dict[str, str] | None:

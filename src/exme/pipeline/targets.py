@@ -50,6 +50,31 @@ def merge_models(track: str, methods: Sequence[str], merge_methods: dict) -> dic
     return models
 
 
+def evaluation_batches(
+    ranks: Sequence[int],
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    tracks: dict[str, Sequence[str]],
+    merge_methods: dict,
+) -> dict[str, list[str]]:
+    """{batch name: models}: the models of each grid, evaluated together in one job per split, so
+    that the start-up of a job (importing torch and lm-eval) is paid once per grid, not per point."""
+    batches = {
+        "expo_grid": [model_name("expo_grid", rank=rank, alpha=alpha) for rank in ranks for alpha in alphas],
+        "exme_grid": [model_name("exme_grid", beta=beta) for beta in betas],
+    }
+    for track, methods in tracks.items():
+        for method in methods:
+            system = get_system(method)
+            points = system.grid(system.settings(merge_methods))
+            if points:
+                models = [
+                    model_name("merge_point", track=track, method=method, point=point) for point in points
+                ]
+                batches[model_name("merge", track=track, method=method)] = models
+    return batches
+
+
 def expert_models(experts: Sequence[str]) -> list[str]:
     """The experts, evaluated on both splits: dev picks the best single expert for comparisons."""
     return [model_name("expert", expert=expert) for expert in experts]
