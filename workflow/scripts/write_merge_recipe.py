@@ -15,7 +15,9 @@ def track_sources(smk) -> tuple[Source, ...]:
         checkpoints = selected_checkpoints(read_json(smk.input.selection), smk.input.checkpoints)
         return tuple(Source(checkpoint.name, checkpoint.path) for checkpoint in checkpoints)
     return tuple(
-        Source(model_name("expert", expert=expert), smk.input[f"expert_{expert}"])
+        Source(
+            model_name("expert", expert=expert), f"{smk.input[f'expert_{expert}']}/{smk.params.expert_folder}"
+        )
         for expert in smk.params.experts
     )
 

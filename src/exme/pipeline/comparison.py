@@ -6,13 +6,9 @@ is `SFT-r` whichever step it was in a seed. The best single input model of a tra
 input model with the best mean dev score (the test split never chooses anything).
 """
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: rules run without a display
-import matplotlib.pyplot as plt  # noqa: E402
+from exme.pipeline.figures import plt, save_figure  # noqa: I001 (sets the file-only backend first)
 import pandas as pd  # noqa: E402
 
-from exme.files import staged_file  # noqa: E402
 from exme.pipeline.catalogue import FINAL, match_name  # noqa: E402
 from exme.pipeline.targets import MEAN_TASK  # noqa: E402
 
@@ -122,7 +118,4 @@ def plot_comparison(table: pd.DataFrame, path: str) -> None:
         ax.set_xticklabels(stats.index, rotation=60, ha="right", fontsize=8)
         ax.set_title(f"{track} track (test, mean over tasks)")
         ax.set_ylabel("test score")
-    fig.tight_layout()
-    with staged_file(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
