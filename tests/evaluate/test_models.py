@@ -44,3 +44,21 @@ def test_a_model_folder_with_nan_weights_is_an_error(tmp_path, monkeypatch):
     model.save_pretrained(path)
     with pytest.raises(ExmeError, match=r"tensor model\.norm\.weight holds NaN"):
         load_model(path, torch.device("cpu"))
+
+
+def test_a_recipe_of_recipes_loads_with_the_config_of_its_leaf_folders(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr("exme.evaluate.models.AutoTokenizer.from_pretrained", lambda path: path)
+    inner = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(tiny_models["base"]),
+        "models": [{"model": str(tiny_models["a"]), "parameters": {"weight": 1.0}}],
+    }
+    (tmp_path / "inner.yaml").write_text(yaml.safe_dump(inner))
+    outer = {**inner, "models": [{"model": str(tmp_path / "inner.yaml"), "parameters": {"weight": 2.0}}]}
+    (tmp_path / "outer.yaml").write_text(yaml.safe_dump(outer))
+    model, tokenizer_folder = load_model(tmp_path / "outer.yaml", torch.device("cpu"))
+    assert tokenizer_folder == tiny_models["base"]
+    weights = {n: LlamaForCausalLM.from_pretrained(p).state_dict() for n, p in tiny_models.items()}
+    for name, tensor in model.state_dict().items():
+        expected = 2 * weights["a"][name] - weights["base"][name]
+        torch.testing.assert_close(tensor, expected, rtol=1e-6, atol=1e-6)

@@ -33,7 +33,7 @@ def _write_config(plan: MergePlan, directory: Path) -> None:
 
 
 def _copy_tokenizer(plan: MergePlan, directory: Path) -> None:
-    source = Path(plan.recipe.tokenizer_model)
+    source = plan.tokenizer_folder
     files = sorted({f for pattern in _TOKENIZER_PATTERNS for f in source.glob(pattern)})
     if not files and plan.recipe.tokenizer_source not in (None, "base"):
         raise ExmeError(f"tokenizer_source {source} has no tokenizer files")
