@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -27,6 +28,8 @@ from exme.pipeline.config import (
     expert_finetune_settings,
     fingerprint,
 )
+from exme.pipeline.greedy import Pool
+from exme.pipeline.greedy_steps import file_name, generation_dir
 from exme.pipeline.merging import get_system
 from exme.pipeline.targets import (
     comparison_paths,
@@ -37,6 +40,7 @@ from exme.pipeline.targets import (
     mixup_figure,
     models_on_dev,
     evaluation_batches,
+    greedy_pair_models,
     models_on_test,
 )
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
@@ -65,7 +69,12 @@ TRACKS = {
     "expert": config["tracks"]["expert"] if EXPERTS else [],
 }
 MERGE_METHODS = as_param(config["merge_methods"])
+GREEDY_TRACK = "expert"  # greedy merging and kinship run on the experts
+GREEDY_VARIANTS = ["greedy", "greedy_explore"] if config["greedy"]["activate"] and EXPERTS else []
+GREEDY_PAIRS = greedy_pair_models(GREEDY_TRACK, expert_models(EXPERTS)) if GREEDY_VARIANTS else []
 EVALUATION_BATCHES = evaluation_batches(RANKS, ALPHAS, BETAS, TRACKS, MERGE_METHODS)
+if GREEDY_PAIRS:
+    EVALUATION_BATCHES[f"{GREEDY_TRACK}-greedy-pairs"] = GREEDY_PAIRS
 MIXUP_TRACKS = [track for track, methods in TRACKS.items() if any(m.startswith("m3_") for m in methods)]
 
 
@@ -160,8 +169,74 @@ def track_inputs(scope, track):
     return {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
 
 
+def greedy_root(scope):
+    return f"{OUT}/{scope}/greedy"
+
+
+def expert_locations(scope):
+    """{expert model name: its model folder}, for the recipes that merge experts."""
+    return {model_name("expert", expert=e): f"{expert_dir(scope, e)}/{EXPERT_FOLDER}" for e in EXPERTS}
+
+
+def greedy_dir(scope, track, variant, generation):
+    return generation_dir(greedy_root(scope), track, variant, generation)
+
+
+def _greedy_pool(scope, track, variant, generation):
+    """(pool file, its JSON) after `generation`: the step's output, a checkpoint (the loop is
+    data-dependent, so the DAG grows as each generation is made)."""
+    if int(generation) == 1:
+        folder = checkpoints.write_greedy_pairs.get(scope=scope, track=track).output[0]
+    else:
+        folder = checkpoints.greedy_step.get(
+            scope=scope, track=track, variant=variant, generation=generation
+        ).output[0]
+    with open(f"{folder}/pool.json") as handle:
+        return folder, json.load(handle)
+
+
+def _greedy_reads(scope, track, variant, generation):
+    """Every folder a model of `generation` may name: the experts and all earlier generations."""
+    reads = {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
+    for earlier in range(1, int(generation) + 1):
+        reads[f"greedy_g{earlier}"] = greedy_dir(scope, track, variant, earlier)
+    return reads
+
+
+def greedy_step_inputs(wildcards):
+    """Step g scores generation g - 1 (its members' dev evaluations) and may grow generation g."""
+    scope, track, variant = wildcards.scope, wildcards.track, wildcards.variant
+    previous = int(wildcards.generation) - 1
+    folder, state = _greedy_pool(scope, track, variant, previous)
+    pool = Pool.from_dict(state["next"])
+    evaluations = [eval_path(scope, "dev", file_name(track, variant, name)) for name in pool.unscored()]
+    return {
+        "pool": f"{folder}/pool.json",
+        "evaluations": evaluations,
+        "base": base_model_path(),
+    } | _greedy_reads(scope, track, variant, previous)
+
+
+def greedy_result_inputs(wildcards):
+    """The step at which the loop stopped: walk the generations, each known once its step ran."""
+    scope, track, variant = wildcards.scope, wildcards.track, wildcards.variant
+    generation = 2
+    while True:
+        folder, state = _greedy_pool(scope, track, variant, generation)
+        if state["next"] is None:
+            return {"pool": f"{folder}/pool.json"} | _greedy_reads(scope, track, variant, generation - 1)
+        generation += 1
+
+
 def _model_source(scope, model):
     """The folder or recipe a model is loaded from, with the folders that recipe reads."""
+    if greedy := match_name("greedy_model", model):
+        reads = _greedy_reads(scope, greedy["track"], greedy["variant"], greedy["generation"])
+        return greedy_dir(scope, greedy["track"], greedy["variant"], greedy["generation"]), reads
+    if greedy := match_name("greedy", model):
+        return recipe_path("greedy").format(scope=scope, **greedy), {
+            "greedy_pool": f"{OUT}/{scope}/greedy/{model}.json"
+        }
     if sft_step(model) is not None:
         return finetune_dir(scope, "sft"), {}
     if expert := match_name("expert", model):
@@ -199,6 +274,8 @@ def model_locations(models, input):
             source = f"{source}/{checkpoint_folder(step)}"
         elif match_name("expert", model):
             source = f"{source}/{EXPERT_FOLDER}"
+        elif match_name("greedy_model", model):
+            source = f"{source}/recipes/{model}.yaml"
         locations.append(source)
     return locations
 
@@ -232,6 +309,8 @@ def evaluations_of(scope):
     for track, methods in TRACKS.items():
         merged = merge_models(track, methods, MERGE_METHODS)
         dev, test = dev + merged["dev"], test + merged["test"]
+    dev += GREEDY_PAIRS  # for kinship against merge gain
+    test += [model_name("greedy", track=GREEDY_TRACK, variant=variant) for variant in GREEDY_VARIANTS]
     return [eval_path(scope, "dev", model) for model in dev] + [
         eval_path(scope, "test", model) for model in test
     ]

@@ -135,8 +135,7 @@ rule write_merge_recipe:
         **rule_resources("write_merge_recipe"),
     params:
         settings=lambda wildcards: get_system(wildcards.method).settings(MERGE_METHODS),
-        experts=EXPERTS,
-        expert_folder=EXPERT_FOLDER,
+        experts=lambda wildcards: expert_locations(wildcards.scope),
         seed=lambda wildcards: scope_seed(wildcards.scope),
     script:
         "../scripts/write_merge_recipe.py"

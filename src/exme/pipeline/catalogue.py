@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from exme.pipeline.merging import SYSTEMS
+
 BASE = "base"
 FINAL = "exme"  # the ExMe model at its chosen coefficients, exported as a folder
 RECIPE_IN_FOLDER = "merge_recipe.yml"  # written by the merge engine beside the weights it merged
@@ -30,9 +32,12 @@ WILDCARD_PATTERNS = {
     "split": "dev|test",
     "scope": r"shared|seed\d+",  # the folder of seed-independent outputs, or of one seed's
     "track": "checkpoint|expert",
-    "method": "[a-z0-9_]+",
+    "method": "|".join(sorted(SYSTEMS)),  # the merge systems of exme.pipeline.merging
     "point": rf"[a-z]{_NUMBER}",  # a grid point: a letter naming the coefficient, then its value
     "expert": "[a-z0-9_]+",
+    "variant": "greedy|greedy_explore",  # top-k greedy merging without and with exploration
+    "generation": r"\d+",
+    "index": r"\d+",
 }
 SHARED_SCOPE = "shared"
 NAME_PATTERNS = {
@@ -40,6 +45,9 @@ NAME_PATTERNS = {
     "expert": "ft-{expert}",  # an expert fine-tuned from the base on its own data
     "merge": "{track}-{method}",  # a merge system's model on a track (at its chosen grid point)
     "merge_point": "{track}-{method}-{point}",
+    "greedy_model": "{track}-{variant}-g{generation}-m{index}",  # a model of a greedy generation
+    "greedy_pair": "{track}-greedy-g1-m{index}",  # generation 1, every pair: shared by both variants
+    "greedy": "{track}-{variant}",  # the best model greedy merging found (chosen on dev)
     "expo_grid": "expo{rank}-a{alpha}",  # a grid point of the alpha search
     "expo": "expo{rank}",  # at the alpha the dev search chose
     "exme_grid": "exme-b{beta}",  # a grid point of the beta search
@@ -48,7 +56,7 @@ NAME_PATTERNS = {
 
 
 # Kinds whose models are points of a grid searched on dev: evaluated in batches, one job per grid.
-GRID_KINDS = ("expo_grid", "exme_grid", "merge_point")
+GRID_KINDS = ("expo_grid", "exme_grid", "merge_point", "greedy_pair")
 
 
 def format_coef(value: float) -> str:
@@ -76,9 +84,13 @@ def _regex(kind: str) -> re.Pattern[str]:
 
 
 def single_model_pattern() -> str:
-    """The names of models evaluated one job each (every kind but the grids), as a regex."""
+    """The names of models evaluated one job each (every kind but the grids), as a regex. The
+    grids are excluded by a lookahead that ends where a name ends: at the end of the text or
+    before a file extension (Snakemake embeds the pattern in a path)."""
     kinds = [kind for kind in NAME_PATTERNS if kind not in GRID_KINDS]
-    return "|".join([re.escape(BASE), *(_pattern(kind, named=False) for kind in kinds)])
+    grids = "|".join(_pattern(kind, named=False) for kind in GRID_KINDS)
+    singles = "|".join([re.escape(BASE), *(_pattern(kind, named=False) for kind in kinds)])
+    return rf"(?!(?:{grids})(?![\w+-]))(?:{singles})"
 
 
 def match_name(kind: str, name: str) -> dict[str, str] | None:

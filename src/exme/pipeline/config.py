@@ -10,7 +10,7 @@ from pathlib import Path
 
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
-from exme.pipeline.merging import check_system
+from exme.pipeline.merging import check_system, get_system
 from exme.sizes import parse_size
 from exme.train.checkpoints import checkpoint_steps
 
@@ -73,6 +73,7 @@ def _check_tracks(config: dict) -> None:
         check_system(method, len(experts), "tracks.expert")
     if not experts:
         return
+    _check_greedy(config["greedy"], len(experts))
     unknown = sorted(
         set(config["expert_finetune"]) - set(config["finetune"]) - {"warmup_steps", "weight_decay"}
     )
@@ -96,6 +97,24 @@ def _check_tracks(config: dict) -> None:
             raise ExmeError(f"{where}: `train` (a JSONL of prompt/completion records) is required")
         elif not Path(expert["train"]).is_file():
             raise ExmeError(f"{where}.train: {expert['train']} does not exist")
+
+
+def _check_greedy(greedy: dict, n_experts: int) -> None:
+    if not greedy["activate"]:
+        return
+    pool = n_experts + n_experts * (n_experts - 1) // 2  # the experts and every pair of them
+    if greedy["k"] > pool:
+        raise ExmeError(
+            f"greedy.k ({greedy['k']}) is larger than the pool of {pool} models "
+            f"({n_experts} experts and their pairs)"
+        )
+    check_system(greedy["method"], 2, "greedy.method")
+    system = get_system(greedy["method"])
+    if system.grid(system.settings({})) or greedy["method"].startswith("m3_"):
+        raise ExmeError(
+            f"greedy.method: {greedy['method']} chooses a coefficient on dev; "
+            "use a merge of fixed coefficients (slerp, linear, ties, ...)"
+        )
 
 
 def check_rule_resources(resources: dict, rule_names: list[str]) -> None:

@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from exme.pipeline.figures import plt, save_figure  # noqa: I001 (sets the file-only backend first)
+from exme.pipeline.figures import plt, save_figure
+from exme.pipeline.greedy import Pool  # noqa: I001 (sets the file-only backend first)
 
 METRIC_LABELS = {"pcc": "Pearson correlation", "cos": "cosine similarity", "ed": "Euclidean distance"}
 
@@ -82,4 +83,21 @@ def plot_gain(kinships: pd.Series, gains: pd.Series, metric: str, path: str | os
     ax.axhline(0, color="gray", linestyle=":")
     ax.set_xlabel(f"kinship of the parents ({METRIC_LABELS.get(metric, metric)})")
     ax.set_ylabel("merge gain (dev, mean over tasks)")
+    save_figure(fig, path)
+
+
+def plot_greedy(pools: Mapping[str, Pool], path: str | os.PathLike) -> None:
+    """The best dev score of the pool after each generation, per greedy variant."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for variant, pool in pools.items():
+        generations = range(pool.generation + 1)
+        best = [
+            max(m.score for m in pool.models if m.generation <= generation and m.score is not None)
+            for generation in generations
+        ]
+        ax.plot(list(generations), best, marker="o", label=variant.replace("_", " with "))
+    ax.set_xlabel("generation (0: the input models)")
+    ax.set_ylabel("best dev score so far (mean over tasks)")
+    ax.set_title("Top-k greedy merging")
+    ax.legend(fontsize=8)
     save_figure(fig, path)

@@ -7,6 +7,8 @@ only the models the comparison reports. Imports no torch: the Snakefile plans jo
 from collections.abc import Sequence
 
 from exme.pipeline.catalogue import BASE, FINAL, model_name
+from exme.pipeline.greedy import first_generation
+from exme.pipeline.greedy_steps import SHARED_VARIANT, file_name
 from exme.pipeline.merging import get_system
 
 MEAN_TASK = "mean"  # the figures' name for the unweighted mean over tasks
@@ -75,6 +77,12 @@ def evaluation_batches(
     return batches
 
 
+def greedy_pair_models(track: str, inputs: Sequence[str]) -> list[str]:
+    """The model names of greedy merging's generation 1: every pair of the track's input models."""
+    pool = first_generation(inputs)
+    return [file_name(track, SHARED_VARIANT, member.name) for member in pool.models if member.parents]
+
+
 def expert_models(experts: Sequence[str]) -> list[str]:
     """The experts, evaluated on both splits: dev picks the best single expert for comparisons."""
     return [model_name("expert", expert=expert) for expert in experts]
@@ -100,11 +108,23 @@ def comparison_paths(out: str) -> dict[str, str]:
     return {"table": f"{out}/comparison.md", "figure": f"{out}/figures/comparison.png"}
 
 
+def kinship_paths(out: str, track: str) -> list[str]:
+    """One seed's kinship table and figures (`out` is the seed's folder)."""
+    return [
+        f"{out}/kinship/{track}.md",
+        *(f"{out}/figures/{name}_{track}.png" for name in ("kinship", "kinship_gain", "greedy")),
+    ]
+
+
 def final_targets(
-    out: str, scopes: Sequence[str], task_names: Sequence[str], mixup_tracks: Sequence[str]
+    out: str,
+    scopes: Sequence[str],
+    task_names: Sequence[str],
+    mixup_tracks: Sequence[str],
+    kinship_tracks: Sequence[str] = (),
 ) -> list[str]:
     """What `rule all` asks for: the score table and comparison, and per seed the ExMe report,
-    the M³ figures and the final ExMe model."""
+    the M³ and kinship figures and the final ExMe model."""
     targets = [f"{out}/scores.csv", *comparison_paths(out).values()]
     for scope in scopes:
         figures = figure_paths(f"{out}/{scope}", task_names)
@@ -115,5 +135,6 @@ def final_targets(
             figures["comparison"],
         ]
         targets += [mixup_figure(f"{out}/{scope}", track) for track in mixup_tracks]
+        targets += [path for track in kinship_tracks for path in kinship_paths(f"{out}/{scope}", track)]
         targets.append(f"{out}/{scope}/final")
     return targets
