@@ -94,8 +94,7 @@ rule kinship_matrix:
     resources:
         **rule_resources("kinship_matrix"),
     params:
-        models=expert_models(EXPERTS),
-        expert_folder=EXPERT_FOLDER,
+        experts=lambda wildcards: expert_locations(wildcards.scope),
     script:
         "../scripts/kinship_matrix.py"
 

@@ -9,8 +9,7 @@ from exme.pipeline.rule_script import run_rule
 
 def main(smk):
     use_threads(smk.threads)
-    names = smk.params.models
-    folders = [f"{folder}/{smk.params.expert_folder}" for folder in smk.input.experts]
+    names, folders = list(smk.params.experts), list(smk.params.experts.values())
     pairs = kinship_matrix(folders, smk.input.base)
     by_name = dict(zip(folders, names, strict=True))
     values = {metric: [[None] * len(names) for _ in names] for metric in METRICS}

@@ -3,7 +3,6 @@ track, at a point of its grid or at the point chosen on dev (no weights are writ
 
 from exme.files import read_json
 from exme.merge.recipe import recipe_from_dict, write_recipe
-from exme.pipeline.catalogue import model_name
 from exme.pipeline.merging import MergeInputs, Source, merge_recipe
 from exme.pipeline.rule_script import run_rule
 from exme.pipeline.selection import selected_checkpoints
@@ -14,12 +13,7 @@ def track_sources(smk) -> tuple[Source, ...]:
     if smk.wildcards.track == "checkpoint":
         checkpoints = selected_checkpoints(read_json(smk.input.selection), smk.input.checkpoints)
         return tuple(Source(checkpoint.name, checkpoint.path) for checkpoint in checkpoints)
-    return tuple(
-        Source(
-            model_name("expert", expert=expert), f"{smk.input[f'expert_{expert}']}/{smk.params.expert_folder}"
-        )
-        for expert in smk.params.experts
-    )
+    return tuple(Source(name, folder) for name, folder in smk.params.experts.items())
 
 
 def main(smk):
