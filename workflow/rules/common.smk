@@ -284,14 +284,14 @@ def merge_recipe_inputs(wildcards):
     """A merge system's recipe reads its track's models, and at its chosen point the dev search."""
     inputs = {"base": base_model_path(), **track_inputs(wildcards.scope, wildcards.track)}
     system = get_system(wildcards.method)
-    if system.grid(system.settings(MERGE_METHODS)) and "point" not in wildcards.keys():
+    if system.points(system.settings(MERGE_METHODS)) and "point" not in wildcards.keys():
         inputs["search"] = f"{OUT}/{wildcards.scope}/search/{wildcards.track}-{wildcards.method}.json"
     return inputs
 
 
 def merge_point_evaluations(wildcards):
     system = get_system(wildcards.method)
-    points = system.grid(system.settings(MERGE_METHODS))
+    points = system.points(system.settings(MERGE_METHODS))
     return [
         eval_path(
             wildcards.scope,

@@ -110,7 +110,7 @@ def _check_greedy(greedy: dict, n_experts: int) -> None:
         )
     check_system(greedy["method"], 2, "greedy.method")
     system = get_system(greedy["method"])
-    if system.grid(system.settings({})) or greedy["method"].startswith("m3_"):
+    if system.grid is not None:
         raise ExmeError(
             f"greedy.method: {greedy['method']} chooses a coefficient on dev; "
             "use a merge of fixed coefficients (slerp, linear, ties, ...)"

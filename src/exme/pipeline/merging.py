@@ -42,13 +42,17 @@ class MergeInputs:
 class MergeSystem:
     name: str
     recipe: Callable[[MergeInputs, dict, str | None], dict]  # (inputs, settings, grid point)
-    grid: Callable[[dict], list[str]] = lambda settings: []
+    grid: Callable[[dict], list[str]] | None = None  # its grid points, from its settings
     models: tuple[int, int | None] = (2, None)  # how many input models it merges (min, max)
     settings_key: str | None = None  # its section under `merge_methods` (default: its name)
     test_every_point: bool = False  # evaluate every grid point on test too (for a figure)
 
     def settings(self, merge_methods: dict) -> dict:
         return merge_methods.get(self.settings_key or self.name, {})
+
+    def points(self, settings: dict) -> list[str]:
+        """The grid points searched on dev (none for a method without a coefficient to choose)."""
+        return self.grid(settings) if self.grid else []
 
 
 SYSTEMS: dict[str, MergeSystem] = {}
@@ -68,9 +72,9 @@ def get_system(name: str) -> MergeSystem:
 def merge_recipe(method: str, track: str, inputs: MergeInputs, settings: dict, point: str | None) -> dict:
     """The recipe of `method`'s model on `track` (at `point` of its grid, for a method with one)."""
     system = get_system(method)
-    if (point is None) == bool(system.grid(settings)):
+    if (point is None) == bool(system.points(settings)):
         raise ExmeError(
-            f"{method}: grid point {point!r} given for a method with grid {system.grid(settings)}"
+            f"{method}: grid point {point!r} given for a method with grid {system.points(settings)}"
         )
     recipe = system.recipe(inputs, settings, point)
     recipe["metadata"]["track"] = track

@@ -42,7 +42,7 @@ def merge_models(track: str, methods: Sequence[str], merge_methods: dict) -> dic
         system = get_system(method)
         points = [
             model_name("merge_point", track=track, method=method, point=point)
-            for point in system.grid(system.settings(merge_methods))
+            for point in system.points(system.settings(merge_methods))
         ]
         models["dev"] += points
         models["test"] += [
@@ -68,7 +68,7 @@ def evaluation_batches(
     for track, methods in tracks.items():
         for method in methods:
             system = get_system(method)
-            points = system.grid(system.settings(merge_methods))
+            points = system.points(system.settings(merge_methods))
             if points:
                 models = [
                     model_name("merge_point", track=track, method=method, point=point) for point in points
