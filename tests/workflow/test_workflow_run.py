@@ -63,7 +63,8 @@ def test_the_run_writes_the_tidy_score_table(ci_run):
         "m3_task_arithmetic",
         "m3_ties",
     }
-    assert set(scores["method"]) == {"base", "sft", "expo", "exme", "expert"} | methods
+    greedy = {"greedy", "greedy_explore"}
+    assert set(scores["method"]) == {"base", "sft", "expo", "exme", "expert"} | methods | greedy
     assert scores["value"].between(0, 1).all()
     test = scores[scores["split"] == "test"]
     assert {"base", "sft-20", "sft-40", "sft-60", "expo1", "expo2", "exme", "ft-arith", "ft-count"} <= set(
@@ -71,6 +72,9 @@ def test_the_run_writes_the_tidy_score_table(ci_run):
     )
     for track in ("checkpoint", "expert"):
         assert {f"{track}-{method}" for method in methods} <= set(test["model"])
+    assert {"expert-greedy", "expert-greedy_explore"} <= set(test["model"])
+    # Kinship against merge gain reads every pairwise merge of the experts on dev (here one pair).
+    assert "expert-greedy-g1-m1" in set(scores[scores["split"] == "dev"]["model"])
     # The dev grid holds every alpha for both selected checkpoints and every beta.
     dev = scores[scores["split"] == "dev"]
     assert sorted(dev[dev["method"] == "expo"]["alpha"].dropna().unique()) == [0.0, 0.1]
@@ -118,7 +122,11 @@ def test_the_run_writes_figures_and_summary(ci_run):
         "extrapolation_demo_arith.png",
         "mixup_checkpoint.png",
         "mixup_expert.png",
+        "kinship_expert.png",
+        "kinship_gain_expert.png",
+        "greedy_expert.png",
     } <= names
+    assert "## pcc" in (ci_run / "results/ci/seed0/kinship/expert.md").read_text()
     assert all(path.stat().st_size > 10_000 for path in figures.glob("*.png"))
     summary = (ci_run / "results/ci/seed0/summary.md").read_text()
     assert "ExMe vs the best SFT checkpoint" in summary and "β =" in summary
@@ -133,7 +141,7 @@ def test_grids_add_no_model_sized_files(ci_run):
     recipes = list((ci_run / "results/ci/seed0/recipes").glob("*.yaml"))
     # ExMe: 2 x 2 alphas, 2 EXPO, 3 betas, 1 ExMe; per track: linear, ties, dare_ties, slerp, task
     # arithmetic (2 scalings + the chosen one), 3 M3 variants (2 draws + the chosen one).
-    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3)
+    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3) + 2  # and the 2 greedy results
     weights = (ci_run / "results/ci").rglob("*.safetensors")
     folders = {p.relative_to(ci_run / "results/ci").parts[:2] for p in weights}
     assert {folder[0] for folder in folders} == {"base", "seed0"}
@@ -180,6 +188,7 @@ def test_a_real_run_uses_the_given_model_data_tasks_and_splits(ci_run, tmp_path)
         {"name": name, "train": str(demo / f"data/experts/{name}.jsonl")} for name in ("arith", "count")
     ]
     config["tracks"] = {"checkpoint": ["linear"], "expert": ["ties"]}
+    config["greedy"] = {"activate": False}
     config["finetune"].update(max_steps=20, save_steps=10)
     config["evaluation"].update(
         tasks=_user_task_library(demo / "data/lm_eval_tasks", tmp_path / "my_tasks", n_validation=10),
