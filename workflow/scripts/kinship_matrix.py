@@ -12,7 +12,11 @@ def main(smk):
     names, folders = list(smk.params.experts), list(smk.params.experts.values())
     pairs = kinship_matrix(folders, smk.input.base)
     by_name = dict(zip(folders, names, strict=True))
-    values = {metric: [[None] * len(names) for _ in names] for metric in METRICS}
+    # A model is its own closest kin: correlation and cosine 1, distance 0.
+    itself = {"pcc": 1.0, "cos": 1.0, "ed": 0.0}
+    values = {
+        metric: [[itself[metric] if i == j else None for j in names] for i in names] for metric in METRICS
+    }
     for (a, b), result in pairs.items():
         i, j = names.index(by_name[a]), names.index(by_name[b])
         for metric, value in result.to_dict().items():

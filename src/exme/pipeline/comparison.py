@@ -87,8 +87,15 @@ def comparison_table(table: pd.DataFrame) -> pd.DataFrame:
     wide["wins vs " + BEST_INPUT] = _wins(scores, _best_inputs(table))
     exme = scores[(scores["label"] == EXME) & (scores["track"] == "checkpoint")].drop(columns="track")
     wide["wins vs ExMe"] = _wins(scores, exme[["seed", "task", "value"]])
-    order = scores.groupby(["track", "label"])["value"].mean()
-    return wide.loc[order.sort_index().index].fillna("–")
+    return wide.loc[sorted(wide.index, key=_row_order)].fillna("–")
+
+
+def _row_order(row: tuple[str, str]) -> tuple:
+    """The base, the input models, ExMe's chain, then the other methods by name."""
+    track, label = row
+    roles = ("base", "SFT-", "expert ", "EXPO-", EXME)
+    rank = next((index for index, prefix in enumerate(roles) if label.startswith(prefix)), len(roles))
+    return TRACKS.index(track), rank, label
 
 
 def comparison_markdown(run: str, table: pd.DataFrame) -> str:
@@ -113,6 +120,7 @@ def plot_comparison(table: pd.DataFrame, path: str) -> None:
     fig, axes = plt.subplots(1, len(tracks), figsize=(6 * len(tracks), 4.5), squeeze=False)
     for ax, track in zip(axes[0], tracks, strict=True):
         stats = means[means["track"] == track].groupby("label")["value"].agg(["mean", "std"]).fillna(0)
+        stats = stats.loc[sorted(stats.index, key=lambda label, t=track: _row_order((t, label)))]
         ax.bar(range(len(stats)), stats["mean"], yerr=stats["std"], capsize=3, color="tab:blue")
         ax.set_xticks(range(len(stats)))
         ax.set_xticklabels(stats.index, rotation=60, ha="right", fontsize=8)
