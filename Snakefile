@@ -17,13 +17,14 @@ include: "workflow/rules/finetune.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/merge.smk"
+include: "workflow/rules/kinship.smk"
 include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
-        final_targets(OUT, [task["name"] for task in TASKS]),
+        final_targets(OUT, SCOPES, TASK_NAMES, MIXUP_TRACKS, [GREEDY_TRACK] if GREEDY_VARIANTS else []),
 
 
 # Checked once every rule is defined: a `resources` entry must name one of them.

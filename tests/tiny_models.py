@@ -57,6 +57,19 @@ def save_llama(
     return path
 
 
+def save_fine_tune(base: Path, path: Path, seed: int, scale: float = FINE_TUNE_SCALE) -> Path:
+    """Save a perturbed copy of any model folder's weights (same config; no tokenizer)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    model.save_pretrained(path)
+    return path
+
+
 def load_folder(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a model folder, whatever its sharding."""
     tensors: dict[str, torch.Tensor] = {}

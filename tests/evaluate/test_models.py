@@ -6,7 +6,8 @@ import yaml
 from transformers import LlamaForCausalLM
 
 from exme.errors import ExmeError
-from exme.evaluate.models import load_model
+from exme.evaluate.models import load_model, load_recipe_model
+from exme.merge.recipe import recipe_from_dict
 from tests.tiny_models import save_llama
 
 
@@ -44,3 +45,43 @@ def test_a_model_folder_with_nan_weights_is_an_error(tmp_path, monkeypatch):
     model.save_pretrained(path)
     with pytest.raises(ExmeError, match=r"tensor model\.norm\.weight holds NaN"):
         load_model(path, torch.device("cpu"))
+
+
+def test_a_recipe_of_recipes_loads_with_the_config_of_its_leaf_folders(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setattr("exme.evaluate.models.AutoTokenizer.from_pretrained", lambda path: path)
+    inner = {
+        "merge_method": "task_arithmetic",
+        "base_model": str(tiny_models["base"]),
+        "models": [{"model": str(tiny_models["a"]), "parameters": {"weight": 1.0}}],
+    }
+    (tmp_path / "inner.yaml").write_text(yaml.safe_dump(inner))
+    outer = {**inner, "models": [{"model": str(tmp_path / "inner.yaml"), "parameters": {"weight": 2.0}}]}
+    (tmp_path / "outer.yaml").write_text(yaml.safe_dump(outer))
+    model, tokenizer_folder = load_model(tmp_path / "outer.yaml", torch.device("cpu"))
+    assert tokenizer_folder == tiny_models["base"]
+    weights = {n: LlamaForCausalLM.from_pretrained(p).state_dict() for n, p in tiny_models.items()}
+    for name, tensor in model.state_dict().items():
+        expected = 2 * weights["a"][name] - weights["base"][name]
+        torch.testing.assert_close(tensor, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_slices_recipe_loads_with_the_number_of_layers_it_merges(tiny_models, monkeypatch):
+    monkeypatch.setattr("exme.evaluate.models.AutoTokenizer.from_pretrained", lambda path: path)
+    recipe = {
+        "merge_method": "passthrough",
+        "slices": [
+            {"sources": [{"model": str(tiny_models["a"]), "layer_range": [0, 2]}]},
+            {"sources": [{"model": str(tiny_models["b"]), "layer_range": [1, 2]}]},
+        ],
+    }
+    model, _ = load_recipe_model(recipe_from_dict(recipe), torch.device("cpu"))
+    assert model.config.num_hidden_layers == 3
+    weights = {n: LlamaForCausalLM.from_pretrained(p).state_dict() for n, p in tiny_models.items()}
+    state = model.state_dict()
+    torch.testing.assert_close(
+        state["model.layers.2.mlp.up_proj.weight"], weights["b"]["model.layers.1.mlp.up_proj.weight"]
+    )
+    torch.testing.assert_close(
+        state["model.layers.1.mlp.up_proj.weight"], weights["a"]["model.layers.1.mlp.up_proj.weight"]
+    )
+    torch.testing.assert_close(state["lm_head.weight"], weights["b"]["lm_head.weight"])

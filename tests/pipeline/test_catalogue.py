@@ -26,6 +26,13 @@ from exme.pipeline.catalogue import (
         ("expo", {"rank": 1}, "expo1"),
         ("exme_grid", {"beta": 0.25}, "exme-b0.25"),
         ("exme", {}, "exme"),
+        ("expert", {"expert": "arith"}, "ft-arith"),
+        ("merge", {"track": "expert", "method": "m3_ties"}, "expert-m3_ties"),
+        (
+            "merge_point",
+            {"track": "checkpoint", "method": "task_arithmetic", "point": "s0.5"},
+            "checkpoint-task_arithmetic-s0.5",
+        ),
     ],
 )
 def test_names_are_built_and_parsed_by_the_same_grammar(kind, fields, name):
@@ -53,8 +60,9 @@ def test_the_wildcard_constraints_are_the_grammar_parts():
 
 
 def test_folder_models_are_described_here_and_others_by_their_recipe(tmp_path):
-    assert folder_description("base") == {"method": "base"}
-    assert folder_description("sft-300") == {"method": "sft", "source": "sft-300"}
+    assert folder_description("base") == {"method": "base", "track": "shared"}
+    assert folder_description("sft-300") == {"method": "sft", "track": "checkpoint", "source": "sft-300"}
+    assert folder_description("ft-arith") == {"method": "expert", "track": "expert", "source": "arith"}
     assert folder_description("expo1") is None and sft_step("expo1") is None and sft_step("sft-300") == 300
     recipe = {"merge_method": "linear", "models": [], "metadata": {"method": "linear", "weight": 0.5}}
     (tmp_path / "m.yaml").write_text(yaml.safe_dump(recipe))

@@ -29,35 +29,57 @@ def test_the_recipes_hold_the_formula_and_describe_the_model():
     first, second = selected_checkpoints(SELECTION, "sft")
     expo = recipe_from_dict(expo_recipe("base", first, 0.25))
     assert expo.merge_method == "extrapolate" and expo.models[0].parameters == {"alpha": 0.25}
-    assert expo.metadata == {"method": "expo", "source": "sft-20", "rank": 1, "alpha": 0.25}
+    assert expo.metadata == {
+        "method": "expo",
+        "track": "checkpoint",
+        "source": "sft-20",
+        "rank": 1,
+        "alpha": 0.25,
+    }
     exme = recipe_from_dict(exme_recipe("base", [first, second], [0.1, 0.0], 0.75, "bfloat16"))
     assert [m.parameters for m in exme.models] == [
         {"alpha": 0.1, "weight": 0.75},
         {"alpha": 0.0, "weight": 0.25},
     ]
     assert exme.dtype == "bfloat16" and exme.tokenizer_source == "sft/step-20"
-    assert exme.metadata == {"method": "exme", "source": "sft-20+sft-10", "beta": 0.75}
+    assert exme.metadata == {"method": "exme", "track": "checkpoint", "source": "sft-20+sft-10", "beta": 0.75}
 
 
 def test_the_score_table_reads_each_models_description(tmp_path):
     evaluations = {
-        "base": {"method": "base"},
-        "sft-20": {"method": "sft", "source": "sft-20"},
-        "expo1-a0.5": {"method": "expo", "source": "sft-20", "rank": 1, "alpha": 0.5},
-        "new-method": {"method": "linear", "source": "a+b", "weight": 0.3},  # a method added later
+        ("shared", "base"): {"method": "base", "track": "shared"},
+        ("seed3", "sft-20"): {"method": "sft", "track": "checkpoint", "source": "sft-20"},
+        ("seed3", "expo1-a0.5"): {
+            "method": "expo",
+            "track": "checkpoint",
+            "source": "sft-20",
+            "rank": 1,
+            "alpha": 0.5,
+        },
+        ("seed3", "new-method"): {"method": "linear", "track": "expert", "source": "a+b", "weight": 0.3},
+        ("seed4", "sft-20"): {"method": "sft", "track": "checkpoint", "source": "sft-20"},
     }
     paths = []
-    for model, description in evaluations.items():
-        paths.append(tmp_path / f"{model}.json")
+    for (scope, model), description in evaluations.items():
+        paths.append(tmp_path / f"{scope}-{model}.json")
         scores = [{"task": t, "metric": "acc", "value": v} for t, v in (("t1", 0.5), ("t2", 0.25))]
-        write_json(paths[-1], {"model": model, "split": "dev", "description": description, "scores": scores})
-    table = tidy_scores(paths, selection=SELECTION, seed=3)
-    assert list(table.columns) == COLUMNS and len(table) == 8 and (table["seed"] == 3).all()
-    by_model = table.drop_duplicates("model").set_index("model")
-    assert by_model.loc["sft-20", "rank"] == 1  # the rank comes from the selection
-    assert pd.isna(by_model.loc["base", "rank"]) and by_model.loc["expo1-a0.5", "alpha"] == 0.5
-    assert by_model.loc["new-method", "method"] == "linear"
-    assert list(table["method"].drop_duplicates()) == ["base", "expo", "linear", "sft"]  # sorted
+        evaluation = {
+            "model": model,
+            "scope": scope,
+            "split": "dev",
+            "description": description,
+            "scores": scores,
+        }
+        write_json(paths[-1], evaluation)
+    selections = {3: SELECTION, 4: {"selected": []}}
+    table = tidy_scores(paths, selections=selections, seeds=[3, 4])
+    assert list(table.columns) == [*COLUMNS, "weight"]  # a method's own coefficient becomes a column
+    assert len(table) == 2 * 6 and set(table["seed"]) == {3, 4}
+    assert len(table[table["model"] == "base"]) == 4  # the shared base model, once per seed
+    rows = table.drop_duplicates(["model", "seed"]).set_index(["seed", "model"])
+    assert rows.loc[(3, "sft-20"), "rank"] == 1 and pd.isna(rows.loc[(4, "sft-20"), "rank"])  # per seed
+    assert pd.isna(rows.loc[(3, "base"), "rank"]) and rows.loc[(3, "expo1-a0.5"), "alpha"] == 0.5
+    assert rows.loc[(3, "new-method"), "weight"] == 0.3
 
 
 def test_selection_prefers_the_earlier_model_and_the_first_grid_point_on_ties():

@@ -1,6 +1,6 @@
 """Which models each split evaluates, and what `rule all` asks for."""
 
-from exme.pipeline.targets import final_targets, models_on_dev, models_on_test
+from exme.pipeline.targets import expert_models, final_targets, merge_models, models_on_dev, models_on_test
 
 
 def test_dev_evaluates_what_the_choices_read_and_test_what_the_comparison_reports():
@@ -15,9 +15,27 @@ def test_dev_evaluates_what_the_choices_read_and_test_what_the_comparison_report
     assert not set(test) & {name for name in dev if "-a" in name or "-b" in name}  # no grid point on test
 
 
-def test_the_final_targets_hold_every_figure_and_the_final_model():
-    targets = final_targets("results/r", ["t1", "t2"])
-    assert "results/r/final" in targets and "results/r/scores.csv" in targets
-    assert [t for t in targets if "extrapolation" in t] == [
-        f"results/r/figures/extrapolation_{task}.png" for task in ("t1", "t2", "mean")
-    ]
+def test_merge_systems_evaluate_grid_points_on_dev_and_m3_draws_on_test_too():
+    settings = {"task_arithmetic": {"scaling_grid": [0.5, 1.0]}, "mixup": {"draws": 2}}
+    models = merge_models("expert", ["linear", "task_arithmetic", "m3_ties"], settings)
+    assert models["dev"] == [
+        "expert-task_arithmetic-s0.5", "expert-task_arithmetic-s1", "expert-m3_ties-d0", "expert-m3_ties-d1",
+    ]  # fmt: skip
+    assert models["test"] == [
+        "expert-linear", "expert-task_arithmetic", "expert-m3_ties", "expert-m3_ties-d0", "expert-m3_ties-d1",
+    ]  # fmt: skip
+    assert expert_models(["arith", "count"]) == ["ft-arith", "ft-count"]
+
+
+def test_the_final_targets_hold_every_figure_and_the_final_model_of_every_seed():
+    targets = final_targets("results/r", ["seed0", "seed1"], ["t1", "t2"], ["expert"])
+    assert {"results/r/scores.csv", "results/r/comparison.md", "results/r/figures/comparison.png"} <= set(
+        targets
+    )
+    for scope in ("seed0", "seed1"):
+        assert (
+            f"results/r/{scope}/final" in targets and f"results/r/{scope}/figures/mixup_expert.png" in targets
+        )
+        assert [t for t in targets if "extrapolation" in t and scope in t] == [
+            f"results/r/{scope}/figures/extrapolation_{task}.png" for task in ("t1", "t2", "mean")
+        ]

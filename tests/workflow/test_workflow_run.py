@@ -22,21 +22,19 @@ RULES_BEFORE_MERGING = {"build_demo_data", "pretrain_base", "finetune", "select_
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_config_has_a_complete_dag(tmp_path, path):
     jobs = planned_jobs(run_snakemake(tmp_path, path, "--dry-run"))
-    config = yaml.safe_load(path.read_text())
-    finetune = config["finetune"]
+    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
+    config = {**default, **yaml.safe_load(path.read_text())}  # --configfile is merged over the default
+    finetune = {**default["finetune"], **config["finetune"]}
     n_checkpoints = finetune["max_steps"] // finetune["save_steps"]
-    assert jobs["finetune"] == 1
-    assert jobs["select_checkpoints"] == 1
-    # Before the checkpoint runs, the DAG holds the dev and test evaluations of base and every checkpoint.
-    assert jobs["evaluate"] >= 2 * (1 + n_checkpoints)
-    assert {
-        "search_alpha",
-        "search_beta",
-        "export_final",
-        "collect_scores",
-        "report",
-        "all",
-    } <= set(jobs)
+    n_seeds = len(config["seeds"])
+    # Per seed: the SFT run and one job per expert; the selection; each checkpoint's dev and test.
+    assert jobs["finetune"] == n_seeds * (1 + len(config["experts"]))
+    assert jobs["select_checkpoints"] == n_seeds
+    assert jobs["evaluate"] >= 2 + n_seeds * 2 * n_checkpoints
+    assert {"search_alpha", "search_beta", "search_merge", "export_final", "collect_scores", "report"} <= set(
+        jobs
+    )
+    assert {"compare", "all"} <= set(jobs)
 
 
 @pytest.fixture(scope="module")
@@ -51,34 +49,55 @@ def ci_run(tmp_path_factory):
 @pytest.mark.slow
 def test_the_run_writes_the_tidy_score_table(ci_run):
     scores = pd.read_csv(ci_run / "results/ci/scores.csv")
-    assert {"model", "method", "alpha", "beta", "task", "split", "metric", "value", "seed"} <= set(scores)
-    assert set(scores["method"]) == {"base", "sft", "expo", "exme"}
+    assert {"model", "method", "track", "alpha", "beta", "task", "split", "metric", "value", "seed"} <= set(
+        scores
+    )
+    assert scores[["track", "seed"]].notna().all().all()
+    methods = {
+        "linear",
+        "task_arithmetic",
+        "ties",
+        "dare_ties",
+        "slerp",
+        "m3_linear",
+        "m3_task_arithmetic",
+        "m3_ties",
+    }
+    greedy = {"greedy", "greedy_explore"}
+    assert set(scores["method"]) == {"base", "sft", "expo", "exme", "expert"} | methods | greedy
     assert scores["value"].between(0, 1).all()
     test = scores[scores["split"] == "test"]
-    assert {"base", "sft-20", "sft-40", "sft-60", "expo1", "expo2", "exme"} <= set(test["model"])
+    assert {"base", "sft-20", "sft-40", "sft-60", "expo1", "expo2", "exme", "ft-arith", "ft-count"} <= set(
+        test["model"]
+    )
+    for track in ("checkpoint", "expert"):
+        assert {f"{track}-{method}" for method in methods} <= set(test["model"])
+    assert {"expert-greedy", "expert-greedy_explore"} <= set(test["model"])
+    # Kinship against merge gain reads every pairwise merge of the experts on dev (here one pair).
+    assert "expert-greedy-g1-m1" in set(scores[scores["split"] == "dev"]["model"])
     # The dev grid holds every alpha for both selected checkpoints and every beta.
     dev = scores[scores["split"] == "dev"]
     assert sorted(dev[dev["method"] == "expo"]["alpha"].dropna().unique()) == [0.0, 0.1]
     assert sorted(dev[dev["method"] == "exme"]["beta"].dropna().unique()) == [0.0, 0.5, 1.0]
-    assert (scores.groupby(["model", "split"]).size() == 4).all()
+    assert (scores.groupby(["seed", "model", "split"]).size() == 4).all()
 
 
 @pytest.mark.slow
 def test_the_dev_search_chose_the_best_grid_points(ci_run):
     scores = pd.read_csv(ci_run / "results/ci/scores.csv")
     dev = scores[scores["split"] == "dev"].groupby("model")["value"].mean()
-    chosen_beta = yaml.safe_load((ci_run / "results/ci/search/beta.json").read_text())["beta"]
+    chosen_beta = yaml.safe_load((ci_run / "results/ci/seed0/search/beta.json").read_text())["beta"]
     beta_curve = {beta: dev[f"exme-b{beta:g}"] for beta in (0.0, 0.5, 1.0)}
     assert beta_curve[chosen_beta] == max(beta_curve.values())
 
 
 @pytest.mark.slow
 def test_the_final_model_loads_and_equals_its_recipe(ci_run):
-    final = ci_run / "results/ci/final"
+    final = ci_run / "results/ci/seed0/final"
     model = AutoModelForCausalLM.from_pretrained(final)
     AutoTokenizer.from_pretrained(final)
     assert "merge_method: exme" in (final / "README.md").read_text()
-    recipe_path = ci_run / "results/ci/recipes/exme.yaml"
+    recipe_path = ci_run / "results/ci/seed0/recipes/exme.yaml"
     recipe = load_recipe(recipe_path)
     assert recipe.merge_method == "exme"
     cwd = os.getcwd()
@@ -94,26 +113,43 @@ def test_the_final_model_loads_and_equals_its_recipe(ci_run):
 
 @pytest.mark.slow
 def test_the_run_writes_figures_and_summary(ci_run):
-    figures = ci_run / "results/ci/figures"
+    figures = ci_run / "results/ci/seed0/figures"
     names = {path.name for path in figures.glob("*.png")}
     assert {
         "beta.png",
         "comparison.png",
         "extrapolation_mean.png",
         "extrapolation_demo_arith.png",
+        "mixup_checkpoint.png",
+        "mixup_expert.png",
+        "kinship_expert.png",
+        "kinship_gain_expert.png",
+        "greedy_expert.png",
     } <= names
+    assert "## pcc" in (ci_run / "results/ci/seed0/kinship/expert.md").read_text()
     assert all(path.stat().st_size > 10_000 for path in figures.glob("*.png"))
-    summary = (ci_run / "results/ci/summary.md").read_text()
+    summary = (ci_run / "results/ci/seed0/summary.md").read_text()
     assert "ExMe vs the best SFT checkpoint" in summary and "β =" in summary
+    assert (ci_run / "results/ci/figures/comparison.png").stat().st_size > 10_000
+    comparison = (ci_run / "results/ci/comparison.md").read_text()
+    assert "## Checkpoint track" in comparison and "## Expert track" in comparison
+    assert "| m3_ties" in comparison and "wins vs best input model" in comparison
 
 
 @pytest.mark.slow
 def test_grids_add_no_model_sized_files(ci_run):
-    recipes = list((ci_run / "results/ci/recipes").glob("*.yaml"))
-    assert len(recipes) == 2 * 2 + 2 + 3 + 1
+    recipes = list((ci_run / "results/ci/seed0/recipes").glob("*.yaml"))
+    # ExMe: 2 x 2 alphas, 2 EXPO, 3 betas, 1 ExMe; per track: linear, ties, dare_ties, slerp, task
+    # arithmetic (2 scalings + the chosen one), 3 M3 variants (2 draws + the chosen one).
+    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3) + 2  # and the 2 greedy results
     weights = (ci_run / "results/ci").rglob("*.safetensors")
-    folders = {p.relative_to(ci_run / "results/ci").parts[0] for p in weights}
-    assert folders == {"base", "sft", "finetune_state", "final"}
+    folders = {p.relative_to(ci_run / "results/ci").parts[:2] for p in weights}
+    assert {folder[0] for folder in folders} == {"base", "seed0"}
+    assert {folder[1] for folder in folders if folder[0] == "seed0"} == {
+        "finetune",
+        "finetune_state",
+        "final",
+    }
 
 
 @pytest.mark.slow
@@ -148,6 +184,11 @@ def test_a_real_run_uses_the_given_model_data_tasks_and_splits(ci_run, tmp_path)
     config = yaml.safe_load(CI_CONFIG.read_text())
     config.update(run="user", demo={"activate": False}, model={"base": str(demo / "base")})
     config["data"] = {"sft_train": str(demo / "data/sft_train.jsonl")}
+    config["experts"] = [
+        {"name": name, "train": str(demo / f"data/experts/{name}.jsonl")} for name in ("arith", "count")
+    ]
+    config["tracks"] = {"checkpoint": ["linear"], "expert": ["ties"]}
+    config["greedy"] = {"activate": False}
     config["finetune"].update(max_steps=20, save_steps=10)
     config["evaluation"].update(
         tasks=_user_task_library(demo / "data/lm_eval_tasks", tmp_path / "my_tasks", n_validation=10),
@@ -165,18 +206,23 @@ def test_a_real_run_uses_the_given_model_data_tasks_and_splits(ci_run, tmp_path)
     assert not (out / "data").exists() and not (out / "base").exists()
     scores = pd.read_csv(out / "scores.csv")
     assert set(scores["task"]) == {f"my_demo_{task}" for task in ("arith", "count", "lookup", "median")}
-    assert set(scores["method"]) == {"base", "sft", "expo", "exme"}
-    dev, test = (json.loads((out / f"eval/{split}/sft-10.json").read_text()) for split in ("dev", "test"))
+    assert set(scores["method"]) == {"base", "sft", "expo", "exme", "expert", "linear", "ties"}
+    dev, test = (
+        json.loads((out / f"seed0/eval/{split}/sft-10.json").read_text()) for split in ("dev", "test")
+    )
     assert set(dev["dataset_splits"].values()) == {"validation"}
     assert {n["effective"] for n in dev["n_samples"].values()} == {10}
     assert {n["effective"] for n in test["n_samples"].values()} == {40}
-    AutoModelForCausalLM.from_pretrained(out / "final")
+    AutoModelForCausalLM.from_pretrained(out / "seed0/final")
 
 
 def _rerun_plan(ci_run, tmp_path, **overrides):
     config = yaml.safe_load(CI_CONFIG.read_text())
     for section, values in overrides.items():
-        config[section].update(values)
+        if isinstance(values, dict):
+            config[section].update(values)
+        else:
+            config[section] = values
     configfile = tmp_path / "changed.yaml"
     configfile.write_text(yaml.safe_dump(config))
     result = run_snakemake(ci_run, configfile, "--dry-run", "--printshellcmds")
@@ -208,6 +254,18 @@ def test_changing_the_learning_rate_reruns_everything_downstream_of_finetuning(c
     assert jobs["evaluate"] >= 2 * 3
 
 
+@pytest.mark.slow
+def test_adding_a_seed_reruns_only_that_seeds_jobs(ci_run, tmp_path):
+    jobs, log = _rerun_plan(ci_run, tmp_path, seeds=[0, 1])
+    outputs = [line for line in log.splitlines() if "output:" in line]
+    assert jobs["finetune"] == 3 and jobs["select_checkpoints"] == 1  # the SFT run and two experts of seed 1
+    assert "pretrain_base" not in jobs and "build_demo_data" not in jobs
+    assert not [
+        line for line in outputs if "/seed0/" in line or "/shared/" in line
+    ]  # nothing of seed 0 or shared
+    assert {"collect_scores", "compare"} <= set(jobs)
+
+
 def test_the_slurm_profile_plans_every_job_with_the_configured_resources():
     """`snakemake --profile slurm` (repository root) takes each rule's resources from the config."""
     command = [sys.executable, "-m", "snakemake", "--profile", "slurm", "--dry-run"]
@@ -225,6 +283,6 @@ def test_the_snakemake_report_holds_the_figures_and_their_captions(ci_run):
     result = run_snakemake(ci_run, CI_CONFIG, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (ci_run / "report.html").read_text()
-    for name in ("comparison.png", "beta.png", "extrapolation_mean.png", "scores.csv"):
+    for name in ("comparison.png", "beta.png", "extrapolation_mean.png", "mixup_expert.png", "scores.csv"):
         assert name in html
     assert "Dev score against the extrapolation coefficient" in html

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -10,13 +11,38 @@ from exme.pipeline.catalogue import (
     BASE,
     FINAL,
     NAME_PATTERNS,
+    SHARED_SCOPE,
     WILDCARD_PATTERNS,
     folder_description,
+    match_name,
     model_name,
+    scope_seed,
+    seed_scope,
     sft_step,
+    single_model_pattern,
 )
-from exme.pipeline.config import as_param, check_config, check_rule_resources, fingerprint
-from exme.pipeline.targets import figure_paths, final_targets, models_on_dev, models_on_test
+from exme.pipeline.config import (
+    as_param,
+    check_config,
+    check_rule_resources,
+    expert_finetune_settings,
+    fingerprint,
+)
+from exme.pipeline.greedy import Pool
+from exme.pipeline.greedy_steps import file_name, generation_dir
+from exme.pipeline.merging import get_system
+from exme.pipeline.targets import (
+    comparison_paths,
+    expert_models,
+    figure_paths,
+    final_targets,
+    merge_models,
+    mixup_figure,
+    models_on_dev,
+    evaluation_batches,
+    greedy_pair_models,
+    models_on_test,
+)
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -29,25 +55,41 @@ except ExmeError as error:
 RUN = config["run"]
 OUT = f"results/{RUN}"
 DEMO = config["demo"]["activate"]
+SCOPES = [seed_scope(seed) for seed in config["seeds"]]
 STEPS = checkpoint_steps(config["finetune"]["max_steps"], config["finetune"]["save_steps"])
+EXPERT_SETTINGS = expert_finetune_settings(config)
+EXPERTS = [expert["name"] for expert in config["experts"]]
 RANKS = list(range(1, config["selection"]["top_k"] + 1))
 ALPHAS = config["extrapolation"]["alpha_grid"]
 BETAS = config["merging"]["beta_grid"]
 TASKS = as_param(config["evaluation"]["tasks"])
-FIGURES = figure_paths(OUT, [task["name"] for task in TASKS])
+TASK_NAMES = [task["name"] for task in TASKS]
+TRACKS = {
+    "checkpoint": config["tracks"]["checkpoint"],
+    "expert": config["tracks"]["expert"] if EXPERTS else [],
+}
+MERGE_METHODS = as_param(config["merge_methods"])
+GREEDY_TRACK = "expert"  # greedy merging and kinship run on the experts
+GREEDY_VARIANTS = ["greedy", "greedy_explore"] if config["greedy"]["activate"] and EXPERTS else []
+GREEDY_PAIRS = greedy_pair_models(GREEDY_TRACK, expert_models(EXPERTS)) if GREEDY_VARIANTS else []
+EVALUATION_BATCHES = evaluation_batches(RANKS, ALPHAS, BETAS, TRACKS, MERGE_METHODS)
+if GREEDY_PAIRS:
+    EVALUATION_BATCHES[f"{GREEDY_TRACK}-greedy-pairs"] = GREEDY_PAIRS
+MIXUP_TRACKS = [track for track, methods in TRACKS.items() if any(m.startswith("m3_") for m in methods)]
 
 
 wildcard_constraints:
     **WILDCARD_PATTERNS,
+    trainee=rf"sft|{NAME_PATTERNS['expert'].format(expert=WILDCARD_PATTERNS['expert'])}",
 
 
 def recipe_path(kind):
     """The output pattern of the recipes of one kind of model (see exme.pipeline.catalogue)."""
-    return f"{OUT}/recipes/{NAME_PATTERNS[kind]}.yaml"
+    return f"{OUT}/{{scope}}/recipes/{NAME_PATTERNS[kind]}.yaml"
 
 
-def eval_path(split, model):
-    return f"{OUT}/eval/{split}/{model}.json"
+def eval_path(scope, split, model):
+    return f"{OUT}/{SHARED_SCOPE if model == BASE else scope}/eval/{split}/{model}.json"
 
 
 def _rule_settings(rule_name):
@@ -69,54 +111,211 @@ def base_model_path():
     return f"{OUT}/base" if DEMO else config["model"]["base"]
 
 
-def finetune_state_dir():
-    """The Trainer's resumable state, one folder per fine-tuning setup: after a changed setting the
-    job must start over, not resume a checkpoint trained under the old one."""
-    upstream = ["finetune", "seed", "model", "data"] + (["demo"] if DEMO else [])
-    return f"{OUT}/finetune_state/{fingerprint({key: config[key] for key in upstream})}"
-
-
-def data_inputs(wildcards):
-    """The demo's generated data folder, or a real run's SFT training file."""
-    return {"data": f"{OUT}/data"} if DEMO else {"data": config["data"]["sft_train"]}
-
-
-def sft_train_path():
-    return f"{OUT}/data/sft_train.jsonl" if DEMO else config["data"]["sft_train"]
-
-
 def task_include_path():
     return f"{OUT}/data/lm_eval_tasks" if DEMO else config["evaluation"]["include_path"]
 
 
-def model_inputs(wildcards):
-    """What evaluating a model reads: a model folder, or a recipe plus the folders it names."""
-    sources = {"base": base_model_path()}
-    if sft_step(wildcards.model) is not None:
-        sources["model"] = f"{OUT}/sft"
-    elif wildcards.model == FINAL:
-        sources["model"] = f"{OUT}/final"
-    elif wildcards.model != BASE:
-        sources["model"] = f"{OUT}/recipes/{wildcards.model}.yaml"
-        sources["checkpoints"] = f"{OUT}/sft"
+def finetune_dir(scope, trainee):
+    return f"{OUT}/{scope}/finetune/{trainee}"
+
+
+def expert_dir(scope, expert):
+    return finetune_dir(scope, model_name("expert", expert=expert))
+
+
+# An expert's model is the one checkpoint its fine-tuning saves, at max_steps.
+EXPERT_FOLDER = checkpoint_folder(EXPERT_SETTINGS["max_steps"])
+
+
+def trainee_settings(wildcards):
+    """Fine-tuning settings and training file of the SFT run or of one expert."""
+    if wildcards.trainee == "sft":
+        train = f"{OUT}/data/sft_train.jsonl" if DEMO else config["data"]["sft_train"]
+        return {"settings": config["finetune"], "train": train}
+    expert = match_name("expert", wildcards.trainee)["expert"]
     if DEMO:
-        sources["tasks"] = f"{OUT}/data"
+        train = f"{OUT}/data/experts/{expert}.jsonl"
+    else:
+        train = next(e["train"] for e in config["experts"] if e["name"] == expert)
+    return {"settings": EXPERT_SETTINGS, "train": train}
+
+
+def finetune_inputs(wildcards):
+    """The base model and the training data: the demo's generated folder, or a real run's file."""
+    return {
+        "base": base_model_path(),
+        "data": f"{OUT}/data" if DEMO else trainee_settings(wildcards)["train"],
+    }
+
+
+def finetune_state_dir(wildcards):
+    """The Trainer's resumable state, one folder per fine-tuning setup: after a changed setting the
+    job must start over, not resume a checkpoint trained under the old one."""
+    upstream = {key: config[key] for key in ["model", "data"] + (["demo"] if DEMO else [])}
+    setup = {**upstream, "trainee": trainee_settings(wildcards), "seed": scope_seed(wildcards.scope)}
+    return f"{OUT}/{wildcards.scope}/finetune_state/{wildcards.trainee}/{fingerprint(setup)}"
+
+
+def _track_of(model):
+    """The track whose fine-tuned models a recipe model reads."""
+    fields = match_name("merge", model) or match_name("merge_point", model)
+    return fields["track"] if fields else "checkpoint"
+
+
+def track_inputs(scope, track):
+    """What the recipes of a track read: the selected checkpoints, or the experts."""
+    if track == "checkpoint":
+        return {"selection": f"{OUT}/{scope}/selection.json", "checkpoints": finetune_dir(scope, "sft")}
+    return {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
+
+
+def greedy_root(scope):
+    return f"{OUT}/{scope}/greedy"
+
+
+def expert_locations(scope):
+    """{expert model name: its model folder}, for the recipes that merge experts."""
+    return {model_name("expert", expert=e): f"{expert_dir(scope, e)}/{EXPERT_FOLDER}" for e in EXPERTS}
+
+
+def greedy_dir(scope, track, variant, generation):
+    return generation_dir(greedy_root(scope), track, variant, generation)
+
+
+def _greedy_pool(scope, track, variant, generation):
+    """(pool file, its JSON) after `generation`: the step's output, a checkpoint (the loop is
+    data-dependent, so the DAG grows as each generation is made)."""
+    if int(generation) == 1:
+        folder = checkpoints.write_greedy_pairs.get(scope=scope, track=track).output[0]
+    else:
+        folder = checkpoints.greedy_step.get(
+            scope=scope, track=track, variant=variant, generation=generation
+        ).output[0]
+    with open(f"{folder}/pool.json") as handle:
+        return folder, json.load(handle)
+
+
+def _greedy_reads(scope, track, variant, generation):
+    """Every folder a model of `generation` may name: the experts and all earlier generations."""
+    reads = {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
+    for earlier in range(1, int(generation) + 1):
+        reads[f"greedy_g{earlier}"] = greedy_dir(scope, track, variant, earlier)
+    return reads
+
+
+def greedy_step_inputs(wildcards):
+    """Step g scores generation g - 1 (its members' dev evaluations) and may grow generation g."""
+    scope, track, variant = wildcards.scope, wildcards.track, wildcards.variant
+    previous = int(wildcards.generation) - 1
+    folder, state = _greedy_pool(scope, track, variant, previous)
+    pool = Pool.from_dict(state["next"])
+    evaluations = [eval_path(scope, "dev", file_name(track, variant, name)) for name in pool.unscored()]
+    return {
+        "pool": f"{folder}/pool.json",
+        "evaluations": evaluations,
+        "base": base_model_path(),
+    } | _greedy_reads(scope, track, variant, previous)
+
+
+def greedy_result_inputs(wildcards):
+    """The step at which the loop stopped: walk the generations, each known once its step ran."""
+    scope, track, variant = wildcards.scope, wildcards.track, wildcards.variant
+    generation = 2
+    while True:
+        folder, state = _greedy_pool(scope, track, variant, generation)
+        if state["next"] is None:
+            return {"pool": f"{folder}/pool.json"} | _greedy_reads(scope, track, variant, generation - 1)
+        generation += 1
+
+
+def _model_source(scope, model):
+    """The folder or recipe a model is loaded from, with the folders that recipe reads."""
+    if greedy := match_name("greedy_model", model):
+        reads = _greedy_reads(scope, greedy["track"], greedy["variant"], greedy["generation"])
+        return greedy_dir(scope, greedy["track"], greedy["variant"], greedy["generation"]), reads
+    if greedy := match_name("greedy", model):
+        return recipe_path("greedy").format(scope=scope, **greedy), {
+            "greedy_pool": f"{OUT}/{scope}/greedy/{model}.json"
+        }
+    if sft_step(model) is not None:
+        return finetune_dir(scope, "sft"), {}
+    if expert := match_name("expert", model):
+        return expert_dir(scope, expert["expert"]), {}
+    if model == FINAL:
+        return f"{OUT}/{scope}/final", {}
+    if model == BASE:
+        return base_model_path(), {}
+    return f"{OUT}/{scope}/recipes/{model}.yaml", track_inputs(scope, _track_of(model))
+
+
+def model_inputs(scope, models):
+    """What evaluating models reads: for each its folder or recipe (`model_<i>`), the folders the
+    recipes name, the base model and the task data."""
+    inputs = {"base": base_model_path()}
+    for index, model in enumerate(models):
+        source, reads = _model_source(scope, model)
+        inputs |= {f"model_{index}": source, **reads}
+    if DEMO:
+        inputs["tasks"] = f"{OUT}/data"
     elif config["evaluation"]["include_path"]:
         # The task YAMLs themselves, so that editing one reruns the evaluations.
-        sources["tasks"] = sorted(map(str, Path(config["evaluation"]["include_path"]).rglob("*.yaml")))
-    return sources
+        inputs["tasks"] = sorted(map(str, Path(config["evaluation"]["include_path"]).rglob("*.yaml")))
+    return inputs
 
 
-def model_location(wildcards, input):
-    """The folder or recipe to load: SFT checkpoints live in step folders inside the sft output."""
-    step = sft_step(wildcards.model)
-    if step is not None:
-        return f"{input.model}/{checkpoint_folder(step)}"
-    return input.get("model", input.base)
+def model_locations(models, input):
+    """Where each model is loaded from: SFT checkpoints and experts are step folders inside their
+    fine-tuning's output."""
+    locations = []
+    for index, model in enumerate(models):
+        source = input[f"model_{index}"]
+        step = sft_step(model)
+        if step is not None:
+            source = f"{source}/{checkpoint_folder(step)}"
+        elif match_name("expert", model):
+            source = f"{source}/{EXPERT_FOLDER}"
+        elif match_name("greedy_model", model):
+            source = f"{source}/recipes/{model}.yaml"
+        locations.append(source)
+    return locations
+
+
+def merge_recipe_inputs(wildcards):
+    """A merge system's recipe reads its track's models, and at its chosen point the dev search."""
+    inputs = {"base": base_model_path(), **track_inputs(wildcards.scope, wildcards.track)}
+    system = get_system(wildcards.method)
+    if system.points(system.settings(MERGE_METHODS)) and "point" not in wildcards.keys():
+        inputs["search"] = f"{OUT}/{wildcards.scope}/search/{wildcards.track}-{wildcards.method}.json"
+    return inputs
+
+
+def merge_point_evaluations(wildcards):
+    system = get_system(wildcards.method)
+    points = system.points(system.settings(MERGE_METHODS))
+    return [
+        eval_path(
+            wildcards.scope,
+            "dev",
+            model_name("merge_point", track=wildcards.track, method=wildcards.method, point=p),
+        )
+        for p in points
+    ]
+
+
+def evaluations_of(scope):
+    """Every evaluation of one seed: the ExMe chain and each track's input models and merges."""
+    dev = models_on_dev(STEPS, RANKS, ALPHAS, BETAS) + expert_models(EXPERTS)
+    test = models_on_test(STEPS, RANKS) + expert_models(EXPERTS)
+    for track, methods in TRACKS.items():
+        merged = merge_models(track, methods, MERGE_METHODS)
+        dev, test = dev + merged["dev"], test + merged["test"]
+    dev += GREEDY_PAIRS  # for kinship against merge gain
+    test += [model_name("greedy", track=GREEDY_TRACK, variant=variant) for variant in GREEDY_VARIANTS]
+    return [eval_path(scope, "dev", model) for model in dev] + [
+        eval_path(scope, "test", model) for model in test
+    ]
 
 
 def all_evaluations(wildcards):
-    """Every evaluation the score table reads: dev for the choices, test for the comparison."""
-    return [eval_path("dev", model) for model in models_on_dev(STEPS, RANKS, ALPHAS, BETAS)] + [
-        eval_path("test", model) for model in models_on_test(STEPS, RANKS)
-    ]
+    """Every evaluation the score table reads, over all seeds."""
+    return [path for scope in SCOPES for path in evaluations_of(scope)]

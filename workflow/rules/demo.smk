@@ -1,4 +1,5 @@
-# The embedded demo: synthetic multi-task data and a tiny base model pretrained on generic text.
+# The embedded demo: synthetic multi-task data and a tiny base model pretrained on generic text,
+# shared by every seed of the run (`demo.seed`).
 
 
 rule build_demo_data:
@@ -19,7 +20,7 @@ rule build_demo_data:
         n_dev=config["demo"].get("n_dev"),
         n_test=config["demo"].get("n_test"),
         n_pretrain_lines=config["demo"].get("n_pretrain_lines"),
-        seed=config["seed"],
+        seed=config["demo"]["seed"],
     script:
         "../scripts/build_demo_data.py"
 
@@ -41,6 +42,6 @@ rule pretrain_base:
     params:
         model=as_param(config["demo"].get("model")),
         pretrain=as_param(config["demo"].get("pretrain")),
-        seed=config["seed"],
+        seed=config["demo"]["seed"],
     script:
         "../scripts/pretrain_base.py"

@@ -1,27 +1,60 @@
-# lm-evaluation-harness on one model and one split; recipe models are built in memory.
+# lm-evaluation-harness on models and one split; recipe models are built in memory. A model of its
+# own is one job; the points of a grid searched on dev are one job per grid (see evaluation_batches).
 
 
 rule evaluate:
     input:
-        unpack(model_inputs),
+        unpack(lambda wildcards: model_inputs(wildcards.scope, [wildcards.model])),
     output:
-        f"{OUT}/eval/{{split}}/{{model}}.json",
+        f"{OUT}/{{scope}}/eval/{{split}}/{{model}}.json",
     log:
-        f"{OUT}/logs/evaluate/{{split}}/{{model}}.log",
+        f"{OUT}/{{scope}}/logs/evaluate/{{split}}/{{model}}.log",
     benchmark:
-        f"{OUT}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
+        f"{OUT}/{{scope}}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
+    wildcard_constraints:
+        model=single_model_pattern(),
     conda:
         "../../envs/eval.yaml"
     threads: rule_threads("evaluate")
     resources:
         **rule_resources("evaluate"),
     params:
-        location=model_location,
-        description=lambda wildcards: folder_description(wildcards.model),
+        models=lambda wildcards: [wildcards.model],
+        locations=lambda wildcards, input: model_locations([wildcards.model], input),
+        descriptions=lambda wildcards: [folder_description(wildcards.model)],
         tasks=TASKS,
         include_path=task_include_path(),
         batch_size=config["evaluation"]["batch_size"],
         limit=config["evaluation"]["limit"],
-        seed=config["seed"],
     script:
         "../scripts/evaluate.py"
+
+
+for batch, batch_models in EVALUATION_BATCHES.items():
+
+    rule:
+        name:
+            f"evaluate_{batch}"
+        input:
+            unpack(lambda wildcards, models=batch_models: model_inputs(wildcards.scope, models)),
+        output:
+            [f"{OUT}/{{scope}}/eval/{{split}}/{model}.json" for model in batch_models],
+        log:
+            f"{OUT}/{{scope}}/logs/evaluate/{{split}}/{batch}.log",
+        benchmark:
+            f"{OUT}/{{scope}}/benchmarks/evaluate/{{split}}/{batch}.tsv"
+        conda:
+            "../../envs/eval.yaml"
+        threads: rule_threads("evaluate")
+        resources:
+            **rule_resources("evaluate"),
+        params:
+            models=batch_models,
+            locations=lambda wildcards, input, models=batch_models: model_locations(models, input),
+            descriptions=[None] * len(batch_models),  # recipes describe themselves
+            tasks=TASKS,
+            include_path=task_include_path(),
+            batch_size=config["evaluation"]["batch_size"],
+            limit=config["evaluation"]["limit"],
+        script:
+            "../scripts/evaluate.py"

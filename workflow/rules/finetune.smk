@@ -1,27 +1,27 @@
-# Supervised fine-tuning with the Hugging Face Trainer, saving a checkpoint every `save_steps`.
+# Supervised fine-tuning with the Hugging Face Trainer: the checkpoint track's SFT run (a checkpoint
+# every `save_steps`) and each expert of the expert track (`ft-{expert}`), once per seed.
 # The Trainer's own state lives outside the declared output so that a killed job resumes from its
 # last checkpoint instead of starting over (Snakemake deletes the outputs of a failed job).
 
 
 rule finetune:
     input:
-        unpack(data_inputs),
-        base=base_model_path(),
+        unpack(finetune_inputs),
     output:
-        directory(f"{OUT}/sft"),
+        directory(f"{OUT}/{{scope}}/finetune/{{trainee}}"),
     log:
-        f"{OUT}/logs/finetune.log",
+        f"{OUT}/{{scope}}/logs/finetune/{{trainee}}.log",
     benchmark:
-        f"{OUT}/benchmarks/finetune.tsv"
+        f"{OUT}/{{scope}}/benchmarks/finetune/{{trainee}}.tsv"
     conda:
         "../../envs/train.yaml"
     threads: rule_threads("finetune")
     resources:
         **rule_resources("finetune"),
     params:
-        train_file=sft_train_path(),
-        state_dir=finetune_state_dir(),
-        hyperparameters=as_param(config["finetune"]),
-        seed=config["seed"],
+        train_file=lambda wildcards: trainee_settings(wildcards)["train"],
+        state_dir=finetune_state_dir,
+        hyperparameters=lambda wildcards: as_param(trainee_settings(wildcards)["settings"]),
+        seed=lambda wildcards: scope_seed(wildcards.scope),
     script:
         "../scripts/finetune.py"

@@ -1,19 +1,19 @@
 # Extrapolation and merging as recipes: small YAML files in mergekit's format that name the source
-# checkpoints and coefficients. Evaluation builds their weights in memory, so a grid of any size adds
+# models and coefficients. Evaluation builds their weights in memory, so a grid of any size adds
 # no model-sized files; only the final ExMe model is written, by the streaming merge engine.
 
 
 rule write_expo_grid_recipe:
     input:
-        selection=f"{OUT}/selection.json",
+        selection=f"{OUT}/{{scope}}/selection.json",
         base=base_model_path(),
-        checkpoints=f"{OUT}/sft",
+        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
     output:
         recipe_path("expo_grid"),
     log:
-        f"{OUT}/logs/recipes/{NAME_PATTERNS['expo_grid']}.log",
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['expo_grid']}.log",
     benchmark:
-        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['expo_grid']}.tsv"
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['expo_grid']}.tsv"
     conda:
         "../../envs/merge.yaml"
     threads: rule_threads("write_expo_grid_recipe")
@@ -27,16 +27,16 @@ rule write_expo_grid_recipe:
 
 rule write_expo_recipe:
     input:
-        selection=f"{OUT}/selection.json",
+        selection=f"{OUT}/{{scope}}/selection.json",
         base=base_model_path(),
-        checkpoints=f"{OUT}/sft",
-        alphas=f"{OUT}/search/alpha.json",
+        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        alphas=f"{OUT}/{{scope}}/search/alpha.json",
     output:
         recipe_path("expo"),
     log:
-        f"{OUT}/logs/recipes/{NAME_PATTERNS['expo']}.log",
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['expo']}.log",
     benchmark:
-        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['expo']}.tsv"
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['expo']}.tsv"
     conda:
         "../../envs/merge.yaml"
     threads: rule_threads("write_expo_recipe")
@@ -50,16 +50,16 @@ rule write_expo_recipe:
 
 rule write_exme_grid_recipe:
     input:
-        selection=f"{OUT}/selection.json",
+        selection=f"{OUT}/{{scope}}/selection.json",
         base=base_model_path(),
-        checkpoints=f"{OUT}/sft",
-        alphas=f"{OUT}/search/alpha.json",
+        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        alphas=f"{OUT}/{{scope}}/search/alpha.json",
     output:
         recipe_path("exme_grid"),
     log:
-        f"{OUT}/logs/recipes/{NAME_PATTERNS['exme_grid']}.log",
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['exme_grid']}.log",
     benchmark:
-        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['exme_grid']}.tsv"
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['exme_grid']}.tsv"
     conda:
         "../../envs/merge.yaml"
     threads: rule_threads("write_exme_grid_recipe")
@@ -74,17 +74,17 @@ rule write_exme_grid_recipe:
 
 rule write_exme_recipe:
     input:
-        selection=f"{OUT}/selection.json",
+        selection=f"{OUT}/{{scope}}/selection.json",
         base=base_model_path(),
-        checkpoints=f"{OUT}/sft",
-        alphas=f"{OUT}/search/alpha.json",
-        betas=f"{OUT}/search/beta.json",
+        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        alphas=f"{OUT}/{{scope}}/search/alpha.json",
+        betas=f"{OUT}/{{scope}}/search/beta.json",
     output:
         recipe_path("exme"),
     log:
-        f"{OUT}/logs/recipes/{NAME_PATTERNS['exme']}.log",
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['exme']}.log",
     benchmark:
-        f"{OUT}/benchmarks/recipes/{NAME_PATTERNS['exme']}.tsv"
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['exme']}.tsv"
     conda:
         "../../envs/merge.yaml"
     threads: rule_threads("write_exme_recipe")
@@ -101,13 +101,13 @@ rule export_final:
     input:
         recipe=recipe_path("exme"),
         base=base_model_path(),
-        checkpoints=f"{OUT}/sft",
+        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
     output:
-        directory(f"{OUT}/final"),
+        directory(f"{OUT}/{{scope}}/final"),
     log:
-        f"{OUT}/logs/export_final.log",
+        f"{OUT}/{{scope}}/logs/export_final.log",
     benchmark:
-        f"{OUT}/benchmarks/export_final.tsv"
+        f"{OUT}/{{scope}}/benchmarks/export_final.tsv"
     conda:
         "../../envs/merge.yaml"
     threads: rule_threads("export_final")
@@ -117,3 +117,37 @@ rule export_final:
         shard_size=config["output"]["shard_size"],
     script:
         "../scripts/export_final.py"
+
+
+rule write_merge_recipe:
+    input:
+        unpack(merge_recipe_inputs),
+    output:
+        recipe_path("merge"),
+    log:
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['merge']}.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['merge']}.tsv"
+    conda:
+        "../../envs/merge.yaml"
+    threads: rule_threads("write_merge_recipe")
+    resources:
+        **rule_resources("write_merge_recipe"),
+    params:
+        settings=lambda wildcards: get_system(wildcards.method).settings(MERGE_METHODS),
+        experts=lambda wildcards: expert_locations(wildcards.scope),
+        seed=lambda wildcards: scope_seed(wildcards.scope),
+    script:
+        "../scripts/write_merge_recipe.py"
+
+
+use rule write_merge_recipe as write_merge_point_recipe with:
+    output:
+        recipe_path("merge_point"),
+    log:
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['merge_point']}.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['merge_point']}.tsv"
+    threads: rule_threads("write_merge_point_recipe")
+    resources:
+        **rule_resources("write_merge_point_recipe"),

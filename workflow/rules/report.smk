@@ -1,10 +1,11 @@
-# One tidy score table, then the figures and the summary drawn from it.
+# One tidy score table over every seed, then per seed the ExMe report and the M³ figures, and the
+# comparison of every method on both tracks over the seeds.
 
 
 rule collect_scores:
     input:
         evaluations=all_evaluations,
-        selection=f"{OUT}/selection.json",
+        selections=[f"{OUT}/{scope}/selection.json" for scope in SCOPES],
     output:
         report(
             f"{OUT}/scores.csv",
@@ -21,7 +22,7 @@ rule collect_scores:
     resources:
         **rule_resources("collect_scores"),
     params:
-        seed=config["seed"],
+        seeds=config["seeds"],
     script:
         "../scripts/collect_scores.py"
 
@@ -29,23 +30,31 @@ rule collect_scores:
 rule report:
     input:
         scores=f"{OUT}/scores.csv",
-        selection=f"{OUT}/selection.json",
-        alphas=f"{OUT}/search/alpha.json",
-        betas=f"{OUT}/search/beta.json",
+        selection=f"{OUT}/{{scope}}/selection.json",
+        alphas=f"{OUT}/{{scope}}/search/alpha.json",
+        betas=f"{OUT}/{{scope}}/search/beta.json",
     output:
         extrapolation=report(
-            FIGURES["extrapolation"],
+            figure_paths(f"{OUT}/{{scope}}", TASK_NAMES)["extrapolation"],
             caption="../report/extrapolation.rst",
             category="Figures",
             subcategory="Extrapolation",
         ),
-        beta=report(FIGURES["beta"], caption="../report/beta.rst", category="Figures"),
-        comparison=report(FIGURES["comparison"], caption="../report/comparison.rst", category="Figures"),
-        summary=f"{OUT}/summary.md",
+        beta=report(
+            figure_paths(f"{OUT}/{{scope}}", TASK_NAMES)["beta"],
+            caption="../report/beta.rst",
+            category="Figures",
+        ),
+        comparison=report(
+            figure_paths(f"{OUT}/{{scope}}", TASK_NAMES)["comparison"],
+            caption="../report/exme_comparison.rst",
+            category="Figures",
+        ),
+        summary=f"{OUT}/{{scope}}/summary.md",
     log:
-        f"{OUT}/logs/report.log",
+        f"{OUT}/{{scope}}/logs/report.log",
     benchmark:
-        f"{OUT}/benchmarks/report.tsv"
+        f"{OUT}/{{scope}}/benchmarks/report.tsv"
     conda:
         "../../envs/report.yaml"
     threads: rule_threads("report")
@@ -53,5 +62,52 @@ rule report:
         **rule_resources("report"),
     params:
         run=RUN,
+        seed=lambda wildcards: scope_seed(wildcards.scope),
     script:
         "../scripts/report.py"
+
+
+rule plot_mixup:
+    input:
+        scores=f"{OUT}/scores.csv",
+    output:
+        report(
+            mixup_figure(f"{OUT}/{{scope}}", "{track}"),
+            caption="../report/mixup.rst",
+            category="Figures",
+            subcategory="Mixup",
+        ),
+    log:
+        f"{OUT}/{{scope}}/logs/plot_mixup/{{track}}.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/plot_mixup/{{track}}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("plot_mixup")
+    resources:
+        **rule_resources("plot_mixup"),
+    params:
+        seed=lambda wildcards: scope_seed(wildcards.scope),
+    script:
+        "../scripts/plot_mixup.py"
+
+
+rule compare:
+    input:
+        scores=f"{OUT}/scores.csv",
+    output:
+        table=report(comparison_paths(OUT)["table"], caption="../report/comparison.rst", category="Tables"),
+        figure=report(comparison_paths(OUT)["figure"], caption="../report/comparison.rst", category="Figures"),
+    log:
+        f"{OUT}/logs/compare.log",
+    benchmark:
+        f"{OUT}/benchmarks/compare.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("compare")
+    resources:
+        **rule_resources("compare"),
+    params:
+        run=RUN,
+    script:
+        "../scripts/compare.py"

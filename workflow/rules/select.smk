@@ -1,16 +1,18 @@
-# Choices made on the dev split only: the top-k checkpoints, then alpha per selected checkpoint,
-# then beta at the chosen alphas. Downstream jobs depend on which checkpoints were picked.
+# Choices made on the dev split only, per seed: the top-k checkpoints, alpha per selected
+# checkpoint, then beta at the chosen alphas; and the grid point of each merge system that has one.
 
 
-checkpoint select_checkpoints:
+rule select_checkpoints:
     input:
-        evaluations=[eval_path("dev", model_name("sft", step=step)) for step in STEPS],
+        evaluations=lambda wildcards: [
+            eval_path(wildcards.scope, "dev", model_name("sft", step=step)) for step in STEPS
+        ],
     output:
-        selection=f"{OUT}/selection.json",
+        selection=f"{OUT}/{{scope}}/selection.json",
     log:
-        f"{OUT}/logs/select_checkpoints.log",
+        f"{OUT}/{{scope}}/logs/select_checkpoints.log",
     benchmark:
-        f"{OUT}/benchmarks/select_checkpoints.tsv"
+        f"{OUT}/{{scope}}/benchmarks/select_checkpoints.tsv"
     conda:
         "../../envs/report.yaml"
     threads: rule_threads("select_checkpoints")
@@ -24,17 +26,17 @@ checkpoint select_checkpoints:
 
 rule search_alpha:
     input:
-        evaluations=[
-            eval_path("dev", model_name("expo_grid", rank=rank, alpha=alpha))
+        evaluations=lambda wildcards: [
+            eval_path(wildcards.scope, "dev", model_name("expo_grid", rank=rank, alpha=alpha))
             for rank in RANKS
             for alpha in ALPHAS
         ],
     output:
-        f"{OUT}/search/alpha.json",
+        f"{OUT}/{{scope}}/search/alpha.json",
     log:
-        f"{OUT}/logs/search_alpha.log",
+        f"{OUT}/{{scope}}/logs/search_alpha.log",
     benchmark:
-        f"{OUT}/benchmarks/search_alpha.tsv"
+        f"{OUT}/{{scope}}/benchmarks/search_alpha.tsv"
     conda:
         "../../envs/report.yaml"
     threads: rule_threads("search_alpha")
@@ -50,13 +52,15 @@ rule search_alpha:
 
 rule search_beta:
     input:
-        evaluations=[eval_path("dev", model_name("exme_grid", beta=beta)) for beta in BETAS],
+        evaluations=lambda wildcards: [
+            eval_path(wildcards.scope, "dev", model_name("exme_grid", beta=beta)) for beta in BETAS
+        ],
     output:
-        f"{OUT}/search/beta.json",
+        f"{OUT}/{{scope}}/search/beta.json",
     log:
-        f"{OUT}/logs/search_beta.log",
+        f"{OUT}/{{scope}}/logs/search_beta.log",
     benchmark:
-        f"{OUT}/benchmarks/search_beta.tsv"
+        f"{OUT}/{{scope}}/benchmarks/search_beta.tsv"
     conda:
         "../../envs/report.yaml"
     threads: rule_threads("search_beta")
@@ -67,3 +71,21 @@ rule search_beta:
         strategy=config["search"]["strategy"],
     script:
         "../scripts/search_beta.py"
+
+
+rule search_merge:
+    input:
+        evaluations=merge_point_evaluations,
+    output:
+        f"{OUT}/{{scope}}/search/{{track}}-{{method}}.json",
+    log:
+        f"{OUT}/{{scope}}/logs/search/{{track}}-{{method}}.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/search/{{track}}-{{method}}.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("search_merge")
+    resources:
+        **rule_resources("search_merge"),
+    script:
+        "../scripts/search_merge.py"

@@ -6,7 +6,10 @@ from exme.pipeline.scores import tidy_scores
 
 
 def main(smk):
-    table = tidy_scores(smk.input.evaluations, selection=read_json(smk.input.selection), seed=smk.params.seed)
+    selections = {
+        seed: read_json(path) for seed, path in zip(smk.params.seeds, smk.input.selections, strict=True)
+    }
+    table = tidy_scores(smk.input.evaluations, selections=selections, seeds=smk.params.seeds)
     write_text(smk.output[0], table.to_csv(index=False))
 
 

@@ -11,6 +11,7 @@ from exme.pipeline.rule_script import run_rule
 
 def main(smk):
     table = pd.read_csv(smk.input.scores)
+    table = table[table["seed"] == smk.params.seed]
     selection, alphas, betas = (read_json(smk.input[key]) for key in ("selection", "alphas", "betas"))
     for path in smk.output.extrapolation:
         task = Path(path).stem.removeprefix("extrapolation_")

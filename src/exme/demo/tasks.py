@@ -173,7 +173,8 @@ def write_demo_data(
     """Write the demo data set into out_dir (atomically: temp folder, then rename).
 
     Layout: `<task>/{train,dev,test}.jsonl`, `sft_train.jsonl` (all tasks' train items shuffled,
-    fields prompt/completion), `pretrain.txt`, and `lm_eval_tasks/demo_<task>.yaml`, whose
+    fields prompt/completion), `experts/<task>.jsonl` (one task's train items, the same fields: the
+    expert track's data), `pretrain.txt`, and `lm_eval_tasks/demo_<task>.yaml`, whose
     data_files are absolute paths to the FINAL location. Returns {task: lm-eval metric key}.
     """
     _check_task_names(task_names)
@@ -183,13 +184,16 @@ def write_demo_data(
     out_dir = Path(out_dir).resolve()
     with staged_dir(out_dir) as staging:
         (staging / "lm_eval_tasks").mkdir()
+        (staging / "experts").mkdir()
         sft_rows = []
         for task in task_names:
             splits = generate_splits(task, n_train, n_dev, n_test, seed)
             (staging / task).mkdir()
             for split, rows in splits.items():
                 _write_jsonl(staging / task / f"{split}.jsonl", rows)
-            sft_rows += [{"prompt": row["prompt"], "completion": row["answer"]} for row in splits["train"]]
+            task_rows = [{"prompt": row["prompt"], "completion": row["answer"]} for row in splits["train"]]
+            _write_jsonl(staging / "experts" / f"{task}.jsonl", task_rows)
+            sft_rows += task_rows
             config = task_yaml(task, {split: out_dir / task / f"{split}.jsonl" for split in ("dev", "test")})
             yaml_path = staging / "lm_eval_tasks" / f"{lm_eval_task_name(task)}.yaml"
             yaml_path.write_text(yaml.safe_dump(config, sort_keys=False))

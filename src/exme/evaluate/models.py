@@ -1,7 +1,10 @@
 """Loading a model for evaluation: a Hugging Face folder, or a recipe built in memory.
 
 A recipe's weights are computed by the merge engine tensor by tensor and loaded into a model made
-from the recipe's config, so that evaluating a grid point writes no model-sized file.
+from the recipe's config, so that evaluating a grid point writes no model-sized file. A recipe may
+merge other recipes (see exme.merge.plan): its config and tokenizer are those of the folders its
+recipe tree takes them from, with what the merges change in the config (the number of layers of
+`slices`, a merged vocabulary's size, an untied output embedding).
 """
 
 import os
@@ -14,24 +17,35 @@ from exme.device import default_device
 from exme.errors import ExmeError
 from exme.evaluate.harness import load_model_dir
 from exme.merge.execute import build_state_dict
-from exme.merge.recipe import load_recipe
+from exme.merge.plan import LAYER_COUNT_KEYS, names_recipe, plan_merge
+from exme.merge.recipe import Recipe, load_recipe
 
-RECIPE_SUFFIXES = (".yaml", ".yml")
+# The config keys a merge may change that shape the model built from it.
+_SHAPE_KEYS = ("vocab_size", "tie_word_embeddings", *LAYER_COUNT_KEYS)
 
 
 def load_model(source: str | os.PathLike, device: torch.device | None = None):
     """(model, tokenizer) for a model folder or a recipe file, in eval mode on `device`."""
     source = Path(source)
     device = device or default_device()
-    if source.suffix not in RECIPE_SUFFIXES:
+    if not names_recipe(source):
         model, tokenizer = load_model_dir(source, device)
         _check_finite(model, source)
         return model, tokenizer
-    recipe = load_recipe(source)
-    config_source = recipe.base_model or recipe.models[0].model
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_source))
-    _load_weights(model, build_state_dict(recipe, device=device), source)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer_source or config_source)
+    return load_recipe_model(load_recipe(source), device, source)
+
+
+def load_recipe_model(
+    recipe: Recipe, device: torch.device | None = None, source: str | os.PathLike = "recipe"
+):
+    """(model, tokenizer) for a recipe held in memory (`source` names it in errors), its weights built
+    by the merge engine, in eval mode on `device`."""
+    device = device or default_device()
+    plan = plan_merge(recipe)
+    shape = {key: plan.config[key] for key in _SHAPE_KEYS if key in plan.config}
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(plan.config_folder, **shape))
+    _load_weights(model, build_state_dict(recipe, device=device), Path(source))
+    tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_folder)
     return model.to(device).eval(), tokenizer
 
 

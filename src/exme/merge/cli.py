@@ -1,9 +1,11 @@
-"""The `exme` command line: `exme merge CONFIG.yml OUT_DIR`, `exme methods`."""
+"""The `exme` command line: `exme merge CONFIG.yml OUT_DIR`, `exme kinship A B --base BASE`,
+`exme methods`."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -122,6 +124,19 @@ def _merge(args: argparse.Namespace) -> None:
     print(out_dir)
 
 
+def _kinship(args: argparse.Namespace) -> None:
+    from exme.merge.kinship import METRICS, kinship
+
+    result = kinship(args.model_a, args.model_b, args.base, split=args.split, device=args.device).to_dict()
+    shown = METRICS if args.metric == "all" else (args.metric,)
+    if args.json:
+        header = {"model_a": args.model_a, "model_b": args.model_b, "base": args.base, "split": args.split}
+        print(json.dumps(header | {metric: result[metric] for metric in shown}))
+    else:
+        for metric in shown:
+            print(f"{metric} {result[metric]:.6g}")
+
+
 def _methods(args: argparse.Namespace) -> None:
     print("merge methods and their parameters (global or per-model):")
     print(_methods_text())
@@ -188,6 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
         f"and runs no model code): {', '.join(no_ops)}."
     )
     merge.set_defaults(run=_merge)
+    kinship = commands.add_parser(
+        "kinship",
+        help="model kinship: similarity of two models' deltas from their base",
+        description="Model kinship (arXiv 2410.12613) of two models fine-tuned from BASE, over all\n"
+        "their parameters: pcc (Pearson correlation of the deltas), cos (their cosine,\n"
+        "signed; the authors' code reports its absolute value), ed (Euclidean distance\n"
+        "between them). A model may be a folder or a recipe file.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kinship.add_argument("model_a", metavar="A", help="a model folder or recipe file")
+    kinship.add_argument("model_b", metavar="B", help="another model of the same base")
+    kinship.add_argument("--base", required=True, help="the base model both were fine-tuned from")
+    kinship.add_argument(
+        "--metric", choices=("pcc", "cos", "ed", "all"), default="pcc", help="what to print (default pcc)"
+    )
+    kinship.add_argument(
+        "--split", action="store_true", help="numel-weighted mean of per-tensor metrics (--split-calculation)"
+    )
+    kinship.add_argument("--json", action="store_true", help="print one JSON object")
+    kinship.add_argument(
+        "--device", choices=("cpu", "cuda"), help="compute device (default: cuda if available)"
+    )
+    kinship.set_defaults(run=_kinship)
     methods = commands.add_parser("methods", help="list merge methods and their parameters")
     methods.set_defaults(run=_methods)
     return parser

@@ -1,104 +1,42 @@
 """The streaming merge engine: output tensors are computed from their inputs and written at once.
 
 Memory stays at a few blocks of tensors whatever the model size: elementwise methods work on
-blocks of rows of large tensors, a reader thread prefetches the next blocks' inputs (overlapping
-disk reads with compute and writes) through a bounded queue, and results are appended straight
-into the output shard files.
+blocks of rows of large tensors (see blocks.py, which also prefetches the next blocks' inputs, in
+a bounded number of bytes), and results are appended straight into the output shard files.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import math
 import os
-import queue
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 from tqdm import tqdm
 
-from exme.device import default_device
 from exme.errors import ExmeError
 from exme.files import staged_dir
+from exme.merge.blocks import (
+    BlockReader,
+    block_bytes,
+    compute_device,
+    compute_threads,
+    merge_block,
+    prefetched,
+    row_blocks,
+    splits,
+)
 from exme.merge.io.output_folder import write_metadata_files
-from exme.merge.io.reader import TensorLocation, TensorReader
 from exme.merge.io.shard_writer import plan_shards, write_shards
-from exme.merge.methods.registry import MethodInputs
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.recipe import Recipe
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
-# Elementwise methods merge large tensors in blocks of about this many entries, so memory does not
-# grow with the largest tensor (a 70B model's embedding has 1e9 entries).
-_PIECE_ELEMENTS = 4 * 2**20
-_PREFETCH_DEPTH = 2  # blocks read ahead: enough to keep the disk busy, few enough to stay small
-# Whole tensors (non-elementwise methods, vocabularies) can be far larger than a block: the blocks
-# read ahead and the one being merged may hold this many bytes together (one block at least).
-_PREFETCH_BYTES = 128 * 2**20
-
-Item = TypeVar("Item")
-Loaded = TypeVar("Loaded")
-
-
-def _prefetched(
-    items: Iterable[Item], load: Callable[[Item], Loaded], size_of: Callable[[Item], int]
-) -> Iterator[tuple[Item, Loaded]]:
-    """Yield (item, load(item)) with loads running ahead in a thread, at most a few items and
-    _PREFETCH_BYTES at a time (the item being used counts until the next one is asked for)."""
-    results: queue.Queue = queue.Queue()
-    stopped = threading.Event()
-    finished = object()
-    budget = threading.Condition()
-    in_flight = {"items": 0, "bytes": 0}  # read ahead (items), and with the one in use (bytes)
-
-    def fits(size: int) -> bool:
-        room = in_flight["bytes"] == 0 or in_flight["bytes"] + size <= _PREFETCH_BYTES
-        return stopped.is_set() or (in_flight["items"] < _PREFETCH_DEPTH and room)
-
-    def worker() -> None:
-        try:
-            for item in items:
-                size = size_of(item)
-                with budget:
-                    budget.wait_for(lambda size=size: fits(size))
-                    if stopped.is_set():
-                        return
-                    in_flight["items"] += 1
-                    in_flight["bytes"] += size
-                results.put((item, load(item), size))
-            results.put(finished)
-        except BaseException as error:  # handed to the consumer, which re-raises it
-            results.put(error)
-
-    thread = threading.Thread(target=worker, daemon=True, name="exme-reader")
-    thread.start()
-    try:
-        while (entry := results.get()) is not finished:
-            if isinstance(entry, BaseException):
-                raise entry
-            item, loaded, size = entry
-            with budget:
-                in_flight["items"] -= 1
-                budget.notify()
-            yield item, loaded
-            del loaded
-            with budget:
-                in_flight["bytes"] -= size
-                budget.notify()
-    finally:
-        with budget:
-            stopped.set()
-            budget.notify()
-        thread.join()
 
 
 @dataclass(frozen=True)
@@ -108,9 +46,8 @@ class _Piece:
     job: TensorJob
     rows: range | None
 
-    def stored_bytes(self) -> int:
-        whole = sum(location.end - location.start for location in self.job.locations)
-        return whole if self.rows is None else whole // self.job.output.shape[0] * len(self.rows)
+    def input_bytes(self) -> int:
+        return block_bytes(self.job.locations, self.rows)
 
     @property
     def completes_tensor(self) -> bool:
@@ -119,142 +56,32 @@ class _Piece:
 
 def _pieces(plan: MergePlan) -> Iterator[_Piece]:
     for job in plan.jobs:
-        shape = job.output.shape
-        whole = not job.merges_values or job.vocabulary or not plan.method.is_elementwise(job.parameters)
-        if not shape or not shape[0] or whole:
-            yield _Piece(job, None)
-            continue
-        rows_per_piece = max(1, _PIECE_ELEMENTS * shape[0] // math.prod(shape))
-        for start in range(0, shape[0], rows_per_piece):
-            yield _Piece(job, range(start, min(start + rows_per_piece, shape[0])))
+        for rows in row_blocks(job.output.shape, splits(plan.method, job)):
+            yield _Piece(job, rows)
 
 
-def _all_finite(result: torch.Tensor, output: torch.Tensor) -> bool:
-    """Whether the result has no NaN/Inf, before and after casting to the output dtype.
-
-    A sum is NaN/Inf when any entry is, and costs a fraction of isfinite().all(); a finite sum
-    of weights cannot overflow float32. float16 output can overflow in the cast: check it fully.
-    """
-    if not math.isfinite(float(result.sum())):
-        return False
-    return output.dtype != torch.float16 or bool(torch.isfinite(output).all())
-
-
-@contextlib.contextmanager
-def _compute_threads(device: torch.device) -> Iterator[None]:
-    """Leave a core to the reader thread: merging is memory-bound and gains nothing from the
-    extra torch threads, which slow each operation several-fold when the cores are busy."""
-    previous = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) - 1)))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-class _Executor:
-    def __init__(self, plan: MergePlan, device: torch.device):
-        self.plan = plan
-        self.device = device
-        self.compute_dtype = torch.float64 if plan.input_dtype == torch.float64 else torch.float32
-
-    def load(self, reader: TensorReader, pool: ThreadPoolExecutor, piece: _Piece) -> list[torch.Tensor]:
-        """Inputs in their stored dtype (upcasting here would double what the queue holds), read from
-        all models at once: a disk serves several requests in flight faster than one stream (see
-        benchmarks/RESULTS.md)."""
-        return list(pool.map(lambda location: reader.read(location, piece.rows), piece.job.locations))
-
-    def _prepared(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The method's own fp32 copy on the compute device (the read buffer if already so)."""
-        if self.plan.input_dtype is not None:  # mergekit's `dtype` rounds inputs first
-            tensor = tensor.to(self.plan.input_dtype)
-        return tensor.to(self.device).to(self.compute_dtype)
-
-    def compute(self, piece: _Piece, stored: list[torch.Tensor]) -> torch.Tensor:
-        job = piece.job
-        if not job.merges_values:
-            return self._agreed_buffer(job, stored)
-        tensors = []
-        while stored:  # each stored copy is dropped once converted: whole tensors can be large
-            tensors.append(self._prepared(stored.pop(0)))
-        if job.vocabulary:
-            tensors = job.vocabulary.apply(tensors)
-        inputs = MethodInputs(
-            tensor_name=job.output.name,
-            tensors=tensors[1:] if job.base else tensors,
-            base=tensors[0] if job.base else None,
-            generator_for=lambda index: torch.Generator(self.device).manual_seed(job.seed + index),
-        )
-        result = self.plan.method(inputs, **job.parameters)
-        del tensors, inputs
-        output = result.to(job.output.dtype)
-        if not _all_finite(result, output):
-            raise ExmeError(self._non_finite_message(piece))
-        return output.cpu()
-
-    @staticmethod
-    def _agreed_buffer(job: TensorJob, stored: list[torch.Tensor]) -> torch.Tensor:
-        """An integer or boolean buffer (e.g. position_ids) is not merged: the base's (or first
-        model's) copy is kept, if every model has the same."""
-        first = stored[0]
-        if any(tensor.dtype != first.dtype or not torch.equal(tensor, first) for tensor in stored[1:]):
-            raise ExmeError(
-                f"tensor {job.output.name!r} is not floating-point ({first.dtype}) and differs between "
-                "the models; it cannot be merged: make it equal in all of them"
-            )
-        return first
-
-    def _model_name(self, location: TensorLocation) -> str:
-        return next((name for name, f in self.plan.folders.items() if location.file.parent == f.path),
-                    str(location.file.parent))  # fmt: skip
-
-    def _non_finite_message(self, piece: _Piece) -> str:
-        job, reader = piece.job, TensorReader()  # inputs afresh: the method may overwrite them
-        culprits = [
-            self._model_name(location)
-            for location in job.locations
-            if not bool(torch.isfinite(reader.read(location, piece.rows)).all())
-        ]
-        reader.close()
-        cause = f"; non-finite input in {', '.join(culprits)}" if culprits else ""
-        return f"result tensor {job.output.name!r} has NaN or Inf values{cause}"
-
-    def _most_inputs(self) -> int:
-        return max(len(job.locations) for job in self.plan.jobs)
-
-    def results(self, show_progress: bool | None) -> Iterator[tuple[str, torch.Tensor]]:
-        """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive."""
-        disable = not sys.stderr.isatty() if show_progress is None else not show_progress
-        reader = TensorReader()
-        try:
-            with (
-                _compute_threads(self.device),
-                ThreadPoolExecutor(self._most_inputs(), thread_name_prefix="exme-read") as pool,
-                tqdm(total=len(self.plan.jobs), unit="tensor", disable=disable) as progress,
-            ):
-                load = partial(self.load, reader, pool)
-                loaded = _prefetched(_pieces(self.plan), load, _Piece.stored_bytes)
-                for piece, stored in loaded:
-                    yield piece.job.output.name, self.compute(piece, stored)
-                    del stored
-                    progress.update(int(piece.completes_tensor))
-        finally:
-            reader.close()
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ExmeError("device cuda was requested but CUDA is not available")
-    return device
+def _results(
+    plan: MergePlan, device: torch.device, show_progress: bool | None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive."""
+    disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+    with (
+        compute_threads(device),
+        BlockReader() as reader,
+        tqdm(total=len(plan.jobs), unit="tensor", disable=disable) as progress,
+    ):
+        for piece, block in prefetched(
+            _pieces(plan), lambda piece: reader.read(piece.job.locations, piece.rows), _Piece.input_bytes
+        ):
+            yield piece.job.output.name, merge_block(plan, piece.job, block, device).cpu()
+            del block
+            progress.update(int(piece.completes_tensor))
 
 
 def build_state_dict(recipe: Recipe, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
     """Merge into memory: {tensor name: CPU tensor in the output dtype}."""
-    executor = _Executor(plan_merge(recipe), _device(device))
     blocks: dict[str, list[torch.Tensor]] = {}
-    for name, block in executor.results(show_progress=False):
+    for name, block in _results(plan_merge(recipe), compute_device(device), show_progress=False):
         blocks.setdefault(name, []).append(block)
     return {name: parts[0] if len(parts) == 1 else torch.cat(parts) for name, parts in blocks.items()}
 
@@ -281,9 +108,9 @@ def merge_to_dir(
     # The model card's library takes a noticeable time to import: do it while the tensors stream.
     threading.Thread(target=importlib.import_module, args=("huggingface_hub.repocard",), daemon=True).start()
     plan = plan_merge(recipe, allow_crimes=allow_crimes)
-    executor = _Executor(plan, _device(device))
+    device = compute_device(device)
     with staged_dir(out_dir) as staging:
         shards = plan_shards((job.output for job in plan.jobs), max_shard_bytes)
-        write_shards(staging, shards, executor.results(show_progress))
+        write_shards(staging, shards, _results(plan, device, show_progress))
         write_metadata_files(plan, staging, title=out_dir.name, copy_tokenizer=copy_tokenizer)
     return out_dir

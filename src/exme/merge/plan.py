@@ -5,6 +5,14 @@ tensors, shapes, layer ranges, parameters), so bad input fails before anything i
 written. With `slices`, output layer k of a slice comes from layer FIRST + k of each source and is
 renamed to its place in the output; the tensors outside the layers come from the first slice's
 sources (embeddings) and the last slice's (final norm, output head), as in mergekit.
+
+A model may also be another recipe file (a "recipe of recipes"): it is planned the same way, here,
+and its tensors are computed when the outer merge reads them, so a chain of merges writes no
+model-sized file. Its paths are read like any model path (relative to the working directory, as
+mergekit does), not relative to the recipe file. It stands for the folder its merge would write:
+the config that folder would have, and its tokenizer. A nested recipe may be a model of a `models`
+recipe, a source of a slice, a base or a tokenizer source; one that re-indexes the vocabulary
+(tokenizer union, tokens, padding) is refused, since its tokenizer exists only once written.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import hashlib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +32,7 @@ from exme.merge.io.reader import ModelFolder, TensorLocation
 from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
 from exme.merge.methods.registry import MergeMethod, Parameter, Scope
-from exme.merge.recipe import InputGroup, Recipe
+from exme.merge.recipe import InputGroup, Recipe, load_recipe
 from exme.merge.vocabulary import OutputVocabulary, VocabularyMap, is_vocabulary_tensor, output_vocabulary
 
 # When a model ties its output embedding to its input embedding, the output one may be absent;
@@ -36,6 +45,8 @@ TIED_FALLBACKS = {
 _LAYER = re.compile(r"(?P<prefix>(?:.*\.)?(?:layers|layer|h|blocks|block)\.)(?P<index>\d+)\.(?P<suffix>.+)")
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _COMPATIBILITY_KEYS = ("architectures", "model_type")
+# A model path with one of these suffixes names a recipe file, any other a model folder.
+RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -43,14 +54,14 @@ class TensorJob:
     """One output tensor: where its inputs are and the parameter values that apply to it."""
 
     output: TensorSpec
-    base: TensorLocation | None
-    inputs: tuple[TensorLocation, ...]
+    base: TensorSource | None
+    inputs: tuple[TensorSource, ...]
     parameters: Mapping[str, Any]
     seed: int
     vocabulary: VocabularyMap | None = None  # re-indexing of the inputs' rows to the output tokens
 
     @property
-    def locations(self) -> tuple[TensorLocation, ...]:
+    def locations(self) -> tuple[TensorSource, ...]:
         return (self.base, *self.inputs) if self.base else self.inputs
 
     @property
@@ -63,8 +74,10 @@ class TensorJob:
 class MergePlan:
     recipe: Recipe
     method: MergeMethod
-    folders: Mapping[str, ModelFolder]  # every model read, by its name in the recipe
-    config_source: ModelFolder
+    folders: Mapping[str, ModelSource]  # every model read, by its name in the recipe
+    base: ModelSource | None
+    models: tuple[ModelSource, ...]  # the other models read, in the recipe's order
+    config_source: ModelSource
     input_dtype: torch.dtype | None  # mergekit's `dtype`: inputs are rounded to it first
     output_dtype: torch.dtype
     jobs: tuple[TensorJob, ...]
@@ -72,8 +85,132 @@ class MergePlan:
     vocabulary: OutputVocabulary | None
     tokenizer_folder: Path  # the folder whose tokenizer files the output takes
 
+    @property
+    def config_folder(self) -> Path:
+        """The model folder whose config.json the merged model's config starts from (`config`)."""
+        source = self.config_source
+        return source.plan.config_folder if isinstance(source, NestedModel) else source.path
 
-def layer_count(folder: ModelFolder) -> int | None:
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The merged model's config.json: the config source's, with what the merge changes."""
+        config = dict(self.config_source.config)
+        dtype_name = str(self.output_dtype).removeprefix("torch.")
+        config["dtype"] = dtype_name
+        if "torch_dtype" in config:
+            config["torch_dtype"] = dtype_name
+        if self.layer_count is not None:
+            key = next((key for key in LAYER_COUNT_KEYS if key in config), LAYER_COUNT_KEYS[0])
+            config[key] = self.layer_count
+        if self.vocabulary is not None:
+            config["vocab_size"] = self.vocabulary.rows
+        if "lm_head.weight" in {job.output.name for job in self.jobs}:
+            # Some inputs had a separate output embedding, so the merged one is not tied any more.
+            config["tie_word_embeddings"] = False
+        return config
+
+
+@dataclass(frozen=True, eq=False)
+class NestedTensor:
+    """A tensor of a nested recipe's merge, computed when it is read. Compared by identity: a
+    recipe named in several places of a recipe tree is one model, computed once per block."""
+
+    model: NestedModel
+    job: TensorJob
+
+    @property
+    def name(self) -> str:
+        return self.job.output.name
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.job.output.shape
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.job.output.dtype
+
+
+@dataclass(frozen=True, eq=False)
+class NestedModel:
+    """A recipe file in place of a model folder: the config, tensors and tokenizer of the folder its
+    merge would write. `name` is the recipe file as the outer recipe names it."""
+
+    path: Path
+    name: str
+    plan: MergePlan
+    adapter: None = None  # no LoRA adapter: a folder's only
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.plan.config
+
+    @property
+    def tokenizer_folder(self) -> Path:
+        return self.plan.tokenizer_folder
+
+    @cached_property
+    def tensors(self) -> dict[str, NestedTensor]:
+        return {job.output.name: NestedTensor(self, job) for job in self.plan.jobs}
+
+
+TensorSource = TensorLocation | NestedTensor
+ModelSource = ModelFolder | NestedModel
+
+
+def names_recipe(model: str | Path) -> bool:
+    return Path(model).suffix in RECIPE_SUFFIXES
+
+
+class ModelOpener:
+    """Opens the models recipes name, folders, Hub ids or recipe files, each once: a recipe named in
+    several places of a recipe tree becomes one NestedModel, and a recipe that names itself is an
+    error. Nested recipes are planned with the same `allow_crimes`."""
+
+    def __init__(self, allow_crimes: bool = False) -> None:
+        self.allow_crimes = allow_crimes
+        self._opened: dict[Path | str, ModelSource] = {}
+        self._planning: list[Path] = []  # the recipe files being planned, outermost first
+
+    def open(self, model: str) -> ModelSource:
+        if not names_recipe(model):
+            if model not in self._opened:
+                self._opened[model] = open_model(model)
+            return self._opened[model]
+        path = Path(model)
+        key = path.resolve()
+        if key in self._planning:
+            cycle = [*self._planning[self._planning.index(key) :], key]
+            raise ExmeError(f"recipe {path} includes itself: {' -> '.join(map(str, cycle))}")
+        if key not in self._opened:
+            self._opened[key] = self._nested(model, path, key)
+        return self._opened[key]
+
+    def _nested(self, model: str, path: Path, key: Path) -> NestedModel:
+        if not path.is_file():
+            raise ExmeError(f"recipe file {path} does not exist")
+        try:
+            recipe = load_recipe(path)
+        except ExmeError as error:
+            raise ExmeError(f"recipe {path}: {error}") from None
+        self._planning.append(key)
+        try:
+            plan = _plan(recipe, self)
+        finally:
+            self._planning.pop()
+        if plan.vocabulary is not None:
+            raise ExmeError(
+                f"recipe {path} re-indexes the vocabulary (tokenizer union, tokens or "
+                "pad_to_multiple_of), which a nested recipe cannot do: its tokenizer exists only once "
+                "written; merge it into a folder first and name that folder"
+            )
+        return NestedModel(path, model, plan)
+
+
+def layer_count(folder: ModelSource) -> int | None:
     return next((folder.config[key] for key in LAYER_COUNT_KEYS if key in folder.config), None)
 
 
@@ -82,7 +219,7 @@ def _is_embedding(name: str) -> bool:
     return any(part.startswith("embed") or part in ("wte", "wpe") for part in name.split("."))
 
 
-def _check_compatible(folders: Sequence[ModelFolder], allow_crimes: bool, vocabularies_merged: bool) -> None:
+def _check_compatible(folders: Sequence[ModelSource], allow_crimes: bool, vocabularies_merged: bool) -> None:
     keys = () if allow_crimes else _COMPATIBILITY_KEYS
     keys += () if vocabularies_merged else ("vocab_size",)
     reference = folders[0]
@@ -141,36 +278,60 @@ def tensor_seed(seed: int, tensor: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def _location(folder: ModelSource, name: str, present_in: ModelSource) -> TensorSource:
+    location = folder.tensors.get(name) or next(
+        (folder.tensors[tied] for tied in TIED_FALLBACKS.get(name, ()) if tied in folder.tensors), None
+    )
+    if location is None:
+        raise ExmeError(f"tensor {name!r} is missing from model {folder} (present in {present_in})")
+    return location
+
+
+def aligned_tensors(folders: Sequence[ModelSource]) -> list[tuple[str, list[TensorSource]]]:
+    """Each tensor name with its source in every model, in the first model's order, once the models
+    are checked to be of one architecture and vocabulary size with the same tensors and shapes, all
+    floating-point (for measures over several models, as kinship)."""
+    _check_compatible(folders, allow_crimes=False, vocabularies_merged=False)
+    aligned = []
+    for name in dict.fromkeys(name for folder in folders for name in folder.tensors):
+        holder = next(folder for folder in folders if name in folder.tensors)
+        locations = [_location(folder, name, holder) for folder in folders]
+        for folder, location in zip(folders, locations, strict=True):
+            if location.shape != locations[0].shape:
+                raise ExmeError(
+                    f"tensor {name!r} has shape {list(location.shape)} in model {folder} "
+                    f"but {list(locations[0].shape)} in {folders[0]}"
+                )
+            if not location.dtype.is_floating_point:
+                raise ExmeError(f"tensor {name!r} of model {folder} is not floating-point")
+        aligned.append((name, locations))
+    if not aligned:
+        raise ExmeError(f"model {folders[0]} has no tensors")
+    return aligned
+
+
 class _Planner:
-    def __init__(self, recipe: Recipe, allow_crimes: bool):
+    def __init__(self, recipe: Recipe, opener: ModelOpener):
         self.recipe = recipe
         self.method = recipe.method
-        self.folders = {name: open_model(name) for name in recipe.referenced_models}
+        self.folders = {name: opener.open(name) for name in recipe.referenced_models}
         self.config_source = self.folders[recipe.config_model]
         settings = recipe.tokenizer_settings
         self.vocabulary = None
-        self.tokenizer_folder = self.config_source.path
+        self.tokenizer_folder = self.config_source.tokenizer_folder
         if settings is not None:
             source = None
             if settings.source not in ("base", "union"):
-                source = self.folders.get(settings.source) or open_model(settings.source)
-                self.tokenizer_folder = source.path
+                source = self.folders.get(settings.source) or opener.open(settings.source)
+                self.tokenizer_folder = source.tokenizer_folder
             self.vocabulary = output_vocabulary(
                 settings, self.config_source, list(self.folders.values()), source
             )
-        _check_compatible(list(self.folders.values()), allow_crimes, self.vocabulary is not None)
+        _check_compatible(list(self.folders.values()), opener.allow_crimes, self.vocabulary is not None)
         self.out_dtype = recipe.out_dtype or recipe.dtype
         self.jobs: list[TensorJob] = []
         self.output_layers: int | None = None  # set by slices
         self._layers: dict[str, dict[int, list[tuple[str, str]]]] = {}
-
-    def _location(self, folder: ModelFolder, name: str, present_in: ModelFolder) -> TensorLocation:
-        location = folder.tensors.get(name) or next(
-            (folder.tensors[tied] for tied in TIED_FALLBACKS.get(name, ()) if tied in folder.tensors), None
-        )
-        if location is None:
-            raise ExmeError(f"tensor {name!r} is missing from model {folder} (present in {present_in})")
-        return location
 
     def _parameters(
         self, group: InputGroup, output: str, inputs: Sequence[str], position: float | None
@@ -201,7 +362,7 @@ class _Planner:
         """One output tensor from the tensors `inputs` names in the group's models (base first)."""
         folders = [self.folders[model] for model in group.inputs]
         holder = next((f for f, name in zip(folders, inputs, strict=True) if name in f.tensors), folders[0])
-        locations = [self._location(f, name, holder) for f, name in zip(folders, inputs, strict=True)]
+        locations = [_location(f, name, holder) for f, name in zip(folders, inputs, strict=True)]
         vocabulary = None
         if self.vocabulary and is_vocabulary_tensor(locations[0].shape, folders[0], in_layer):
             vocabulary = self.vocabulary.map_for(group.inputs, output)
@@ -275,7 +436,7 @@ class _Planner:
         )
         return [name for name in names if _is_embedding(name) == embeddings]
 
-    def _layer_tensors(self, folder: ModelFolder) -> dict[int, list[tuple[str, str]]]:
+    def _layer_tensors(self, folder: ModelSource) -> dict[int, list[tuple[str, str]]]:
         """Layer index -> (prefix, suffix) of each of its tensors."""
         if folder.name in self._layers:
             return self._layers[folder.name]
@@ -292,7 +453,7 @@ class _Planner:
         self._layers[folder.name] = layers
         return layers
 
-    def _check_ranges(self, group: InputGroup, folders: Sequence[ModelFolder]) -> None:
+    def _check_ranges(self, group: InputGroup, folders: Sequence[ModelSource]) -> None:
         for folder, (first, end) in zip(folders, group.layer_ranges, strict=True):
             available = layer_count(folder)
             if available is None:
@@ -305,7 +466,13 @@ class _Planner:
 
 
 def plan_merge(recipe: Recipe, *, allow_crimes: bool = False) -> MergePlan:
-    planner = _Planner(recipe, allow_crimes)
+    """The plan of a recipe, and of the recipes it names, recursively. `allow_crimes` merges models
+    whose architectures differ (mergekit's option)."""
+    return _plan(recipe, ModelOpener(allow_crimes))
+
+
+def _plan(recipe: Recipe, opener: ModelOpener) -> MergePlan:
+    planner = _Planner(recipe, opener)
     if recipe.slices:
         planner.plan_slices()
     else:
@@ -313,10 +480,13 @@ def plan_merge(recipe: Recipe, *, allow_crimes: bool = False) -> MergePlan:
     if not planner.jobs:
         raise ExmeError(f"model {planner.config_source} has no tensors")
     floating = [job.output.dtype for job in planner.jobs if job.merges_values]
+    base = planner.folders.get(recipe.groups[0].base) if recipe.groups[0].base else None
     return MergePlan(
         recipe=recipe,
         method=planner.method,
         folders=planner.folders,
+        base=base,
+        models=tuple(folder for folder in planner.folders.values() if folder is not base),
         config_source=planner.config_source,
         input_dtype=getattr(torch, recipe.dtype) if recipe.dtype else None,
         output_dtype=floating[0] if floating else planner.jobs[0].output.dtype,

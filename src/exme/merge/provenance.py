@@ -3,7 +3,9 @@ rerun) and the model card, whose `base_model` and `base_model_relation: merge` t
 
 EXPO and ExMe recipes are written to mergekit_config.yml in their task_arithmetic form (or linear,
 when ExMe's weights neither sum to 1 nor are normalized), which exists when their parameters are
-plain numbers; exme's own keys (random_seed, metadata) are left out.
+plain numbers; exme's own keys (random_seed, metadata) are left out. A recipe naming other recipe
+files (nested recipes, exme's) has no mergekit form; its card's base_model lists the Hub models of
+the whole recipe tree.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any
 
 import yaml
 
-from exme.merge.io.reader import ModelFolder
 from exme.merge.io.references import hub_id, parse_reference
+from exme.merge.plan import ModelSource, NestedModel, names_recipe
 from exme.merge.recipe import Recipe
 
 MERGEKIT_CONFIG_FILE = "mergekit_config.yml"
@@ -59,6 +61,10 @@ def _as_task_arithmetic(recipe: Recipe) -> dict[str, Any] | None:
 
 def mergekit_form(recipe: Recipe) -> dict[str, Any] | None:
     """The recipe as mergekit writes it, or None when mergekit has no equivalent."""
+    settings = recipe.tokenizer_settings
+    named = [*recipe.referenced_models, *([settings.source] if settings else [])]
+    if any(names_recipe(model) for model in named):
+        return None
     data = recipe.to_dict()
     if recipe.merge_method in _EXME_METHODS:
         form = _as_task_arithmetic(recipe)
@@ -70,10 +76,14 @@ def mergekit_form(recipe: Recipe) -> dict[str, Any] | None:
     return {key: value for key, value in data.items() if key not in _EXME_ONLY_KEYS}
 
 
-def hub_ids(folders: Mapping[str, ModelFolder]) -> list[str]:
-    """The Hub ids of the inputs (and of their LoRA adapters), for the card's base_model."""
+def hub_ids(folders: Mapping[str, ModelSource]) -> list[str]:
+    """The Hub ids of the inputs (and of their LoRA adapters; a nested recipe's own inputs'), for the
+    card's base_model."""
     ids = []
     for name, folder in folders.items():
+        if isinstance(folder, NestedModel):
+            ids.extend(hub_ids(folder.plan.folders))
+            continue
         reference = parse_reference(name)
         ids.append(hub_id(reference.model, folder.path))
         if reference.lora and folder.adapter:
@@ -83,7 +93,7 @@ def hub_ids(folders: Mapping[str, ModelFolder]) -> list[str]:
 
 def model_card(
     recipe: Recipe,
-    folders: Mapping[str, ModelFolder],
+    folders: Mapping[str, ModelSource],
     *,
     title: str,
     method_name: str,

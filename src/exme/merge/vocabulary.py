@@ -188,14 +188,21 @@ def output_vocabulary(
     """The output vocabulary and each model's rows in it; None when nothing needs re-indexing.
 
     `source` is the tokenizer's model when the recipe names one (else the base's tokenizer is used).
+    A model may also be a nested recipe (exme.merge.plan.NestedModel): its config and tokenizer_folder
+    are those of the folder it would write.
     Models without tokenizer.json are taken to share the base's vocabulary, or the output's when the
-    base has none either."""
-    donor = read_tokenizer((source or base).path, str(source or base))
+    base has none either. When no model has a tokenizer and the recipe asks for no union, tokens or
+    padding, there is no vocabulary to re-index: the rows are kept (writing the output folder then
+    fails for want of tokenizer files, building the weights in memory does not)."""
+    donor = read_tokenizer((source or base).tokenizer_folder, str(source or base))
+    keeps_rows = settings.source != "union" and not settings.tokens and not settings.pad_to_multiple_of
+    if donor is None and keeps_rows and not any(read_tokenizer(f.tokenizer_folder, str(f)) for f in folders):
+        return None
     if donor is None:
         role = "tokenizer source" if source else f"tokenizer source {settings.source!r} needs base model"
         raise ExmeError(f"{role} {source or base} has no tokenizer.json")
-    base_tokenizer = read_tokenizer(base.path, str(base)) or donor
-    tokenizers = {str(f): read_tokenizer(f.path, str(f)) or base_tokenizer for f in folders}
+    base_tokenizer = read_tokenizer(base.tokenizer_folder, str(base)) or donor
+    tokenizers = {str(f): read_tokenizer(f.tokenizer_folder, str(f)) or base_tokenizer for f in folders}
     if source is None:
         base_size = _vocab_size(base)
         if too_large := sorted(t for t, i in donor.vocabulary.items() if i >= base_size)[:3]:
@@ -230,8 +237,7 @@ def output_vocabulary(
         own, size = tokenizers[str(folder)].vocabulary, _vocab_size(folder)
         rows_there = [own.get(token, -1) for token in ordered]
         source_rows[str(folder)] = torch.tensor([row if row < size else -1 for row in rows_there])
-    unchanged = settings.source != "union" and not settings.tokens and not settings.pad_to_multiple_of
-    if unchanged and all(tokenizers[str(f)].vocabulary == tokens for f in folders):
+    if keeps_rows and all(tokenizers[str(f)].vocabulary == tokens for f in folders):
         return None
     return OutputVocabulary(
         tokens=tokens,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
+from exme.pipeline.merging import check_system, get_system
 from exme.sizes import parse_size
 from exme.train.checkpoints import checkpoint_steps
 
@@ -45,10 +46,75 @@ def check_config(config: dict) -> None:
     if any(alpha < 0 for alpha in config["extrapolation"]["alpha_grid"]):
         raise ExmeError("extrapolation.alpha_grid: alpha must be >= 0 (extrapolation away from the base)")
     _check_models_and_tasks(config)
+    _check_tracks(config)
     try:
         parse_size(config["output"]["shard_size"])
     except ExmeError as error:
         raise ExmeError(f"output.shard_size: {error}") from None
+
+
+def expert_finetune_settings(config: dict) -> dict:
+    """The experts' fine-tuning settings: `finetune` with `expert_finetune` over it."""
+    return {**config["finetune"], **config["expert_finetune"]}
+
+
+def _check_tracks(config: dict) -> None:
+    top_k, experts = config["selection"]["top_k"], config["experts"]
+    names = [expert["name"] for expert in experts]
+    if len(set(names)) != len(names):
+        raise ExmeError(f"experts: each expert needs its own name, got {names}")
+    for method in config["tracks"]["checkpoint"]:
+        check_system(method, top_k, "tracks.checkpoint (the top_k selected checkpoints)")
+    if config["tracks"]["expert"] and len(experts) < 2:
+        raise ExmeError(
+            f"tracks.expert: the expert track merges at least two experts, `experts` has {len(experts)}"
+        )
+    for method in config["tracks"]["expert"]:
+        check_system(method, len(experts), "tracks.expert")
+    if not experts:
+        return
+    _check_greedy(config["greedy"], len(experts))
+    unknown = sorted(
+        set(config["expert_finetune"]) - set(config["finetune"]) - {"warmup_steps", "weight_decay"}
+    )
+    if unknown:
+        raise ExmeError(f"expert_finetune.{unknown[0]}: not a setting of `finetune`")
+    settings = expert_finetune_settings(config)
+    if settings["max_steps"] % settings["save_steps"]:
+        raise ExmeError("expert_finetune: max_steps must be a multiple of save_steps")
+    for index, expert in enumerate(experts):
+        where = f"experts[{index}] ({expert['name']})"
+        if config["demo"]["activate"]:
+            if expert["name"] not in config["demo"]["tasks"]:
+                raise ExmeError(
+                    f"{where}: the demo's experts are named after its tasks ({config['demo']['tasks']})"
+                )
+            if "train" in expert:
+                raise ExmeError(
+                    f"{where}: the demo trains each expert on its task's train split; remove `train`"
+                )
+        elif "train" not in expert:
+            raise ExmeError(f"{where}: `train` (a JSONL of prompt/completion records) is required")
+        elif not Path(expert["train"]).is_file():
+            raise ExmeError(f"{where}.train: {expert['train']} does not exist")
+
+
+def _check_greedy(greedy: dict, n_experts: int) -> None:
+    if not greedy["activate"]:
+        return
+    pool = n_experts + n_experts * (n_experts - 1) // 2  # the experts and every pair of them
+    if greedy["k"] > pool:
+        raise ExmeError(
+            f"greedy.k ({greedy['k']}) is larger than the pool of {pool} models "
+            f"({n_experts} experts and their pairs)"
+        )
+    check_system(greedy["method"], 2, "greedy.method")
+    system = get_system(greedy["method"])
+    if system.grid is not None:
+        raise ExmeError(
+            f"greedy.method: {greedy['method']} chooses a coefficient on dev; "
+            "use a merge of fixed coefficients (slerp, linear, ties, ...)"
+        )
 
 
 def check_rule_resources(resources: dict, rule_names: list[str]) -> None:

@@ -25,7 +25,13 @@ def expo_recipe(base: str, checkpoint: Checkpoint, alpha: float) -> dict:
         [{"model": checkpoint.path, "parameters": {"alpha": alpha}}],
         tokenizer=checkpoint.path,
         dtype=None,
-        metadata={"method": "expo", "source": checkpoint.name, "rank": checkpoint.rank, "alpha": alpha},
+        metadata={
+            "method": "expo",
+            "track": "checkpoint",
+            "source": checkpoint.name,
+            "rank": checkpoint.rank,
+            "alpha": alpha,
+        },
     )
 
 
@@ -45,7 +51,7 @@ def exme_recipe(
         models,
         tokenizer=checkpoints[0].path,
         dtype=dtype,
-        metadata={"method": "exme", "source": source, "beta": beta},
+        metadata={"method": "exme", "track": "checkpoint", "source": source, "beta": beta},
     )
 
 

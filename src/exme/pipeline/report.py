@@ -3,14 +3,10 @@
 import os
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: rules run without a display
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from exme.files import staged_file  # noqa: E402
 from exme.pipeline.catalogue import BASE, FINAL, model_name  # noqa: E402
+from exme.pipeline.figures import plt, save_figure  # noqa: I001 (sets the file-only backend first)
 from exme.pipeline.targets import MEAN_TASK as MEAN  # noqa: E402
 
 
@@ -47,7 +43,7 @@ def plot_extrapolation(
     ax.set_ylabel(f"dev score ({'mean over tasks' if task == MEAN else task})")
     ax.set_title(f"Extrapolation: {task} (★ = chosen α)")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_beta(table: pd.DataFrame, betas: dict, path: str | os.PathLike) -> None:
@@ -64,7 +60,7 @@ def plot_beta(table: pd.DataFrame, betas: dict, path: str | os.PathLike) -> None
     ax.set_ylabel("dev score")
     ax.set_title("ExMe: merging the extrapolated checkpoints")
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def comparison_models(selection: dict, ranks: Sequence[int]) -> dict[str, str]:
@@ -91,7 +87,7 @@ def plot_comparison(table: pd.DataFrame, selection: dict, path: str | os.PathLik
     ax.set_ylabel("test score")
     ax.set_title("Test split: base, SFT, EXPO and ExMe")
     ax.legend(fontsize=8, ncols=2)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def summary_markdown(run: str, table: pd.DataFrame, selection: dict, alphas: dict, betas: dict) -> str:
@@ -127,9 +123,35 @@ def summary_markdown(run: str, table: pd.DataFrame, selection: dict, alphas: dic
     return "\n\n".join(sections) + "\n"
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike) -> None:
-    """Save without leaving a partial PNG under the final name."""
-    fig.tight_layout()
-    with staged_file(path) as tmp:
-        fig.savefig(tmp, dpi=120)
-    plt.close(fig)
+def plot_mixup(table: pd.DataFrame, track: str, path: str | os.PathLike) -> None:
+    """Dev and test score (mean over tasks) of every M³ draw against λ, per variant, with the
+    variant's fixed-ratio baseline (the same method with uniform weights) as a line and the draw
+    chosen on dev starred."""
+    of_track = table[(table["track"] == track) & table["method"].str.startswith("m3_")]
+    variants = sorted(of_track["method"].unique())
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.8), squeeze=False)
+    for ax, method in zip(axes[0], variants, strict=True):
+        rows = of_track[of_track["method"] == method]
+        chosen = model_name("merge", track=track, method=method)
+        draws = rows[rows["model"] != chosen]
+        for split, marker in (("dev", "o"), ("test", "s")):
+            of_split = draws[draws["split"] == split]
+            curve = of_split.groupby("lambda")["value"].mean().sort_index()
+            line = ax.plot(curve.index, curve.values, marker=marker, linestyle="", label=f"draws ({split})")[
+                0
+            ]
+            picked = rows[(rows["model"] == chosen) & (rows["split"] == split)]
+            if not picked.empty:
+                ax.plot([picked["lambda"].iloc[0]], [picked["value"].mean()], marker="*", markersize=14,
+                        color=line.get_color())  # fmt: skip
+        baseline = table[(table["track"] == track) & (table["model"] == model_name(
+            "merge", track=track, method=method.removeprefix("m3_")))]  # fmt: skip
+        for split, style in (("test", ":"),):
+            values = baseline[baseline["split"] == split]["value"]
+            if not values.empty:
+                ax.axhline(values.mean(), linestyle=style, color="gray", label=f"fixed ratio ({split})")
+        ax.set_xlabel("λ (weight of the first input model)")
+        ax.set_ylabel("score (mean over tasks)")
+        ax.set_title(f"{method} on the {track} track", fontsize=9)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)

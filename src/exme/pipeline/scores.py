@@ -1,36 +1,38 @@
-"""The run's one tidy score table: a row per (model, task, split, metric), described by the model's
-own description (see catalogue), which each evaluation file carries."""
+"""The run's one tidy score table: a row per (seed, model, task, split, metric), described by the
+model's own description (see catalogue), which each evaluation file carries."""
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from exme.pipeline.catalogue import SHARED_SCOPE, scope_seed
 from exme.pipeline.selection import read_evaluation
 
-DESCRIPTION_COLUMNS = ["method", "source", "rank", "alpha", "beta"]
+DESCRIPTION_COLUMNS = ["method", "track", "source", "rank", "alpha", "beta"]
 COLUMNS = ["model", *DESCRIPTION_COLUMNS, "task", "split", "metric", "value", "seed"]
+ORDER = ["seed", "split", "track", "method", "model", "task"]
 
 
-def tidy_scores(evaluation_paths: Sequence[str | os.PathLike], *, selection: dict, seed: int) -> pd.DataFrame:
-    """Rows for every evaluation file. A selected checkpoint's rank comes from the selection, which
-    is made after that checkpoint was evaluated."""
-    selected_ranks = {entry["model"]: entry["rank"] for entry in selection["selected"]}
+def tidy_scores(
+    evaluation_paths: Sequence[str | os.PathLike], *, selections: Mapping[int, dict], seeds: Sequence[int]
+) -> pd.DataFrame:
+    """Rows for every evaluation file. A model evaluated once for all seeds (the base) gets a row
+    per seed, so that every seed's comparison holds it. A selected checkpoint's rank comes from its
+    seed's selection, which is made after that checkpoint was evaluated. Description keys beyond
+    the standard columns (a method's own coefficients) become columns of their own."""
     rows = []
     for path in evaluation_paths:
         evaluation = read_evaluation(path)
-        description = {"rank": selected_ranks.get(evaluation["model"]), **evaluation["description"]}
-        describe = {column: description.get(column) for column in DESCRIPTION_COLUMNS}
-        for score in evaluation["scores"]:
-            rows.append(
-                {
-                    "model": evaluation["model"],
-                    **describe,
-                    "split": evaluation["split"],
-                    **score,
-                    "seed": seed,
-                }
-            )
-    table = pd.DataFrame(rows, columns=COLUMNS)
+        scope = evaluation["scope"]
+        for seed in seeds if scope == SHARED_SCOPE else [scope_seed(scope)]:
+            selected = {entry["model"]: entry["rank"] for entry in selections[seed]["selected"]}
+            description = {"rank": selected.get(evaluation["model"]), **evaluation["description"]}
+            for score in evaluation["scores"]:
+                row = {"model": evaluation["model"], **description, "split": evaluation["split"]}
+                rows.append({**row, **score, "seed": seed})
+    table = pd.DataFrame(rows)
+    extra = sorted(set(table.columns) - set(COLUMNS))
+    table = table.reindex(columns=[*COLUMNS, *extra])
     table["rank"] = table["rank"].astype("Int64")
-    return table.sort_values(["split", "method", "model", "task"], kind="stable", ignore_index=True)
+    return table.sort_values(ORDER, kind="stable", ignore_index=True)

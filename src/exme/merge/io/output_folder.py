@@ -11,7 +11,7 @@ import yaml
 
 from exme.errors import ExmeError
 from exme.merge.chat_templates import resolve_chat_template
-from exme.merge.plan import LAYER_COUNT_KEYS, MergePlan
+from exme.merge.plan import MergePlan
 from exme.merge.provenance import MERGEKIT_CONFIG_FILE, mergekit_form, model_card
 from exme.merge.recipe import write_recipe
 from exme.merge.vocabulary import add_new_tokens
@@ -26,20 +26,7 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 def _write_config(plan: MergePlan, directory: Path) -> None:
-    config = dict(plan.config_source.config)
-    dtype_name = str(plan.output_dtype).removeprefix("torch.")
-    config["dtype"] = dtype_name
-    if "torch_dtype" in config:
-        config["torch_dtype"] = dtype_name
-    if plan.layer_count is not None:
-        key = next((key for key in LAYER_COUNT_KEYS if key in config), LAYER_COUNT_KEYS[0])
-        config[key] = plan.layer_count
-    if plan.vocabulary is not None:
-        config["vocab_size"] = plan.vocabulary.rows
-    if "lm_head.weight" in {job.output.name for job in plan.jobs}:
-        # Some inputs had a separate output embedding, so the merged one is not tied any more.
-        config["tie_word_embeddings"] = False
-    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (directory / "config.json").write_text(json.dumps(plan.config, indent=2) + "\n")
 
 
 def _copy_tokenizer(plan: MergePlan, directory: Path) -> None:
@@ -55,7 +42,9 @@ def _copy_tokenizer(plan: MergePlan, directory: Path) -> None:
 
 def _write_chat_template(plan: MergePlan, directory: Path) -> None:
     """chat_template.jinja, and no other template beside it (transformers would read either)."""
-    template = resolve_chat_template(plan.recipe.chat_template, [f.path for f in plan.folders.values()])
+    template = resolve_chat_template(
+        plan.recipe.chat_template, [f.tokenizer_folder for f in plan.folders.values()]
+    )
     if template is None:
         return
     (directory / "chat_template.json").unlink(missing_ok=True)

@@ -213,6 +213,11 @@ class ModelFolder:
     def __str__(self) -> str:
         return self.name or str(self.path)
 
+    @property
+    def tokenizer_folder(self) -> Path:
+        """Where its tokenizer files are (a recipe standing for a folder has another)."""
+        return self.path
+
     @cached_property
     def config(self) -> dict[str, Any]:
         config_file = self.path / "config.json"
