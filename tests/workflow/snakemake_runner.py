@@ -23,7 +23,7 @@ def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:
     table = output.split("Job stats:", 1)[1] if "Job stats:" in output else ""
     jobs = {}
     for line in table.splitlines()[3:]:
-        match = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        match = re.fullmatch(r"([\w-]+)\s+(\d+)", line.strip())
         if not match:
             break
         jobs[match[1]] = int(match[2])

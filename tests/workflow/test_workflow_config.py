@@ -53,12 +53,13 @@ REQUIRED = list(required_keys(load(SCHEMA), DEFAULT))
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_shipped_config_validates_and_passes_the_semantic_checks(path):
-    check_config(validated(load(path)))
+    # `--configfile` is merged over config/config.yaml, as Snakemake does.
+    check_config(validated(_merged(DEFAULT, load(path))))
 
 
 def test_the_required_keys_cover_every_stage():
     dotted = {".".join(map(str, key)) for key in REQUIRED}
-    assert {"run", "seed", "finetune.learning_rate", "evaluation.tasks.0.metric"} <= dotted
+    assert {"run", "seeds", "finetune.learning_rate", "evaluation.tasks.0.metric"} <= dotted
     assert {"extrapolation.alpha_grid", "merging.beta_grid", "resources.default"} <= dotted
 
 
@@ -81,6 +82,10 @@ BAD_VALUES = [
     ("selection", "top_k", 1, "top_k"),
     ("evaluation", "batch_size", 0, "batch_size"),
     ("resources", "default", {"threads": 1, "memory": 10}, "memory"),
+    ("merge_methods", "mixup", {"concentration": 0}, "concentration"),  # Beta(a, a) needs a > 0
+    ("merge_methods", "mixup", {"draws": 0}, "draws"),
+    ("greedy", "max_generations", 0, "max_generations"),
+    ("greedy", "exploration", "random", "exploration"),
 ]
 
 
@@ -102,6 +107,16 @@ SEMANTIC_ERRORS = [
     ({"demo": {"activate": False}}, "model.base is required"),
     ({"demo": {"activate": False}, "model": {"base": "/nonexistent"}}, "model.base: /nonexistent"),
     ({"output": {"shard_size": "lots"}}, "shard_size"),
+    ({"experts": [{"name": "arith"}]}, "tracks.expert: the expert track merges at least two experts"),
+    ({"tracks": {"expert": ["slerp"]}}, "tracks.expert: slerp merges exactly 2 models, the track has 4"),
+    ({"tracks": {"checkpoint": ["fancy"]}}, "unknown merge method 'fancy'"),
+    ({"experts": [{"name": "arith"}, {"name": "arith"}]}, "experts: each expert needs its own name"),
+    (
+        {"experts": [{"name": "arith"}, {"name": "geometry"}]},
+        "experts[1] (geometry): the demo's experts are named",
+    ),
+    ({"greedy": {"k": 11}}, "greedy.k (11) is larger than the pool of 10 models"),
+    ({"greedy": {"method": "m3_ties"}}, "greedy.method: m3_ties chooses a coefficient on dev"),
     (
         {"evaluation": {"tasks": [{"name": "demo_arith", "metric": "m", "splits": {"dev": "test"}}]}},
         "evaluation.tasks[0].splits (demo_arith): dev and test are both 'test'",
@@ -134,6 +149,8 @@ def test_a_real_run_names_a_missing_task_folder(tmp_path):
         "model": {"base": str(tmp_path / "base")},
         "data": {"sft_train": str(tmp_path / "sft.jsonl")},
         "evaluation": {"include_path": str(tmp_path / "my_tasks")},
+        "experts": [],
+        "tracks": {"expert": []},
     }
     config = validated(_merged(DEFAULT, override))
     message = f"evaluation.include_path: {tmp_path}/my_tasks is not a folder"
