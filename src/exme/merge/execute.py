@@ -123,9 +123,10 @@ def _compute_threads(device: torch.device) -> Iterator[None]:
 
 
 class _Executor:
-    def __init__(self, plan: MergePlan, device: torch.device):
+    def __init__(self, plan: MergePlan, device: torch.device, *, keep_on_device: bool = False):
         self.plan = plan
         self.device = device
+        self.keep_on_device = keep_on_device
         self.compute_dtype = torch.float64 if plan.input_dtype == torch.float64 else torch.float32
 
     def load(self, reader: TensorReader, pool: ThreadPoolExecutor, piece: _Piece) -> list[torch.Tensor]:
@@ -154,7 +155,7 @@ class _Executor:
         output = result.to(job.output.dtype)
         if not _all_finite(result, output):
             raise ExmeError(self._non_finite_message(piece))
-        return output.cpu()
+        return output if self.keep_on_device else output.cpu()
 
     def _non_finite_message(self, piece: _Piece) -> str:
         job, reader = piece.job, TensorReader()  # inputs afresh: the method may overwrite them
@@ -193,9 +194,12 @@ def _device(device: str | torch.device | None) -> torch.device:
     return device
 
 
-def build_state_dict(recipe: Recipe, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Merge into memory: {tensor name: CPU tensor in the output dtype}."""
-    executor = _Executor(plan_merge(recipe), _device(device))
+def build_state_dict(
+    recipe: Recipe, device: str | torch.device | None = None, *, keep_on_device: bool = False
+) -> dict[str, torch.Tensor]:
+    """Merge into memory: {tensor name: tensor in the output dtype}, on the CPU, or with
+    keep_on_device on the compute device (a model evaluated there then needs no copy)."""
+    executor = _Executor(plan_merge(recipe), _device(device), keep_on_device=keep_on_device)
     blocks: dict[str, list[torch.Tensor]] = {}
     for name, block in executor.results(show_progress=False):
         blocks.setdefault(name, []).append(block)
