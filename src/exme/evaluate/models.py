@@ -1,37 +1,62 @@
 """Loading a model for evaluation: a Hugging Face folder, or a recipe built in memory.
 
-A recipe's weights are computed by the merge engine tensor by tensor and loaded into a model made
-from the recipe's config, so that evaluating a grid point writes no model-sized file.
+A recipe's weights are computed by the merge engine tensor by tensor (in fp32, cast to the
+evaluation dtype) on the evaluation device and assigned to a model built without initialisation
+(its parameters on the meta device), so that evaluating a grid point writes no model-sized file,
+holds no second copy of the model and spends nothing on random initialisation.
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from exme.device import default_device
 from exme.errors import ExmeError
-from exme.evaluate.harness import load_model_dir
+from exme.evaluate.harness import load_model_dir, torch_dtype
 from exme.merge.execute import build_state_dict
 from exme.merge.recipe import load_recipe
 
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
-def load_model(source: str | os.PathLike, device: torch.device | None = None):
-    """(model, tokenizer) for a model folder or a recipe file, in eval mode on `device`."""
+def load_model(source: str | os.PathLike, device: torch.device | None = None, dtype: str = "auto"):
+    """(model, tokenizer) for a model folder or a recipe file, in eval mode on `device`.
+
+    dtype "auto" is the model's own: a folder's stored dtype, as `lm_eval --model hf` loads it, or
+    for a recipe the dtype its merge writes (its out_dtype or dtype, else its inputs' dtype)."""
     source = Path(source)
     device = device or default_device()
     if source.suffix not in RECIPE_SUFFIXES:
-        model, tokenizer = load_model_dir(source, device)
+        model, tokenizer = load_model_dir(source, device, dtype)
         _check_finite(model, source)
         return model, tokenizer
+    return load_recipe_model(source, device, dtype)
+
+
+def load_recipe_model(source: str | os.PathLike, device: torch.device | None = None, dtype: str = "auto"):
+    source = Path(source)
+    device = device or default_device()
     recipe = load_recipe(source)
+    if dtype != "auto":
+        torch_dtype(dtype)  # a clear error for an unknown name
+        recipe = dataclasses.replace(recipe, out_dtype=dtype)
     config_source = recipe.base_model or recipe.models[0].model
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(config_source))
-    _load_weights(model, build_state_dict(recipe, device=device), source)
-    tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer_source or config_source)
+    config = AutoConfig.from_pretrained(config_source)
+    state_dict = build_state_dict(recipe, device=device, keep_on_device=True)
+    weights_dtype = next(iter(state_dict.values())).dtype
+    config.dtype = weights_dtype
+    if "lm_head.weight" in state_dict:  # as the merge engine's folders: a separate lm_head is untied
+        config.tie_word_embeddings = False
+    # Parameters on the meta device (no memory, no initialisation); buffers (e.g. rotary
+    # frequencies) are computed as usual, as from_pretrained does.
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=weights_dtype)
+    _assign_weights(model, state_dict, source)
+    tokenizer = AutoTokenizer.from_pretrained(recipe.tokenizer_model)
     return model.to(device).eval(), tokenizer
 
 
@@ -42,9 +67,10 @@ def _check_finite(model: PreTrainedModel, source: Path) -> None:
             raise ExmeError(f"model {source}: tensor {name} holds NaN or Inf")
 
 
-def _load_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> None:
-    """Load built weights; only tensors tied to others (e.g. a tied lm_head) may be absent."""
-    result = model.load_state_dict(state_dict, strict=False)
+def _assign_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> None:
+    """Make the built tensors the model's parameters (no copy); only tensors tied to others (e.g. a
+    tied lm_head) may be absent, and are tied afterwards."""
+    result = model.load_state_dict(state_dict, strict=False, assign=True)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     missing = [key for key in result.missing_keys if key not in tied]
     if missing or result.unexpected_keys:
@@ -53,3 +79,6 @@ def _load_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> Non
             f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
         )
     model.tie_weights()
+    still_empty = [name for name, parameter in model.named_parameters() if parameter.is_meta]
+    if still_empty:
+        raise ExmeError(f"recipe {source}: no weights were built for {still_empty[:3]}")
