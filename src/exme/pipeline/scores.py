@@ -9,7 +9,8 @@ import pandas as pd
 from exme.pipeline.selection import read_evaluation
 
 DESCRIPTION_COLUMNS = ["method", "source", "rank", "alpha", "beta"]
-COLUMNS = ["model", *DESCRIPTION_COLUMNS, "task", "split", "metric", "value", "seed"]
+# stderr: lm-eval's standard error of the value (empty where lm-eval gives none).
+COLUMNS = ["model", *DESCRIPTION_COLUMNS, "task", "split", "metric", "value", "stderr", "seed"]
 
 
 def tidy_scores(evaluation_paths: Sequence[str | os.PathLike], *, selection: dict, seed: int) -> pd.DataFrame:
