@@ -15,7 +15,13 @@ from exme.pipeline.catalogue import (
     model_name,
     sft_step,
 )
-from exme.pipeline.config import as_param, check_config, check_rule_resources, fingerprint
+from exme.pipeline.config import (
+    as_param,
+    check_config,
+    check_rule_resources,
+    evaluation_settings,
+    fingerprint,
+)
 from exme.pipeline.targets import figure_paths, final_targets, models_on_dev, models_on_test
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 

@@ -22,6 +22,6 @@ rule evaluate:
         include_path=task_include_path(),
         batch_size=config["evaluation"]["batch_size"],
         limit=config["evaluation"]["limit"],
-        seed=config["seed"],
+        settings=evaluation_settings(config),
     script:
         "../scripts/evaluate.py"
