@@ -274,7 +274,7 @@ def sft_trainer(
     warmup_steps: float = 0,
     weight_decay: float = 0.0,
     lr_scheduler_type: str = "linear",
-    optim: str = "adamw_torch",
+    optim: str = "adamw_torch_fused",  # transformers' default
     gradient_accumulation_steps: int = 1,
     gradient_checkpointing: bool = False,
     max_seq_length: int = 1024,
