@@ -268,3 +268,16 @@ def test_checkpoints_are_in_the_training_dtype(tiny_base, demo_data, tmp_path):
     weights = load_file(out / "step-2" / "model.safetensors")
     assert {tensor.dtype for tensor in weights.values()} == {torch.bfloat16}
     assert json.loads((out / "step-2" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_bf16_on_a_gpu_without_it_is_named(monkeypatch):
+    from exme.train import sft
+
+    monkeypatch.setattr(sft.torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(sft.torch.cuda, "get_device_name", lambda device: "Tesla V100")
+    cuda = torch.device("cuda")
+    with pytest.raises(ExmeError, match=r"finetune.bf16: this GPU \(Tesla V100\) cannot compute in bfloat16"):
+        sft._check_precision(True, False, torch.float32, cuda)
+    with pytest.raises(ExmeError, match=r"finetune.dtype: this GPU \(Tesla V100\)"):
+        sft._check_precision(False, False, torch.bfloat16, cuda)
+    sft._check_precision(False, True, torch.float32, cuda)  # fp16 is the way there
