@@ -13,6 +13,7 @@ use_offline_environment()
 
 from exme.demo.base_model import pretrain_base  # noqa: E402
 from exme.demo.tasks import TASK_GENERATORS, write_demo_data  # noqa: E402
+from tests.real_model import converted_model, without_pad_token  # noqa: E402
 from tests.tiny_models import ModelFamily, load_folder, save_llama  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,3 +116,15 @@ def run_mergekit(tmp_path_factory) -> Callable[[dict[str, Any]], dict[str, torch
         return load_folder(out)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face folder (converted once per machine, see real_model.py)."""
+    return converted_model()
+
+
+@pytest.fixture(scope="session")
+def real_model_without_pad(real_model, tmp_path_factory) -> Path:
+    """The same model with no pad token in its tokenizer and configs, as Llama-3 and Mistral ship."""
+    return without_pad_token(real_model, tmp_path_factory.mktemp("real") / "base")

@@ -75,10 +75,11 @@ def test_write_demo_data_layout(demo_data):
     for task in TASK_GENERATORS:
         config = yaml.safe_load((demo_data / "lm_eval_tasks" / f"demo_{task}.yaml").read_text())
         assert config["task"] == f"demo_{task}"
-        for split in ("dev", "test"):
+        assert config["training_split"] == "train"  # few-shot examples come from train
+        for split, size in (("train", 40), ("dev", 20), ("test", 20)):
             path = config["dataset_kwargs"]["data_files"][split]
             assert path.startswith("/")
-            assert len(_read_jsonl(demo_data / task / f"{split}.jsonl")) == 20
+            assert len(_read_jsonl(demo_data / task / f"{split}.jsonl")) == size
             assert path == str(demo_data / task / f"{split}.jsonl")
     assert (demo_data / "pretrain.txt").read_text().count("\n") == 300
     assert METRIC_KEY == "exact_match,first-token"

@@ -1,10 +1,23 @@
 import json
+import math
+import os
+import shlex
+import subprocess
+import sys
 
 import pytest
+import torch
+import yaml
 
 from exme.demo.tasks import METRIC_KEY, TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
-from exme.evaluate.harness import evaluate_model, load_model_dir, scores_from_results
+from exme.evaluate.harness import (
+    evaluate_model,
+    load_model_dir,
+    scores_from_results,
+    write_samples,
+    write_split_tasks,
+)
 from exme.files import write_json
 
 TASKS = [lm_eval_task_name(task) for task in TASK_GENERATORS]
@@ -24,41 +37,67 @@ def test_evaluate_model_on_split(model_and_tokenizer, demo_data, split, tmp_path
         task_splits=dict.fromkeys(TASKS, split),
         include_path=demo_data / "lm_eval_tasks",
         batch_size=8,
-        seed=0,
         limit=5,
         device="cpu",
+        task_dir=tmp_path / "tasks",
     )
     for task in TASKS:
         assert results["configs"][task]["test_split"] == split
+        assert results["configs"][task]["task"] == f"{task}@{split}"
         assert results["n-samples"][task]["effective"] == 5
+    # lm-eval's own default seeds, as the lm_eval CLI uses them.
+    assert [results["config"][f"{k}_seed"] for k in ("random", "numpy", "torch", "fewshot")] == [
+        0,
+        1234,
+        1234,
+        1234,
+    ]
+    assert len(results["lm_eval_runs"]) == 1 and results["lm_eval_runs"][0]["tasks"] == TASKS
     scores = scores_from_results(results, METRIC_KEY)
     assert [score["task"] for score in scores] == TASKS
-    assert all(0.0 <= score["value"] <= 1.0 for score in scores)
+    for score in scores:
+        assert 0.0 <= score["value"] <= 1.0
+        # lm-eval's closed-form standard error of a mean: sqrt(p(1-p)/(n-1)).
+        p = score["value"]
+        assert score["stderr"] == pytest.approx(math.sqrt(p * (1 - p) / 4))
     write_json(tmp_path / "r.json", {"scores": scores})
     assert json.loads((tmp_path / "r.json").read_text())["scores"] == scores
 
 
-def test_dev_and_test_read_different_files(demo_data):
-    # The split override must change the documents, not only the label.
-    from exme.evaluate.harness import _registered_task_configs, _with_evaluated_split
+def test_a_split_is_chosen_by_a_generated_yaml_that_includes_the_task(demo_data, tmp_path):
+    """lm-eval's public `include:`: the generated task is the original with another test_split."""
+    names = write_split_tasks({TASKS[0]: "dev"}, demo_data / "lm_eval_tasks", tmp_path)
+    assert names == {TASKS[0]: f"{TASKS[0]}@dev"}
+    spec = yaml.safe_load((tmp_path / f"{TASKS[0]}@dev.yaml").read_text())
+    assert spec == {
+        "include": str((demo_data / "lm_eval_tasks" / f"{TASKS[0]}.yaml").resolve()),
+        "task": f"{TASKS[0]}@dev",
+        "test_split": "dev",
+    }
+    from lm_eval.tasks import TaskManager
 
-    _, configs = _registered_task_configs([TASKS[0]], demo_data / "lm_eval_tasks")
-    dev = _with_evaluated_split(configs[TASKS[0]], "dev")
-    assert dev["test_split"] == "dev"
-    assert dev["dataset_kwargs"]["data_files"]["dev"].endswith("dev.jsonl")
-    with pytest.raises(ExmeError, match=r"demo_arith.*no split 'validation'.*splits"):
-        _with_evaluated_split(configs[TASKS[0]], "validation")
+    task = TaskManager(include_path=str(tmp_path), include_defaults=False).load([f"{TASKS[0]}@dev"])
+    documents = list(task["tasks"][f"{TASKS[0]}@dev"].test_docs())
+    dev = [json.loads(line) for line in (demo_data / "arith" / "dev.jsonl").read_text().splitlines()]
+    assert documents == dev  # the documents change, not only the label
 
 
-def test_lm_evals_own_tasks_are_found_with_their_full_config_and_chosen_split(demo_data):
-    """A real config names lm-eval's tasks; only the config is resolved here (no data set download)."""
-    from exme.evaluate.harness import _registered_task_configs, _with_evaluated_split
+def test_lm_evals_own_tasks_are_included_by_their_yaml(demo_data, tmp_path):
+    """A real config names lm-eval's tasks; only the YAML is resolved here (no data set download)."""
+    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks._yaml_loader import load_yaml  # the test only inspects what lm-eval resolves
 
-    _, configs = _registered_task_configs(["arc_easy", TASKS[0]], demo_data / "lm_eval_tasks")
-    arc = _with_evaluated_split(configs["arc_easy"], "validation")
+    names = write_split_tasks(
+        {"arc_easy": "validation", TASKS[0]: "dev"}, demo_data / "lm_eval_tasks", tmp_path
+    )
+    assert names["arc_easy"] == "arc_easy@validation"
+    spec = yaml.safe_load((tmp_path / "arc_easy@validation.yaml").read_text())
+    assert spec["include"].endswith("lm_eval/tasks/arc/arc_easy.yaml")
+    index = TaskManager(include_path=str(tmp_path), include_defaults=False).task_index
+    assert {"arc_easy@validation", f"{TASKS[0]}@dev"} <= set(index)
+    arc = load_yaml(tmp_path / "arc_easy@validation.yaml")
     assert arc["dataset_path"] == "allenai/ai2_arc" and arc["test_split"] == "validation"
-    assert arc["doc_to_choice"] and arc["output_type"] == "multiple_choice"
-    assert configs[TASKS[0]]["dataset_kwargs"]["data_files"]  # include_path still searched first
+    assert arc["output_type"] == "multiple_choice" and arc["task"] == "arc_easy@validation"
 
 
 @pytest.mark.parametrize(
@@ -68,13 +107,139 @@ def test_lm_evals_own_tasks_are_found_with_their_full_config_and_chosen_split(de
         ("ai2_arc", "'ai2_arc' is an lm-eval group or tag"),
     ],
 )
-def test_a_task_that_cannot_be_evaluated_is_named(demo_data, name, message):
-    from exme.evaluate.harness import _registered_task_configs
-
+def test_a_task_that_cannot_be_evaluated_is_named(demo_data, tmp_path, name, message):
     with pytest.raises(ExmeError, match=message):
-        _registered_task_configs([name], demo_data / "lm_eval_tasks")
+        write_split_tasks({name: "test"}, demo_data / "lm_eval_tasks", tmp_path)
+
+
+def test_a_split_the_data_lack_is_named(model_and_tokenizer, demo_data):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ExmeError, match=r"demo_arith.*no split 'validation'.*splits"):
+        evaluate_model(
+            model,
+            tokenizer,
+            task_splits={TASKS[0]: "validation"},
+            include_path=demo_data / "lm_eval_tasks",
+            batch_size=8,
+            limit=2,
+            device="cpu",
+        )
+
+
+def test_settings_reach_lm_eval_and_samples_are_written(model_and_tokenizer, demo_data, tmp_path):
+    """num_fewshot per task over settings for all tasks; tasks with other settings run apart; seeds
+    and gen_kwargs are lm-eval's; log_samples gives lm-eval's per-sample records."""
+    model, tokenizer = model_and_tokenizer
+    results = evaluate_model(
+        model,
+        tokenizer,
+        task_splits={TASKS[0]: "dev", TASKS[1]: "dev"},
+        include_path=demo_data / "lm_eval_tasks",
+        batch_size=8,
+        limit=3,
+        settings={"num_fewshot": 0, "gen_kwargs": {"max_gen_toks": 2}},
+        task_settings={TASKS[1]: {"num_fewshot": 2}},
+        seeds=7,
+        log_samples=True,
+        device="cpu",
+        task_dir=tmp_path / "tasks",
+        model_location="some/folder",
+    )
+    assert results["n-shot"] == {TASKS[0]: 0, TASKS[1]: 2}
+    runs = results["lm_eval_runs"]
+    assert [run["tasks"] for run in runs] == [[TASKS[0]], [TASKS[1]]]
+    assert "--num_fewshot 2" in runs[1]["command"] and "--seed 7,7,7,7" in runs[1]["command"]
+    assert "--gen_kwargs max_gen_toks=2" in runs[0]["command"]
+    assert results["configs"][TASKS[0]]["generation_kwargs"]["max_gen_toks"] == 2
+    assert results["config"]["random_seed"] == 7
+    paths = write_samples(results, tmp_path / "samples")
+    assert [path.name for path in paths] == [f"{TASKS[0]}.jsonl", f"{TASKS[1]}.jsonl"]
+    records = [json.loads(line) for line in paths[1].read_text().splitlines()]
+    assert len(records) == 3 and {"doc", "target", "resps", "filtered_resps"} <= set(records[0])
+    two_shot_prompt, generation = records[0]["arguments"][0]
+    assert generation["max_gen_toks"] == 2
+    assert two_shot_prompt.count("=") == 3  # two examples from train, then the question
+
+
+def test_few_shot_without_a_few_shot_split_is_an_error(model_and_tokenizer, demo_data, tmp_path):
+    config = yaml.safe_load((demo_data / "lm_eval_tasks" / f"{TASKS[0]}.yaml").read_text())
+    for key in ("training_split", "validation_split"):
+        config.pop(key)
+    config["dataset_kwargs"]["data_files"] = {"test": config["dataset_kwargs"]["data_files"]["test"]}
+    config["task"] = "only_test"
+    (tmp_path / "only_test.yaml").write_text(yaml.safe_dump(config))
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ExmeError, match=r"num_fewshot \(3\) for task 'only_test'.*no few-shot split"):
+        evaluate_model(
+            model,
+            tokenizer,
+            task_splits={"only_test": "test"},
+            include_path=tmp_path,
+            batch_size=8,
+            settings={"num_fewshot": 3},
+            device="cpu",
+        )
+
+
+def test_a_chat_template_the_tokenizer_lacks_is_an_error(model_and_tokenizer, demo_data):
+    model, tokenizer = model_and_tokenizer
+    with pytest.raises(ExmeError, match="apply_chat_template: the model's tokenizer has no chat template"):
+        evaluate_model(
+            model,
+            tokenizer,
+            task_splits={TASKS[0]: "dev"},
+            include_path=demo_data / "lm_eval_tasks",
+            batch_size=8,
+            settings={"apply_chat_template": True},
+            device="cpu",
+        )
+
+
+def test_the_lm_eval_cli_gives_the_pipelines_score(tiny_base, demo_data, tmp_path):
+    """The command recorded with an evaluation reruns it with the `lm_eval` CLI: same score."""
+    model, tokenizer = load_model_dir(tiny_base, device="cpu")
+    settings = dict(task_splits={TASKS[3]: "dev"}, include_path=demo_data / "lm_eval_tasks", batch_size=8)
+    results = evaluate_model(
+        model,
+        tokenizer,
+        **settings,
+        limit=10,
+        device="cpu",
+        task_dir=tmp_path / "t",
+        model_location=tiny_base,
+    )
+    command = shlex.split(results["lm_eval_runs"][0]["command"])
+    assert command[0] == "lm_eval"
+    out = tmp_path / "cli"
+    cli = [sys.executable, "-m", "lm_eval", *command[1:], "--output_path", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    run = subprocess.run(cli, capture_output=True, text=True, timeout=600, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    (cli_results,) = out.rglob("results_*.json")
+    cli_task = json.loads(cli_results.read_text())["results"][f"{TASKS[3]}@dev"]
+    pipeline_task = results["results"][TASKS[3]]
+    assert cli_task[METRIC_KEY] == pipeline_task[METRIC_KEY]
+    assert cli_task["exact_match_stderr,first-token"] == pipeline_task["exact_match_stderr,first-token"]
+
+
+def test_auto_dtype_is_the_folders_own(tiny_base, tmp_path):
+    model, tokenizer = load_model_dir(tiny_base, device="cpu")
+    assert model.dtype == torch.float32
+    model.to(torch.bfloat16).save_pretrained(tmp_path / "bf16")
+    tokenizer.save_pretrained(tmp_path / "bf16")
+    assert load_model_dir(tmp_path / "bf16", device="cpu")[0].dtype == torch.bfloat16
+    assert load_model_dir(tmp_path / "bf16", device="cpu", dtype="float32")[0].dtype == torch.float32
+    with pytest.raises(ExmeError, match="evaluation.dtype: 'fp8'"):
+        load_model_dir(tmp_path / "bf16", device="cpu", dtype="fp8")
 
 
 def test_missing_metric_is_named():
     with pytest.raises(ExmeError, match="acc,none"):
         scores_from_results({"results": {"demo_arith": {METRIC_KEY: 0.5}}}, "acc,none")
+
+
+def test_stderr_is_none_where_lm_eval_gives_none():
+    results = {"results": {"t": {"acc,none": 0.5, "acc_stderr,none": "N/A"}}}
+    assert scores_from_results(results, "acc,none") == [
+        {"task": "t", "metric": "acc,none", "value": 0.5, "stderr": None}
+    ]

@@ -93,3 +93,31 @@ def test_a_resources_entry_must_name_a_rule():
     check_rule_resources({"default": {}, "finetune": {}}, ["finetune", "evaluate"])
     with pytest.raises(ExmeError, match="resources.fine_tune: no rule of that name"):
         check_rule_resources({"fine_tune": {}}, ["finetune", "evaluate"])
+
+
+def test_standard_errors_reach_the_table_and_the_comparison_figure(tmp_path):
+    from exme.pipeline.report import plot_comparison, task_stderrs
+
+    paths = []
+    for model, shift in (
+        ("base", 0.0),
+        ("sft-20", 0.2),
+        ("sft-10", 0.1),
+        ("expo1", 0.3),
+        ("expo2", 0.25),
+        ("exme", 0.4),
+    ):
+        scores = [
+            {"task": "t1", "metric": "acc", "value": 0.3 + shift, "stderr": 0.03},
+            {"task": "t2", "metric": "acc", "value": 0.2 + shift, "stderr": 0.04},
+        ]
+        paths.append(tmp_path / f"{model}.json")
+        write_json(
+            paths[-1], {"model": model, "split": "test", "description": {"method": "x"}, "scores": scores}
+        )
+    table = tidy_scores(paths, selection=SELECTION, seed=0)
+    assert list(table["stderr"].unique()) == [0.03, 0.04]
+    errors = task_stderrs(table).loc[("test", "exme")]
+    assert errors["t1"] == 0.03 and errors["mean"] == pytest.approx((0.03**2 + 0.04**2) ** 0.5 / 2)
+    plot_comparison(table, SELECTION, tmp_path / "comparison.png")
+    assert (tmp_path / "comparison.png").stat().st_size > 10_000

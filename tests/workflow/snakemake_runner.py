@@ -6,7 +6,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIGS = sorted([*REPO.glob("config/*.yaml"), *REPO.glob(".test/config_*/config.yaml")])
+REAL_CONFIG = REPO / ".test/config_real/config.yaml"
+# Every config that runs in a bare working directory; REAL_CONFIG needs a prepared one (the real
+# model), see test_real_model_run.py.
+CONFIGS = sorted(
+    path
+    for path in [*REPO.glob("config/*.yaml"), *REPO.glob(".test/config_*/config.yaml")]
+    if path != REAL_CONFIG
+)
 CI_CONFIG = REPO / ".test/config_ci/config.yaml"
 
 

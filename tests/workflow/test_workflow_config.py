@@ -1,6 +1,7 @@
 """The config: every shipped file validates, and each bad value fails with a message naming its key."""
 
 import copy
+import json
 import re
 import shutil
 
@@ -121,6 +122,20 @@ SEMANTIC_ERRORS = [
         {"evaluation": {"tasks": [{"name": "demo_arith", "metric": "m", "splits": {"dev": "test"}}]}},
         "evaluation.tasks[0].splits (demo_arith): dev and test are both 'test'",
     ),
+    (
+        {"extrapolation": {"alpha_grid": [0.0, float("nan")]}},
+        "extrapolation.alpha_grid[1]: nan is not a finite",
+    ),
+    ({"merging": {"beta_grid": [0.5, float("nan")]}}, "merging.beta_grid[1]: nan is not a finite number"),
+    ({"finetune": {"learning_rate": float("inf")}}, "finetune.learning_rate: inf is not a finite number"),
+    ({"finetune": {"bf16": True, "fp16": True}}, "finetune.bf16 and finetune.fp16 are both true"),
+    ({"finetune": {"fp16": True, "dtype": "bfloat16"}}, "finetune.fp16 mixed precision needs finetune.dtype"),
+    ({"finetune": {"warmup_steps": 2.5}}, "finetune.warmup_steps (2.5)"),
+    ({"evaluation": {"apply_chat_template": True}}, "apply_chat_template is set, but the demo's tokenizer"),
+    (
+        {"evaluation": {"fewshot_as_multiturn": True}},
+        "evaluation.tasks[0] (demo_arith): fewshot_as_multiturn is true but apply_chat_template is not",
+    ),
 ]
 
 
@@ -160,12 +175,66 @@ def test_a_real_run_names_a_missing_task_folder(tmp_path):
     check_config(config)
 
 
+def _real_run(tmp_path, records, tokenizer_config):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/config.json").write_text("{}")
+    (tmp_path / "base/tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    override = {
+        "demo": {"activate": False},
+        "model": {"base": str(tmp_path / "base")},
+        "data": {"sft_train": str(tmp_path / "sft.jsonl")},
+    }
+    return validated(_merged(DEFAULT, override))
+
+
+def test_chat_data_or_a_chat_template_need_one_in_the_base_model(tmp_path):
+    chat = [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    config = _real_run(tmp_path, chat, {"eos_token": "</s>"})
+    with pytest.raises(
+        ExmeError, match=r"data.sft_train: .*sft.jsonl holds chat 'messages' records, which needs"
+    ):
+        check_config(config)
+    config["data"]["sft_train"] = str(tmp_path / "text.jsonl")
+    (tmp_path / "text.jsonl").write_text(json.dumps({"prompt": "q", "completion": "a"}) + "\n")
+    check_config(config)
+    config["evaluation"]["tasks"][2]["apply_chat_template"] = True
+    with pytest.raises(ExmeError, match=r"evaluation.tasks\[2\] \(demo_lookup\): apply_chat_template needs"):
+        check_config(config)
+    (tmp_path / "base/chat_template.jinja").write_text("{{ messages }}")
+    config["data"]["sft_train"] = str(tmp_path / "sft.jsonl")
+    check_config(config)
+
+
+def test_lm_eval_settings_validate_for_all_tasks_and_per_task():
+    config = copy.deepcopy(DEFAULT)
+    config["evaluation"].update(num_fewshot=2, seed=[0, None, 3, 4], gen_kwargs={"max_gen_toks": 8})
+    config["evaluation"]["tasks"][0].update(num_fewshot=0, gen_kwargs="temperature=0")
+    check_config(validated(config))
+    defaults = validated(DEFAULT)["evaluation"]
+    assert {key: defaults[key] for key in ("dtype", "seed", "bootstrap_iters", "log_samples")} == {
+        "dtype": "auto",
+        "seed": None,
+        "bootstrap_iters": 1000,
+        "log_samples": False,
+    }
+    assert "num_fewshot" not in defaults["tasks"][0]  # a task's own settings have no defaults
+    from exme.evaluate.harness import LM_EVAL_SETTINGS
+    from exme.pipeline.config import TASK_LM_EVAL_SETTINGS
+
+    assert TASK_LM_EVAL_SETTINGS == LM_EVAL_SETTINGS
+    config["evaluation"]["seed"] = [1, 2]
+    with pytest.raises(WorkflowError, match="seed"):
+        validated(config)
+
+
 @pytest.mark.parametrize(
     ("override", "named"),
     [
         ({"selection": {"top_k": 99}}, "selection.top_k"),
         ({"run": None}, "None is not of type 'string'"),
         ({"resources": {"fine_tune": {"threads": 2}}}, "resources.fine_tune: no rule of that name"),
+        ({"extrapolation": {"alpha_grid": [0.0, float("inf")]}}, "alpha_grid[1]: inf is not a finite number"),
     ],
 )
 def test_the_workflow_refuses_a_bad_config_before_writing_anything(tmp_path, override, named):

@@ -25,6 +25,7 @@ from exme.pipeline.config import (
     as_param,
     check_config,
     check_rule_resources,
+    evaluation_settings,
     expert_finetune_settings,
     fingerprint,
 )

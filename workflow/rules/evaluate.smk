@@ -26,6 +26,7 @@ rule evaluate:
         include_path=task_include_path(),
         batch_size=config["evaluation"]["batch_size"],
         limit=config["evaluation"]["limit"],
+        settings=evaluation_settings(config),
     script:
         "../scripts/evaluate.py"
 
@@ -56,5 +57,6 @@ for batch, batch_models in EVALUATION_BATCHES.items():
             include_path=task_include_path(),
             batch_size=config["evaluation"]["batch_size"],
             limit=config["evaluation"]["limit"],
+            settings=evaluation_settings(config),
         script:
             "../scripts/evaluate.py"

@@ -1,33 +1,57 @@
 """Rules evaluate and evaluate_<grid>: lm-eval on models (folders, or recipes built in memory) and
 one split, each model's scores written as soon as it is evaluated."""
 
+from pathlib import Path
+
 from exme.device import use_threads
-from exme.evaluate.harness import evaluate_model, scores_from_results
-from exme.evaluate.models import load_model
-from exme.files import write_json
-from exme.pipeline.catalogue import recipe_description
+from exme.offline import set_offline
+from exme.pipeline.config import TASK_LM_EVAL_SETTINGS
 from exme.pipeline.rule_script import run_rule
 
 
 def main(smk):
+    params, settings, split = smk.params, smk.params.settings, smk.wildcards.split
+    set_offline(not settings["allow_downloads"])  # before transformers and lm-eval are imported
+    from exme.evaluate.harness import evaluate_model, scores_from_results, write_samples
+    from exme.evaluate.models import load_model
+    from exme.files import write_json
+    from exme.merge.plan import names_recipe
+    from exme.pipeline.catalogue import recipe_description
+
     use_threads(smk.threads)
-    params, split = smk.params, smk.wildcards.split
     # The pipeline's dev and test are, per task, the data set splits its `splits` names.
     task_splits = {task["name"]: task["splits"][split] for task in params.tasks}
     metrics = {task["name"]: task["metric"] for task in params.tasks}
+    task_settings = {
+        task["name"]: {key: task[key] for key in TASK_LM_EVAL_SETTINGS if key in task}
+        for task in params.tasks
+    }
     for name, location, description, output in zip(
         params.models, params.locations, params.descriptions, smk.output, strict=True
     ):
-        model, tokenizer = load_model(location)
+        model, tokenizer = load_model(location, dtype=settings["dtype"])
+        # Beside the evaluation file: the generated task YAMLs that choose the split (the recorded
+        # `lm_eval` commands read them) and, with log_samples, lm-eval's per-sample outputs.
+        stem = Path(output).with_suffix("")
         results = evaluate_model(
             model,
             tokenizer,
             task_splits=task_splits,
             include_path=params.include_path,
             batch_size=params.batch_size,
-            seed=0,  # lm-eval's own default random_seed, the same for every model
             limit=params.limit,
+            settings={key: settings[key] for key in TASK_LM_EVAL_SETTINGS},
+            task_settings=task_settings,
+            seeds=settings["seed"],
+            bootstrap_iters=settings["bootstrap_iters"],
+            log_samples=settings["log_samples"],
+            task_dir=f"{stem}.tasks",
+            model_location=None if names_recipe(location) else location,
+            dtype=settings["dtype"],
+            offline=not settings["allow_downloads"],
         )
+        if settings["log_samples"]:
+            write_samples(results, f"{stem}.samples")
         write_json(
             output,
             {
@@ -39,9 +63,12 @@ def main(smk):
                 "description": description or recipe_description(location),
                 "scores": scores_from_results(results, metrics),
                 "n_samples": results.get("n-samples"),
+                "dtype": str(model.dtype).removeprefix("torch."),
+                "lm_eval_runs": results["lm_eval_runs"],
                 "lm_eval_results": results["results"],
             },
         )
+        del model
 
 
 run_rule(main, snakemake)  # noqa: F821

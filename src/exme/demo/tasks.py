@@ -130,11 +130,13 @@ def pretraining_lines(n_lines: int, seed: int) -> list[str]:
 
 
 def task_yaml(task: str, data_files: dict[str, Path]) -> dict:
-    """lm-eval 0.4.13 task config: greedy, stop at newline, exact match on the first token."""
+    """lm-eval 0.4.13 task config: greedy, stop at newline, exact match on the first token. Few-shot
+    examples, when asked for, come from the train split."""
     return {
         "task": lm_eval_task_name(task),
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {split: str(path) for split, path in data_files.items()}},
+        "training_split": "train",
         "validation_split": "dev",
         "test_split": "test",
         "output_type": "generate_until",
@@ -194,7 +196,7 @@ def write_demo_data(
             task_rows = [{"prompt": row["prompt"], "completion": row["answer"]} for row in splits["train"]]
             _write_jsonl(staging / "experts" / f"{task}.jsonl", task_rows)
             sft_rows += task_rows
-            config = task_yaml(task, {split: out_dir / task / f"{split}.jsonl" for split in ("dev", "test")})
+            config = task_yaml(task, {split: out_dir / task / f"{split}.jsonl" for split in splits})
             yaml_path = staging / "lm_eval_tasks" / f"{lm_eval_task_name(task)}.yaml"
             yaml_path.write_text(yaml.safe_dump(config, sort_keys=False))
         random.Random(f"{seed}:sft").shuffle(sft_rows)

@@ -1,83 +1,253 @@
-"""Evaluation with lm-evaluation-harness on a model object, offline, on a chosen split."""
+"""Evaluation with lm-evaluation-harness on a model object, on a chosen split of each task.
 
+Only lm-eval's public mechanisms are used, so that every evaluation can be rerun with the `lm_eval`
+CLI: a task is evaluated on a split through a generated task YAML that `include:`s the task's own
+YAML and sets `test_split`; settings (few-shot, chat template, generation arguments, seeds) are
+simple_evaluate's own arguments, and the CLI flag of each is recorded with the results.
+"""
+
+import json
 import os
+import shlex
+import tempfile
+from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    PreTrainedModel,
-    PreTrainedTokenizerBase,
-)
+import yaml
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from exme.device import default_device
 from exme.errors import ExmeError
-from exme.offline import use_offline_environment
+from exme.files import staged_file, write_text
+from exme.offline import set_offline
 
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# lm-eval's own default seeds (python random, numpy, torch, few-shot sampler), as `lm_eval` uses them.
+LM_EVAL_SEEDS = (0, 1234, 1234, 1234)
+# Settings of one lm-eval run, each an argument of simple_evaluate and a flag of the `lm_eval` CLI;
+# they may be set for all tasks and per task.
+LM_EVAL_SETTINGS = (
+    "num_fewshot",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "system_instruction",
+    "gen_kwargs",
+)
+SPLIT_SEPARATOR = "@"  # a task evaluated on a split is named <task>@<split>
+
+
+def torch_dtype(dtype: str) -> str | torch.dtype:
+    """ "auto" (the model's own dtype, as `lm_eval --model hf` loads it) or a torch dtype."""
+    if dtype not in DTYPES:
+        raise ExmeError(f"evaluation.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    return dtype if dtype == "auto" else getattr(torch, dtype)
+
 
 def load_model_dir(
-    path: str | os.PathLike, device: torch.device | str | None = None
+    path: str | os.PathLike, device: torch.device | str | None = None, dtype: str = "auto"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load an HF model folder (float32, eval mode) and its tokenizer."""
+    """Load an HF model folder (in `dtype`, eval mode, on `device`) and its tokenizer."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ExmeError(f"model folder {path} has no config.json")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    model.to(torch.device(device) if device is not None else default_device()).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    device = torch.device(device) if device is not None else default_device()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), device_map=device)
+    return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
-def _registered_task_configs(
-    task_names: list[str], include_path: str | os.PathLike | None
-) -> tuple["TaskManager", dict[str, dict[str, Any]]]:
-    """A TaskManager and each task's full lm-eval config, looked up by name in include_path, then
-    among lm-eval's own tasks (indexing those takes seconds, so only when a name is not found)."""
+def split_task_name(task: str, split: str) -> str:
+    return f"{task}{SPLIT_SEPARATOR}{split}"
+
+
+def _task_manager(include_path: str | os.PathLike | None, names: list[str]) -> "TaskManager":
+    """A TaskManager that knows `names`: include_path alone when it holds them all, else lm-eval's
+    own tasks too (indexing those takes seconds)."""
     from lm_eval.tasks import TaskManager
-    from lm_eval.tasks._index import Kind
-
-    # lm-eval 0.4.13 has no public call for "a registered task's config with one key changed": a
-    # dict spec replaces the registered config, so the config is loaded here (with its includes
-    # and !function entries resolved, as lm-eval itself does) and passed in full.
-    from lm_eval.tasks._yaml_loader import load_yaml
 
     task_manager = TaskManager(include_path=include_path, include_defaults=False)
-    if any(name not in task_manager.task_index for name in task_names):
-        task_manager = TaskManager(include_path=include_path, include_defaults=True)
-    index = task_manager.task_index
-    configs = {}
-    for name in task_names:
-        entry = index.get(name)
+    if all(name in task_manager.task_index for name in names):
+        return task_manager
+    return TaskManager(include_path=include_path, include_defaults=True)
+
+
+def write_split_tasks(
+    task_splits: dict[str, str], include_path: str | os.PathLike | None, out_dir: str | os.PathLike
+) -> dict[str, str]:
+    """Write one task YAML per (task, split) into out_dir, named <task>@<split>, that includes the
+    task's own YAML and evaluates `split` (its test_split). Returns {task: generated task name}."""
+    task_manager = _task_manager(include_path, list(task_splits))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for task, split in task_splits.items():
+        entry = task_manager.task_index.get(task)
         if entry is None:
             where = f"in {include_path} or " if include_path else ""
             raise ExmeError(
-                f"evaluation.tasks: no lm-eval task named {name!r} {where}among lm-eval's own tasks"
+                f"evaluation.tasks: no lm-eval task named {task!r} {where}among lm-eval's own tasks"
             )
-        if entry.kind in (Kind.GROUP, Kind.TAG):
+        if task in task_manager.all_groups or task in task_manager.all_tags:
             raise ExmeError(
-                f"evaluation.tasks: {name!r} is an lm-eval group or tag; list its tasks one by one"
+                f"evaluation.tasks: {task!r} is an lm-eval group or tag; list its tasks one by one"
             )
-        if entry.kind is not Kind.TASK:
+        if entry.yaml_path is None or entry.kind.name != "TASK":
             raise ExmeError(
-                f"evaluation.tasks: {name!r} is a Python-class lm-eval task, whose split cannot be set"
+                f"evaluation.tasks: {task!r} is a Python-class lm-eval task, whose split cannot be set"
             )
-        configs[name] = load_yaml(entry.yaml_path, resolve_func=True) if entry.yaml_path else dict(entry.cfg)
-    return task_manager, configs
+        names[task] = split_task_name(task, split)
+        spec = {"include": str(Path(entry.yaml_path).resolve()), "task": names[task], "test_split": split}
+        with staged_file(out_dir / f"{names[task]}.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return names
 
 
-def _with_evaluated_split(config: dict[str, Any], split: str) -> dict[str, Any]:
-    """The config with `split` as the split lm-eval evaluates (its `test_split`)."""
-    data_files = config.get("dataset_kwargs", {}).get("data_files")
-    if isinstance(data_files, dict) and split not in data_files:
+def _settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """One task's lm-eval settings, completed as the `lm_eval` CLI completes them."""
+    unknown = set(settings) - set(LM_EVAL_SETTINGS)
+    if unknown:
+        raise ExmeError(f"evaluation: unknown lm-eval setting(s) {sorted(unknown)}")
+    resolved = dict.fromkeys(LM_EVAL_SETTINGS) | settings
+    resolved["apply_chat_template"] = resolved["apply_chat_template"] or False
+    if resolved["fewshot_as_multiturn"] is None:
+        resolved["fewshot_as_multiturn"] = bool(resolved["apply_chat_template"])
+    elif resolved["fewshot_as_multiturn"] and not resolved["apply_chat_template"]:
+        raise ExmeError("evaluation.fewshot_as_multiturn: true needs evaluation.apply_chat_template")
+    gen_kwargs = resolved["gen_kwargs"]
+    if isinstance(gen_kwargs, str):
+        from lm_eval.utils import simple_parse_args_string
+
+        gen_kwargs = simple_parse_args_string(gen_kwargs)
+    resolved["gen_kwargs"] = dict(gen_kwargs) if gen_kwargs else None
+    return resolved
+
+
+def _groups(tasks: list[str], settings: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+    """Tasks that share their settings run in one simple_evaluate call (one `lm_eval` command)."""
+    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for task in tasks:
+        key = json.dumps(settings[task], sort_keys=True)
+        groups.setdefault(key, (settings[task], []))[1].append(task)
+    return list(groups.values())
+
+
+def _seeds(seeds: int | Sequence[int | None] | None) -> tuple[int | None, ...]:
+    if seeds is None:
+        return LM_EVAL_SEEDS
+    if isinstance(seeds, int):
+        return (seeds,) * 4
+    if len(seeds) != 4:
+        raise ExmeError(f"evaluation.seed: one integer or four (python, numpy, torch, few-shot), got {seeds}")
+    return tuple(seeds)
+
+
+def lm_eval_command(
+    model_location: str | os.PathLike,
+    *,
+    tasks: list[str],
+    include_path: str | os.PathLike,
+    settings: dict[str, Any],
+    dtype: str,
+    batch_size: int,
+    limit: int | float | None,
+    seeds: tuple[int | None, ...],
+    device: torch.device,
+) -> str:
+    """The `lm_eval` command line that runs the same evaluation on a model folder."""
+    args = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_location},dtype={dtype}"]
+    args += ["--tasks", ",".join(tasks), "--include_path", str(include_path)]
+    args += ["--batch_size", str(batch_size), "--device", str(device)]
+    if limit is not None:
+        args += ["--limit", str(limit)]
+    if settings["num_fewshot"] is not None:
+        args += ["--num_fewshot", str(settings["num_fewshot"])]
+    if settings["apply_chat_template"]:
+        template = settings["apply_chat_template"]
+        args += ["--apply_chat_template"] + ([] if template is True else [str(template)])
+        if not settings["fewshot_as_multiturn"]:
+            args += ["--fewshot_as_multiturn", "false"]
+    if settings["system_instruction"] is not None:
+        args += ["--system_instruction", settings["system_instruction"]]
+    if settings["gen_kwargs"]:
+        args += ["--gen_kwargs", ",".join(f"{key}={value}" for key, value in settings["gen_kwargs"].items())]
+    if seeds != LM_EVAL_SEEDS:
+        args += ["--seed", ",".join(str(seed) for seed in seeds)]
+    return shlex.join(args)
+
+
+def _check_chat_template(tokenizer: PreTrainedTokenizerBase, template: bool | str) -> None:
+    if not template:
+        return
+    templates = tokenizer.chat_template
+    if not templates:
         raise ExmeError(
-            f"lm-eval task {config['task']!r}: its data_files have no split {split!r} "
-            f"(they have {', '.join(data_files)}); see evaluation.tasks[].splits"
+            "evaluation.apply_chat_template: the model's tokenizer has no chat template "
+            f"({type(tokenizer).__name__} of {tokenizer.name_or_path})"
         )
-    return {**config, "test_split": split}
+    if isinstance(template, str) and not (isinstance(templates, dict) and template in templates):
+        raise ExmeError(
+            f"evaluation.apply_chat_template: the tokenizer has no chat template named {template!r}"
+        )
+
+
+def _check_splits(task_objects: dict[str, Any], task_splits: dict[str, str], settings: dict) -> None:
+    """The evaluated split exists; a task asked for few-shot examples has a split to draw them from."""
+    for task, task_object in task_objects.items():
+        config = task_object.config
+        available = list(task_object.dataset) if task_object.dataset is not None else []
+        if available and task_splits[task] not in available:
+            raise ExmeError(
+                f"lm-eval task {task!r}: its data have no split {task_splits[task]!r} "
+                f"(they have {', '.join(available)}); see evaluation.tasks[].splits"
+            )
+        shots = settings[task]["num_fewshot"]
+        if shots is None:
+            shots = config.num_fewshot or 0
+        if shots <= 0:
+            continue
+        fewshot_split = config.fewshot_split or config.training_split or config.validation_split
+        fewshot_config = config.fewshot_config
+        if isinstance(fewshot_config, dict):
+            has_samples = fewshot_config.get("samples") is not None
+        else:
+            has_samples = getattr(fewshot_config, "samples", None) is not None
+        if not has_samples and (fewshot_split is None or (available and fewshot_split not in available)):
+            raise ExmeError(
+                f"evaluation.num_fewshot ({shots}) for task {task!r}: its data have no few-shot split "
+                "(its lm-eval config names no fewshot_split, training_split or validation_split that "
+                f"its data have; they have {', '.join(available) or 'none'})"
+            )
+
+
+def _build_tasks(names: dict[str, str], task_manager: "TaskManager", task_splits: dict[str, str]) -> dict:
+    """The generated tasks as lm-eval Task objects, keyed by the original task name."""
+    built = {}
+    for task, name in names.items():
+        try:
+            loaded = task_manager.load([name])["tasks"]
+        except KeyError as error:  # lm-eval reads the evaluated split while building the task
+            raise ExmeError(
+                f"lm-eval task {task!r}: its data have no split {task_splits[task]!r} ({error}); "
+                "see evaluation.tasks[].splits"
+            ) from None
+        built[task] = loaded[name]
+    return built
+
+
+def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """lm-eval's results with each generated task name replaced by the original task name."""
+    original = {generated: task for task, generated in names.items()}
+    per_task = ("results", "configs", "versions", "n-shot", "higher_is_better", "n-samples", "samples")
+    renamed = dict(results)
+    for key in per_task:
+        if isinstance(results.get(key), dict):
+            renamed[key] = {original.get(name, name): value for name, value in results[key].items()}
+    return renamed
 
 
 def evaluate_model(
@@ -87,40 +257,97 @@ def evaluate_model(
     task_splits: dict[str, str],
     include_path: str | os.PathLike | None,
     batch_size: int,
-    seed: int,
     limit: int | float | None = None,
+    settings: dict[str, Any] | None = None,
+    task_settings: dict[str, dict[str, Any]] | None = None,
+    seeds: int | Sequence[int | None] | None = None,
+    bootstrap_iters: int = 1000,
+    log_samples: bool = False,
+    task_dir: str | os.PathLike | None = None,
+    model_location: str | os.PathLike | None = None,
+    dtype: str = "auto",
+    offline: bool = True,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
-    """Run lm_eval.simple_evaluate on an in-memory model. `task_splits` maps each lm-eval task name
-    (in include_path or among lm-eval's own tasks) to the dataset split to evaluate, e.g.
-    {"arc_easy": "validation"}. Returns lm-eval's results dict without samples."""
+    """Run lm-eval on an in-memory model. `task_splits` maps each lm-eval task name (in include_path
+    or among lm-eval's own tasks) to the data set split to evaluate, e.g. {"arc_easy": "validation"}.
+
+    settings: lm-eval settings for all tasks (LM_EVAL_SETTINGS), task_settings: per task, over them.
+    seeds: None for lm-eval's defaults, one integer for all four, or four. The generated task YAMLs
+    go to task_dir (a temporary folder if None). Returns lm-eval's results dict, its per-task entries
+    keyed by the original task names, plus "lm_eval_runs": each simple_evaluate call's tasks,
+    settings and (with model_location, the folder the model came from) its `lm_eval` command.
+    """
     if not task_splits:
         raise ExmeError("evaluation.tasks is empty")
-    # No Hub access at run time: lm-eval's own tasks read their data sets from the local cache.
-    use_offline_environment()
-    import lm_eval  # imported late: it reads the HF_* environment at import time
+    set_offline(offline)  # before lm_eval and datasets are imported, which read it then
+    import lm_eval
     from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
 
-    task_manager, configs = _registered_task_configs(list(task_splits), include_path)
+    resolved = {
+        task: _settings({**(settings or {}), **((task_settings or {}).get(task) or {})})
+        for task in task_splits
+    }
+    for task_resolved in resolved.values():
+        _check_chat_template(tokenizer, task_resolved["apply_chat_template"])
+    seed_values = _seeds(seeds)
     device = torch.device(device) if device is not None else default_device()
-    model.to(device).eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
-    return lm_eval.simple_evaluate(
-        model=lm,
-        tasks=[_with_evaluated_split(configs[task], split) for task, split in task_splits.items()],
-        task_manager=task_manager,
-        limit=limit,
-        log_samples=False,
-        bootstrap_iters=0,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    with ExitStack() as stack:
+        if task_dir is None:
+            task_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="exme-tasks-"))
+        names = write_split_tasks(task_splits, include_path, task_dir)
+        task_manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+        task_objects = _build_tasks(names, task_manager, task_splits)
+        _check_splits(task_objects, task_splits, resolved)
+
+        model.to(device).eval()
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+        merged: dict[str, Any] = {"lm_eval_runs": []}
+        for group_settings, tasks in _groups(list(task_splits), resolved):
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                tasks=[task_objects[task] for task in tasks],
+                task_manager=task_manager,
+                limit=limit,
+                log_samples=log_samples,
+                bootstrap_iters=bootstrap_iters,
+                num_fewshot=group_settings["num_fewshot"],
+                apply_chat_template=group_settings["apply_chat_template"],
+                fewshot_as_multiturn=group_settings["fewshot_as_multiturn"],
+                system_instruction=group_settings["system_instruction"],
+                gen_kwargs=group_settings["gen_kwargs"],
+                random_seed=seed_values[0],
+                numpy_random_seed=seed_values[1],
+                torch_random_seed=seed_values[2],
+                fewshot_random_seed=seed_values[3],
+            )
+            results = _renamed(results, names)
+            for key, value in results.items():
+                if isinstance(value, dict) and key != "config":
+                    merged.setdefault(key, {}).update(value)
+                else:
+                    merged.setdefault(key, value)
+            command = None
+            if model_location is not None:
+                command = lm_eval_command(
+                    model_location,
+                    tasks=[names[task] for task in tasks],
+                    include_path=task_dir,
+                    settings=group_settings,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    limit=limit,
+                    seeds=seed_values,
+                    device=device,
+                )
+            merged["lm_eval_runs"].append({"tasks": tasks, "settings": group_settings, "command": command})
+    return merged
 
 
 def scores_from_results(results: dict[str, Any], metric_keys: dict[str, str] | str) -> list[dict[str, Any]]:
-    """One score per task: [{task, metric, value}], with the metric key per task or one for all."""
+    """One score per task: [{task, metric, value, stderr}], with the metric key per task or one for
+    all; stderr is lm-eval's own standard error of the metric (None where lm-eval gives none)."""
     task_results = results.get("results", {})
     if isinstance(metric_keys, str):
         metric_keys = dict.fromkeys(task_results, metric_keys)
@@ -129,5 +356,33 @@ def scores_from_results(results: dict[str, Any], metric_keys: dict[str, str] | s
         value = task_results.get(task, {}).get(metric)
         if not isinstance(value, int | float):
             raise ExmeError(f"lm-eval results have no numeric {metric!r} for task {task!r}")
-        scores.append({"task": task, "metric": metric, "value": float(value)})
+        name, _, filter_name = metric.partition(",")
+        stderr = task_results[task].get(f"{name}_stderr,{filter_name}" if filter_name else f"{name}_stderr")
+        scores.append(
+            {
+                "task": task,
+                "metric": metric,
+                "value": float(value),
+                "stderr": float(stderr) if isinstance(stderr, int | float) else None,
+            }
+        )
     return scores
+
+
+def write_samples(results: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:
+    """lm-eval's per-sample outputs (evaluate_model with log_samples), one JSONL file per task."""
+    from lm_eval.utils import handle_non_serializable
+
+    samples = results.get("samples")
+    if not samples:
+        raise ExmeError("the results hold no per-sample outputs (evaluate with log_samples)")
+    out_dir = Path(out_dir)
+    paths = []
+    for task, task_samples in samples.items():
+        lines = (
+            json.dumps(sample, default=handle_non_serializable, ensure_ascii=False) for sample in task_samples
+        )
+        paths.append(out_dir / f"{task}.jsonl")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(paths[-1], "".join(line + "\n" for line in lines))
+    return paths

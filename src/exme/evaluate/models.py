@@ -1,21 +1,25 @@
 """Loading a model for evaluation: a Hugging Face folder, or a recipe built in memory.
 
-A recipe's weights are computed by the merge engine tensor by tensor and loaded into a model made
-from the recipe's config, so that evaluating a grid point writes no model-sized file. A recipe may
-merge other recipes (see exme.merge.plan): its config and tokenizer are those of the folders its
-recipe tree takes them from, with what the merges change in the config (the number of layers of
-`slices`, a merged vocabulary's size, an untied output embedding).
+A recipe's weights are computed by the merge engine tensor by tensor (in fp32, cast to the
+evaluation dtype) on the evaluation device and assigned to a model built without initialisation
+(its parameters on the meta device), so that evaluating a grid point writes no model-sized file,
+holds no second copy of the model and spends nothing on random initialisation.
+A recipe may merge other recipes (see exme.merge.plan): its config and tokenizer are those of the
+folders its recipe tree takes them from, with what the merges change in the config (the number of
+layers of `slices`, a merged vocabulary's size, an untied output embedding).
 """
 
+import dataclasses
 import os
 from pathlib import Path
 
 import torch
+from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from exme.device import default_device
 from exme.errors import ExmeError
-from exme.evaluate.harness import load_model_dir
+from exme.evaluate.harness import load_model_dir, torch_dtype
 from exme.merge.execute import build_state_dict
 from exme.merge.plan import LAYER_COUNT_KEYS, names_recipe, plan_merge
 from exme.merge.recipe import Recipe, load_recipe
@@ -24,27 +28,45 @@ from exme.merge.recipe import Recipe, load_recipe
 _SHAPE_KEYS = ("vocab_size", "tie_word_embeddings", *LAYER_COUNT_KEYS)
 
 
-def load_model(source: str | os.PathLike, device: torch.device | None = None):
-    """(model, tokenizer) for a model folder or a recipe file, in eval mode on `device`."""
+def load_model(source: str | os.PathLike, device: torch.device | None = None, dtype: str = "auto"):
+    """(model, tokenizer) for a model folder or a recipe file, in eval mode on `device`.
+
+    dtype "auto" is the model's own: a folder's stored dtype, as `lm_eval --model hf` loads it, or
+    for a recipe the dtype its merge writes (its out_dtype or dtype, else its inputs' dtype)."""
     source = Path(source)
     device = device or default_device()
     if not names_recipe(source):
-        model, tokenizer = load_model_dir(source, device)
+        model, tokenizer = load_model_dir(source, device, dtype)
         _check_finite(model, source)
         return model, tokenizer
-    return load_recipe_model(load_recipe(source), device, source)
+    return load_recipe_model(load_recipe(source), device, source, dtype)
 
 
 def load_recipe_model(
-    recipe: Recipe, device: torch.device | None = None, source: str | os.PathLike = "recipe"
+    recipe: Recipe,
+    device: torch.device | None = None,
+    source: str | os.PathLike = "recipe",
+    dtype: str = "auto",
 ):
     """(model, tokenizer) for a recipe held in memory (`source` names it in errors), its weights built
-    by the merge engine, in eval mode on `device`."""
+    by the merge engine in `dtype` ("auto": the dtype its merge writes), in eval mode on `device`."""
     device = device or default_device()
+    if dtype != "auto":
+        torch_dtype(dtype)  # a clear error for an unknown name
+        recipe = dataclasses.replace(recipe, out_dtype=dtype)
     plan = plan_merge(recipe)
     shape = {key: plan.config[key] for key in _SHAPE_KEYS if key in plan.config}
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(plan.config_folder, **shape))
-    _load_weights(model, build_state_dict(recipe, device=device), Path(source))
+    config = AutoConfig.from_pretrained(plan.config_folder, **shape)
+    state_dict = build_state_dict(recipe, device=device, keep_on_device=True)
+    weights_dtype = next(iter(state_dict.values())).dtype
+    config.dtype = weights_dtype
+    if "lm_head.weight" in state_dict:  # as the merge engine's folders: a separate lm_head is untied
+        config.tie_word_embeddings = False
+    # Parameters on the meta device (no memory, no initialisation); buffers (e.g. rotary
+    # frequencies) are computed as usual, as from_pretrained does.
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=weights_dtype)
+    _assign_weights(model, state_dict, Path(source))
     tokenizer = AutoTokenizer.from_pretrained(plan.tokenizer_folder)
     return model.to(device).eval(), tokenizer
 
@@ -56,9 +78,10 @@ def _check_finite(model: PreTrainedModel, source: Path) -> None:
             raise ExmeError(f"model {source}: tensor {name} holds NaN or Inf")
 
 
-def _load_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> None:
-    """Load built weights; only tensors tied to others (e.g. a tied lm_head) may be absent."""
-    result = model.load_state_dict(state_dict, strict=False)
+def _assign_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> None:
+    """Make the built tensors the model's parameters (no copy); only tensors tied to others (e.g. a
+    tied lm_head) may be absent, and are tied afterwards."""
+    result = model.load_state_dict(state_dict, strict=False, assign=True)
     tied = set(getattr(model, "_tied_weights_keys", None) or {})
     missing = [key for key in result.missing_keys if key not in tied]
     if missing or result.unexpected_keys:
@@ -67,3 +90,6 @@ def _load_weights(model: PreTrainedModel, state_dict: dict, source: Path) -> Non
             f"(missing {missing[:3]}, unexpected {result.unexpected_keys[:3]})"
         )
     model.tie_weights()
+    still_empty = [name for name, parameter in model.named_parameters() if parameter.is_meta]
+    if still_empty:
+        raise ExmeError(f"recipe {source}: no weights were built for {still_empty[:3]}")

@@ -61,9 +61,10 @@ def _pieces(plan: MergePlan) -> Iterator[_Piece]:
 
 
 def _results(
-    plan: MergePlan, device: torch.device, show_progress: bool | None
+    plan: MergePlan, device: torch.device, show_progress: bool | None, keep_on_device: bool = False
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive."""
+    """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive. On the
+    CPU, or with keep_on_device on the compute device."""
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress
     with (
         compute_threads(device),
@@ -73,15 +74,22 @@ def _results(
         for piece, block in prefetched(
             _pieces(plan), lambda piece: reader.read(piece.job.locations, piece.rows), _Piece.input_bytes
         ):
-            yield piece.job.output.name, merge_block(plan, piece.job, block, device).cpu()
+            merged = merge_block(plan, piece.job, block, device)
+            yield piece.job.output.name, merged if keep_on_device else merged.cpu()
             del block
             progress.update(int(piece.completes_tensor))
 
 
-def build_state_dict(recipe: Recipe, device: str | torch.device | None = None) -> dict[str, torch.Tensor]:
-    """Merge into memory: {tensor name: CPU tensor in the output dtype}."""
+def build_state_dict(
+    recipe: Recipe, device: str | torch.device | None = None, *, keep_on_device: bool = False
+) -> dict[str, torch.Tensor]:
+    """Merge into memory: {tensor name: tensor in the output dtype}, on the CPU, or with
+    keep_on_device on the compute device (a model evaluated there then needs no copy)."""
     blocks: dict[str, list[torch.Tensor]] = {}
-    for name, block in _results(plan_merge(recipe), compute_device(device), show_progress=False):
+    results = _results(
+        plan_merge(recipe), compute_device(device), show_progress=False, keep_on_device=keep_on_device
+    )
+    for name, block in results:
         blocks.setdefault(name, []).append(block)
     return {name: parts[0] if len(parts) == 1 else torch.cat(parts) for name, parts in blocks.items()}
 

@@ -6,6 +6,7 @@ config fails at once with one message that names the config key or file, and not
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
@@ -30,7 +31,37 @@ def fingerprint(settings: object) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# The evaluate rule's settings (evaluation keys beside tasks, include_path, batch_size and limit).
+EVALUATION_SETTINGS = (
+    "dtype",
+    "seed",
+    "num_fewshot",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "system_instruction",
+    "gen_kwargs",
+    "bootstrap_iters",
+    "log_samples",
+    "allow_downloads",
+)
+# lm-eval settings that `evaluation.tasks[]` entries may set for their task, over `evaluation`'s.
+TASK_LM_EVAL_SETTINGS = (
+    "num_fewshot",
+    "apply_chat_template",
+    "fewshot_as_multiturn",
+    "system_instruction",
+    "gen_kwargs",
+)
+CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def evaluation_settings(config: dict) -> dict:
+    """The evaluate rule's settings, as one rule parameter."""
+    return as_param({key: config["evaluation"][key] for key in EVALUATION_SETTINGS})
+
+
 def check_config(config: dict) -> None:
+    _check_finite(config, "")
     finetune = config["finetune"]
     if finetune["max_steps"] % finetune["save_steps"]:
         raise ExmeError(
@@ -45,8 +76,10 @@ def check_config(config: dict) -> None:
         )
     if any(alpha < 0 for alpha in config["extrapolation"]["alpha_grid"]):
         raise ExmeError("extrapolation.alpha_grid: alpha must be >= 0 (extrapolation away from the base)")
+    _check_finetune(finetune)
     _check_models_and_tasks(config)
     _check_tracks(config)
+    _check_chat_templates(config)
     try:
         parse_size(config["output"]["shard_size"])
     except ExmeError as error:
@@ -167,3 +200,80 @@ def _check_models_and_tasks(config: dict) -> None:
     include_path = config["evaluation"]["include_path"]
     if include_path is not None and not Path(include_path).is_dir():
         raise ExmeError(f"evaluation.include_path: {include_path} is not a folder")
+
+
+def _check_finite(value: object, key: str) -> None:
+    """NaN and infinity (YAML's .nan, .inf) are no setting anywhere in the config."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ExmeError(f"{key}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, f"{key}.{name}" if key else str(name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{key}[{index}]")
+
+
+def _check_finetune(finetune: dict) -> None:
+    if finetune["bf16"] and finetune["fp16"]:
+        raise ExmeError("finetune.bf16 and finetune.fp16 are both true; choose one mixed precision")
+    if finetune["fp16"] and finetune["dtype"] != "float32":
+        raise ExmeError(
+            f"finetune.fp16 mixed precision needs finetune.dtype: float32 (got {finetune['dtype']}); "
+            "fp16 gradients cannot be unscaled. Use bf16 instead"
+        )
+    warmup = finetune["warmup_steps"]
+    if warmup != int(warmup) and warmup >= 1:
+        raise ExmeError(f"finetune.warmup_steps ({warmup}): a number of steps, or a fraction below 1")
+
+
+def _task_settings(config: dict) -> list[tuple[str, dict]]:
+    """(config key, lm-eval settings) of every task: its own over `evaluation`'s."""
+    evaluation = config["evaluation"]
+    return [
+        (
+            f"evaluation.tasks[{index}] ({task['name']})",
+            {key: task.get(key, evaluation[key]) for key in TASK_LM_EVAL_SETTINGS},
+        )
+        for index, task in enumerate(evaluation["tasks"])
+    ]
+
+
+def _has_chat_template(model_dir: Path) -> bool:
+    """Whether a Hugging Face folder's tokenizer has a chat template (read without transformers)."""
+    if any((model_dir / name).is_file() for name in CHAT_TEMPLATE_FILES):
+        return True
+    tokenizer_config = model_dir / "tokenizer_config.json"
+    return tokenizer_config.is_file() and bool(json.loads(tokenizer_config.read_text()).get("chat_template"))
+
+
+def _first_record(path: Path) -> dict | None:
+    with path.open() as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    return json.loads(line)
+                except json.JSONDecodeError:
+                    return None  # fine-tuning names the line
+    return None
+
+
+def _check_chat_templates(config: dict) -> None:
+    """The chat template that chat data or apply_chat_template need exists, and few-shot examples as
+    a multi-turn chat come with one."""
+    wanted = []
+    for key, settings in _task_settings(config):
+        if settings["fewshot_as_multiturn"] and not settings["apply_chat_template"]:
+            raise ExmeError(f"{key}: fewshot_as_multiturn is true but apply_chat_template is not")
+        if settings["apply_chat_template"]:
+            wanted.append(f"{key}: apply_chat_template")
+    if config["demo"]["activate"]:
+        if wanted:
+            raise ExmeError(f"{wanted[0]} is set, but the demo's tokenizer has no chat template")
+        return
+    record = _first_record(Path(config["data"]["sft_train"]))
+    if isinstance(record, dict) and "messages" in record:
+        wanted.append(f"data.sft_train: {config['data']['sft_train']} holds chat 'messages' records, which")
+    base = Path(config["model"]["base"])
+    if wanted and not _has_chat_template(base):
+        raise ExmeError(f"{wanted[0]} needs a chat template, but the tokenizer of model.base {base} has none")

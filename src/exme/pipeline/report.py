@@ -72,19 +72,41 @@ def comparison_models(selection: dict, ranks: Sequence[int]) -> dict[str, str]:
     return models
 
 
+def task_stderrs(table: pd.DataFrame) -> pd.DataFrame:
+    """Standard errors in the layout of `task_means`: lm-eval's per task; for the task mean, that of
+    a mean of independent scores, sqrt(sum of squares) / number of tasks."""
+    if "stderr" not in table:
+        table = table.assign(stderr=float("nan"))
+    wide = table.pivot_table(
+        index=["split", "model"], columns="task", values="stderr", aggfunc="first", dropna=False
+    )
+    wide = wide.reindex(task_means(table).index)
+    wide[MEAN] = (wide**2).sum(axis=1, min_count=wide.shape[1]) ** 0.5 / wide.shape[1]
+    return wide
+
+
 def plot_comparison(table: pd.DataFrame, selection: dict, path: str | os.PathLike) -> None:
-    """Test scores of base, the selected SFT checkpoints, EXPO-k and ExMe, per task and on average."""
+    """Test scores of base, the selected SFT checkpoints, EXPO-k and ExMe, per task and on average,
+    with lm-eval's standard errors as error bars."""
     ranks = [entry["rank"] for entry in selection["selected"]]
     models = comparison_models(selection, ranks)
     wide = task_means(table).loc["test"].loc[list(models)]
+    errors = task_stderrs(table).loc["test"].loc[list(models)].reindex(columns=wide.columns)
     fig, ax = plt.subplots(figsize=(max(7, 1.6 * len(wide.columns)), 4.5))
     width = 0.8 / len(models)
     for index, (model, label) in enumerate(models.items()):
         positions = [column + index * width for column in range(len(wide.columns))]
-        ax.bar(positions, wide.loc[model].values, width=width, label=label)
+        ax.bar(
+            positions,
+            wide.loc[model].values,
+            width=width,
+            label=label,
+            yerr=errors.loc[model].values,
+            capsize=2,
+        )
     ax.set_xticks([column + 0.4 - width / 2 for column in range(len(wide.columns))])
     ax.set_xticklabels(wide.columns)
-    ax.set_ylabel("test score")
+    ax.set_ylabel("test score (error bars: ± 1 standard error)")
     ax.set_title("Test split: base, SFT, EXPO and ExMe")
     ax.legend(fontsize=8, ncols=2)
     save_figure(fig, path)

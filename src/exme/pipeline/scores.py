@@ -10,7 +10,8 @@ from exme.pipeline.catalogue import SHARED_SCOPE, scope_seed
 from exme.pipeline.selection import read_evaluation
 
 DESCRIPTION_COLUMNS = ["method", "track", "source", "rank", "alpha", "beta"]
-COLUMNS = ["model", *DESCRIPTION_COLUMNS, "task", "split", "metric", "value", "seed"]
+# stderr: lm-eval's standard error of the value (empty where lm-eval gives none).
+COLUMNS = ["model", *DESCRIPTION_COLUMNS, "task", "split", "metric", "value", "stderr", "seed"]
 ORDER = ["seed", "split", "track", "method", "model", "task"]
 
 

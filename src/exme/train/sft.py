@@ -1,9 +1,17 @@
-"""Supervised fine-tuning with `Trainer`: resumable, checkpointed, exported per step."""
+"""Supervised fine-tuning with TRL's `SFTTrainer`: resumable, checkpointed, exported per step.
+
+The data are prompt/completion records or chat `messages` records (rendered with the tokenizer's
+chat template); the loss is on the completion only, padding is masked by position, so that with a
+pad token equal to eos the eos ending each completion is still trained. Every checkpoint keeps the
+model weights in the training dtype; only the newest keeps what resuming needs.
+"""
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -11,10 +19,10 @@ from transformers import (
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from exme.device import default_device
 from exme.errors import ExmeError
@@ -22,24 +30,41 @@ from exme.files import staged_dir
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
+CHAT_ROLES = ("system", "user", "assistant")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# What the Trainer writes into a checkpoint beside the model: the resume state (kept in the newest
+# checkpoint only) and its bookkeeping. The exported model folders hold neither.
+RESUME_STATE = ("optimizer*", "scheduler*", "scaler*", "rng_state*", "global_step*")
+TRAINER_FILES = (*RESUME_STATE, "trainer_state.json", "training_args.bin", "README.md")
+TRAINER_STATE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+
+
+def log(message: str) -> None:
+    """A line in the job's log (the rule scripts redirect stderr there)."""
+    print(f"[exme.train] {message}", file=sys.stderr, flush=True)
 
 
 def quiet_training_arguments(
-    output_dir: str | os.PathLike, *, device: torch.device | str | None, seed: int, **overrides
+    output_dir: str | os.PathLike,
+    *,
+    device: torch.device | str | None,
+    seed: int,
+    arguments_class: type[TrainingArguments] = TrainingArguments,
+    **overrides,
 ) -> TrainingArguments:
     """Arguments shared by pretraining and SFT: no network, no tracker, quiet off a terminal."""
     device = torch.device(device) if device is not None else default_device()
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        use_cpu=device.type == "cpu",
-        seed=seed,
-        data_seed=seed,
-        report_to="none",
-        disable_tqdm=not sys.stderr.isatty(),
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        **overrides,
-    )
+    settings = {
+        "output_dir": str(output_dir),
+        "use_cpu": device.type == "cpu",
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": "none",
+        "disable_tqdm": not sys.stderr.isatty(),
+        "dataloader_num_workers": 0,
+        "remove_unused_columns": False,
+    }
+    return arguments_class(**{**settings, **overrides})
 
 
 def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
@@ -48,45 +73,282 @@ def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     tokenizer.save_pretrained(out_dir)
 
 
-def _read_sft_examples(train_jsonl: Path, tokenizer: PreTrainedTokenizerBase) -> list[dict[str, list[int]]]:
-    """Tokenize prompt + completion + eos; only completion and eos carry labels."""
-    examples = []
+# --------------------------------------------------------------------------------------------- data
+
+
+def _chat_record(messages: Any, where: str) -> dict[str, list[dict[str, str]]]:
+    """A `messages` record as TRL's conversational prompt/completion: the last message, which must
+    be the assistant's, is the completion; everything before it is the prompt."""
+    if not isinstance(messages, list) or not messages:
+        raise ExmeError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or set(message) != {"role", "content"}:
+            raise ExmeError(f"{where}: messages[{index}] must be an object with exactly 'role' and 'content'")
+        if message["role"] not in CHAT_ROLES:
+            raise ExmeError(
+                f"{where}: messages[{index}] has unknown role {message['role']!r} "
+                f"(known: {', '.join(CHAT_ROLES)})"
+            )
+        if not isinstance(message["content"], str):
+            raise ExmeError(f"{where}: messages[{index}].content must be a string")
+    if messages[-1]["role"] != "assistant":
+        raise ExmeError(f"{where}: the last message must be the assistant's (the completion trained on)")
+    if len(messages) < 2:
+        raise ExmeError(f"{where}: 'messages' needs at least one message before the assistant's answer")
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+
+def read_sft_records(train_jsonl: str | os.PathLike) -> tuple[list[dict[str, Any]], str]:
+    """Records of a JSONL file in TRL's prompt/completion form, and the file's format: "text" for
+    {"prompt", "completion"} strings, "chat" for {"messages": [{role, content}, ...]}."""
+    train_jsonl = Path(train_jsonl)
+    if not train_jsonl.is_file():
+        raise ExmeError(f"SFT training file {train_jsonl} does not exist")
+    records, formats = [], set()
     with train_jsonl.open() as handle:
         for line_number, line in enumerate(handle, start=1):
-            row = json.loads(line)
-            if not isinstance(row.get("prompt"), str) or not isinstance(row.get("completion"), str):
-                raise ExmeError(f"{train_jsonl}:{line_number}: needs string fields 'prompt' and 'completion'")
-            prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-            target_ids = tokenizer(row["completion"], add_special_tokens=False)["input_ids"]
-            target_ids.append(tokenizer.eos_token_id)
-            examples.append(
-                {
-                    "input_ids": prompt_ids + target_ids,
-                    "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
-                }
-            )
-    if not examples:
+            if not line.strip():
+                continue
+            where = f"{train_jsonl}:{line_number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ExmeError(f"{where}: not JSON ({error})") from None
+            if isinstance(row, dict) and "messages" in row:
+                records.append(_chat_record(row["messages"], where))
+                formats.add("chat")
+            elif (
+                isinstance(row, dict)
+                and isinstance(row.get("prompt"), str)
+                and isinstance(row.get("completion"), str)
+            ):
+                records.append({"prompt": row["prompt"], "completion": row["completion"]})
+                formats.add("text")
+            else:
+                raise ExmeError(
+                    f"{where}: needs string fields 'prompt' and 'completion', or a 'messages' list"
+                )
+    if not records:
         raise ExmeError(f"{train_jsonl} holds no training examples")
-    return examples
+    if len(formats) > 1:
+        raise ExmeError(f"{train_jsonl} mixes prompt/completion and messages records; use one format")
+    return records, formats.pop()
 
 
-class _PadCollator:
-    """Right-pads a batch; padding is masked out of attention and loss."""
+def _truncated(dataset, max_seq_length: int):
+    """The tokenized data set cut to max_seq_length tokens (keeping the start, as TRL does), with the
+    count logged; examples left without a completion token are dropped."""
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    too_long = sum(length > max_seq_length for length in lengths)
+    if not too_long:
+        log(f"{len(lengths)} examples, none longer than max_seq_length ({max_seq_length} tokens)")
+        return dataset
 
-    def __init__(self, pad_token_id: int):
-        self.pad_token_id = pad_token_id
+    def cut(example):
+        return {key: example[key][:max_seq_length] for key in ("input_ids", "labels")}
 
-    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(example["input_ids"]) for example in batch)
+    cut_dataset = dataset.map(cut).filter(lambda example: any(x != IGNORE_INDEX for x in example["labels"]))
+    dropped = len(dataset) - len(cut_dataset)
+    if not len(cut_dataset):
+        shortest = min(
+            next(i for i, label in enumerate(labels) if label != IGNORE_INDEX) for labels in dataset["labels"]
+        )
+        raise ExmeError(
+            f"finetune.max_seq_length ({max_seq_length}) is shorter than every prompt "
+            f"(the shortest is {shortest} tokens): no example keeps a completion token"
+        )
+    log(
+        f"{too_long} of {len(lengths)} examples were longer than max_seq_length ({max_seq_length} tokens) "
+        f"and were truncated (longest: {max(lengths)} tokens); {dropped} of them lost their whole "
+        "completion and were dropped"
+    )
+    return cut_dataset
 
-        def pad(values: list[int], fill: int) -> list[int]:
-            return values + [fill] * (width - len(values))
 
-        return {
-            "input_ids": torch.tensor([pad(e["input_ids"], self.pad_token_id) for e in batch]),
-            "labels": torch.tensor([pad(e["labels"], IGNORE_INDEX) for e in batch]),
-            "attention_mask": torch.tensor([pad([1] * len(e["input_ids"]), 0) for e in batch]),
-        }
+# -------------------------------------------------------------------------------------- checkpoints
+
+
+def _step(checkpoint: Path) -> int:
+    return int(checkpoint.name.rsplit("-", 1)[1])
+
+
+def _checkpoints(state_dir: Path) -> list[Path]:
+    """The Trainer's checkpoint folders in state_dir, oldest first."""
+    if not state_dir.is_dir():
+        return []
+    found = [p for p in state_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.name.rsplit("-", 1)[1].isdigit()]
+    return sorted(found, key=_step)
+
+
+def _has_resume_state(checkpoint: Path) -> bool:
+    return (checkpoint / "optimizer.pt").is_file() or any(checkpoint.glob("global_step*"))
+
+
+def prune_resume_state(state_dir: str | os.PathLike) -> None:
+    """Delete optimizer, scheduler, scaler and RNG state from every complete checkpoint but the
+    newest: the older ones keep only their model, which is all the exported series needs."""
+    complete = [c for c in _checkpoints(Path(state_dir)) if (c / TRAINER_STATE).is_file()]
+    for checkpoint in complete[:-1]:
+        for pattern in RESUME_STATE:
+            for path in checkpoint.glob(pattern):
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+class _PruneResumeState(TrainerCallback):
+    """After each save (the new checkpoint is complete), keep resume state in the newest only."""
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            prune_resume_state(args.output_dir)
+
+
+def resumable_checkpoint(state_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint to resume from: the newest complete one. Checkpoints newer than it were cut
+    short by a kill while being written; they are deleted."""
+    checkpoints = _checkpoints(Path(state_dir))
+    complete = [c for c in checkpoints if (c / TRAINER_STATE).is_file()]
+    if not complete:
+        for partial in checkpoints:
+            shutil.rmtree(partial)
+        return None
+    newest = complete[-1]
+    for partial in checkpoints:
+        if _step(partial) > _step(newest):
+            log(f"deleting {partial}: written only in part (the job was killed while saving it)")
+            shutil.rmtree(partial)
+    return newest
+
+
+def _export(checkpoint: Path, out_dir: Path) -> None:
+    """The checkpoint's model folder without the Trainer's files; hard links where possible (the
+    exported series then costs no disk of its own), else copies."""
+    out_dir.mkdir(parents=True)
+    skipped = {path for pattern in TRAINER_FILES for path in checkpoint.glob(pattern)}
+    for path in sorted(checkpoint.iterdir()):
+        if path in skipped or not path.is_file():
+            continue
+        try:
+            os.link(path, out_dir / path.name)
+        except OSError:
+            shutil.copy2(path, out_dir / path.name)
+
+
+# -------------------------------------------------------------------------------------- fine-tuning
+
+
+def _check_precision(bf16: bool, fp16: bool, dtype: torch.dtype, device: torch.device) -> None:
+    if bf16 and fp16:
+        raise ExmeError("finetune.bf16 and finetune.fp16 are both true; choose one mixed precision")
+    wants_bf16 = bf16 or dtype == torch.bfloat16
+    if wants_bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        key = "finetune.bf16" if bf16 else "finetune.dtype"
+        raise ExmeError(
+            f"{key}: this GPU ({torch.cuda.get_device_name(device)}) cannot compute in bfloat16; "
+            "use finetune.fp16 with finetune.dtype: float32"
+        )
+    if fp16 and dtype != torch.float32:
+        raise ExmeError(
+            f"finetune.fp16 mixed precision needs float32 weights (finetune.dtype gives {dtype}); "
+            "fp16 gradients cannot be unscaled. Use bf16 with bfloat16 weights instead"
+        )
+    if fp16 and device.type != "cuda":
+        raise ExmeError(f"finetune.fp16 mixed precision needs a CUDA GPU; this job runs on {device.type}")
+
+
+def _torch_dtype(dtype: str) -> str | torch.dtype:
+    if dtype not in DTYPES:
+        raise ExmeError(f"finetune.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    return dtype if dtype == "auto" else getattr(torch, dtype)
+
+
+def sft_trainer(
+    base_dir: str | os.PathLike,
+    train_jsonl: str | os.PathLike,
+    state_dir: str | os.PathLike,
+    *,
+    learning_rate: float,
+    max_steps: int,
+    save_steps: int,
+    batch_size: int,
+    seed: int,
+    warmup_steps: float = 0,
+    weight_decay: float = 0.0,
+    lr_scheduler_type: str = "linear",
+    optim: str = "adamw_torch_fused",  # transformers' default
+    gradient_accumulation_steps: int = 1,
+    gradient_checkpointing: bool = False,
+    max_seq_length: int = 1024,
+    bf16: bool = False,
+    fp16: bool = False,
+    dtype: str = "float32",
+    device: torch.device | str | None = None,
+):
+    """TRL's SFTTrainer over the model in base_dir and the records of train_jsonl, its data
+    tokenized, masked and truncated, ready to train (see `finetune` for the arguments)."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    base_dir = Path(base_dir)
+    if save_steps < 1 or max_steps < 1 or max_steps % save_steps:
+        raise ExmeError(f"max_steps ({max_steps}) must be a positive multiple of save_steps ({save_steps})")
+    if max_seq_length < 2:
+        raise ExmeError(f"finetune.max_seq_length ({max_seq_length}) must be at least 2")
+    records, data_format = read_sft_records(train_jsonl)
+    if not (base_dir / "config.json").is_file():
+        raise ExmeError(f"base model folder {base_dir} has no config.json")
+    device = torch.device(device) if device is not None else default_device()
+    torch_dtype = _torch_dtype(dtype)
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    if data_format == "chat" and not tokenizer.chat_template:
+        raise ExmeError(
+            f"the tokenizer of {base_dir} has no chat template, which the 'messages' records of "
+            f"{train_jsonl} need (data.sft_train); use prompt/completion records or a chat model"
+        )
+    if tokenizer.eos_token is None:
+        raise ExmeError(f"the tokenizer of {base_dir} has no eos token: a completion could not end")
+    if tokenizer.pad_token is None:
+        log(f"the tokenizer has no pad token: padding with eos {tokenizer.eos_token!r}, masked by position")
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch_dtype)
+    _check_precision(bf16, fp16, model.dtype, device)
+
+    try:
+        args = quiet_training_arguments(
+            state_dir,
+            device=device,
+            seed=seed,
+            arguments_class=SFTConfig,
+            remove_unused_columns=True,
+            learning_rate=learning_rate,
+            max_steps=max_steps,
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps,
+            activation_checkpointing=gradient_checkpointing,
+            optim=optim,
+            bf16=bf16,
+            fp16=fp16,
+            warmup_steps=warmup_steps,
+            weight_decay=weight_decay,
+            lr_scheduler_type=lr_scheduler_type,
+            save_strategy="steps",
+            save_steps=save_steps,
+            logging_steps=max(1, max_steps // 10),
+            # Truncation is applied below, where it is counted; TRL tokenizes, masks and pads.
+            max_length=None,
+            completion_only_loss=True,
+            packing=False,
+        )
+    except ValueError as error:  # e.g. an unknown optimizer or scheduler, or bf16 on a machine without it
+        raise ExmeError(f"finetune: {error}") from None
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(records),
+        processing_class=tokenizer,
+        callbacks=[_PruneResumeState()],
+    )
+    trainer.train_dataset = _truncated(trainer.train_dataset, max_seq_length)
+    return trainer
 
 
 def finetune(
@@ -95,63 +357,43 @@ def finetune(
     out_dir: str | os.PathLike,
     state_dir: str | os.PathLike,
     *,
-    learning_rate: float,
     max_steps: int,
     save_steps: int,
-    batch_size: int,
-    seed: int,
-    warmup_steps: int = 0,
-    weight_decay: float = 0.0,
-    lr_scheduler_type: str = "linear",
-    device: torch.device | str | None = None,
+    **settings: Any,
 ) -> list[int]:
-    """SFT the model in base_dir; export every checkpoint to out_dir/step-{N}/ and return the steps.
+    """SFT the model in base_dir with TRL; export every checkpoint to out_dir/step-{N}/ and return
+    the steps.
 
-    Trainer checkpoints (with optimizer state) go to state_dir every save_steps; a rerun after an
-    interruption resumes from the last one there. max_steps must be a multiple of save_steps so
-    that the final model is one of the exported checkpoints.
+    settings: learning_rate, batch_size and seed (required), warmup_steps, weight_decay,
+    lr_scheduler_type, optim, gradient_accumulation_steps, gradient_checkpointing, max_seq_length
+    (longer examples are truncated, keeping their start), `dtype` (the dtype the weights are loaded
+    and trained in; "auto": the folder's own), `bf16` or `fp16` (mixed precision) and `device`.
+
+    Trainer checkpoints go to state_dir every save_steps; only the newest keeps its optimizer,
+    scheduler and RNG state, from which a rerun after a kill resumes. max_steps must be a multiple
+    of save_steps so that the final model is one of the checkpoints.
     """
-    base_dir, train_jsonl = Path(base_dir), Path(train_jsonl)
     out_dir, state_dir = Path(out_dir), Path(state_dir)
-    if save_steps < 1 or max_steps < 1 or max_steps % save_steps:
-        raise ExmeError(f"max_steps ({max_steps}) must be a positive multiple of save_steps ({save_steps})")
-    if not train_jsonl.is_file():
-        raise ExmeError(f"SFT training file {train_jsonl} does not exist")
-    if not (base_dir / "config.json").is_file():
-        raise ExmeError(f"base model folder {base_dir} has no config.json")
-
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    args = quiet_training_arguments(
-        state_dir,
-        device=device,
-        seed=seed,
-        learning_rate=learning_rate,
-        max_steps=max_steps,
-        per_device_train_batch_size=batch_size,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        lr_scheduler_type=lr_scheduler_type,
-        save_strategy="steps",
-        save_steps=save_steps,
-        logging_steps=max(1, max_steps // 10),
+    trainer = sft_trainer(
+        base_dir, train_jsonl, state_dir, max_steps=max_steps, save_steps=save_steps, **settings
     )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=_read_sft_examples(train_jsonl, tokenizer),
-        data_collator=_PadCollator(tokenizer.pad_token_id),
-    )
-    last_checkpoint = get_last_checkpoint(str(state_dir)) if state_dir.is_dir() else None
-    if last_checkpoint is None or int(last_checkpoint.rsplit("-", 1)[1]) < max_steps:
-        trainer.train(resume_from_checkpoint=last_checkpoint)
+    last_checkpoint = resumable_checkpoint(state_dir)
+    if last_checkpoint is None or _step(last_checkpoint) < max_steps:
+        if last_checkpoint is not None:
+            if not _has_resume_state(last_checkpoint):
+                raise ExmeError(
+                    f"cannot resume from {last_checkpoint}: its optimizer state is gone; "
+                    f"delete {state_dir} to start over"
+                )
+            log(f"resuming from {last_checkpoint}")
+        trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
+    prune_resume_state(state_dir)
 
     steps = checkpoint_steps(max_steps, save_steps)
     with staged_dir(out_dir) as staging:
         for step in steps:
             checkpoint = state_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
-            if not checkpoint.is_dir():
+            if not (checkpoint / TRAINER_STATE).is_file():
                 raise ExmeError(f"checkpoint {checkpoint} is missing; was state_dir pruned?")
-            step_model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
-            save_model_folder(step_model, tokenizer, staging / checkpoint_folder(step))
+            _export(checkpoint, staging / checkpoint_folder(step))
     return steps
