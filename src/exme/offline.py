@@ -11,3 +11,9 @@ def use_offline_environment() -> None:
     Call it before importing lm_eval or datasets: they read these variables at import time."""
     for key, value in OFFLINE_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
+
+
+def allow_downloads() -> None:
+    """Clear the offline flags for this process, whatever the caller set: for the one job that fills
+    the cache which later, offline, jobs read. Call it before importing any Hugging Face library."""
+    os.environ.update(dict.fromkeys(OFFLINE_ENVIRONMENT, "0"))

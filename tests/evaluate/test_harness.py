@@ -78,3 +78,14 @@ def test_a_task_that_cannot_be_evaluated_is_named(demo_data, name, message):
 def test_missing_metric_is_named():
     with pytest.raises(ExmeError, match="acc,none"):
         scores_from_results({"results": {"demo_arith": {METRIC_KEY: 0.5}}}, "acc,none")
+
+
+def test_prefetch_lists_the_hub_data_sets_of_lm_evals_own_tasks_and_none_for_local_files(demo_data):
+    from exme.evaluate.harness import hub_datasets
+
+    assert hub_datasets(TASKS, demo_data / "lm_eval_tasks") == []
+    fetched = hub_datasets(["arc_easy", "arc_challenge", TASKS[0]], demo_data / "lm_eval_tasks")
+    assert fetched == [
+        {"path": "allenai/ai2_arc", "name": "ARC-Easy"},
+        {"path": "allenai/ai2_arc", "name": "ARC-Challenge"},
+    ]

@@ -69,6 +69,35 @@ def _registered_task_configs(
     return task_manager, configs
 
 
+# lm-eval tasks whose dataset_path names one of these `datasets` builders read local files.
+LOCAL_DATA_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas"})
+
+
+def hub_datasets(task_names: list[str], include_path: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """The Hugging Face data sets that the tasks load, as `datasets.load_dataset` keywords (lm-eval
+    calls it with the same ones), each once; tasks over local files need none."""
+    _, configs = _registered_task_configs(task_names, include_path)
+    wanted: list[dict[str, Any]] = []
+    for config in configs.values():
+        path = config.get("dataset_path")
+        if path is None or path in LOCAL_DATA_BUILDERS or Path(path).exists():
+            continue
+        keywords = {"path": path, "name": config.get("dataset_name"), **config.get("dataset_kwargs", {})}
+        if keywords not in wanted:
+            wanted.append(keywords)
+    return wanted
+
+
+def fetch_datasets(keywords: list[dict[str, Any]]) -> None:
+    """Download each data set into the Hugging Face cache (HF_HOME) with its `load_dataset` keywords."""
+    if not keywords:
+        return
+    import datasets
+
+    for dataset in keywords:
+        datasets.load_dataset(**dataset)
+
+
 def _with_evaluated_split(config: dict[str, Any], split: str) -> dict[str, Any]:
     """The config with `split` as the split lm-eval evaluates (its `test_split`)."""
     data_files = config.get("dataset_kwargs", {}).get("data_files")

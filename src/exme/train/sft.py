@@ -103,13 +103,17 @@ def finetune(
     warmup_steps: int = 0,
     weight_decay: float = 0.0,
     lr_scheduler_type: str = "linear",
+    bf16: bool = False,
+    gradient_checkpointing: bool = False,
     device: torch.device | str | None = None,
 ) -> list[int]:
     """SFT the model in base_dir; export every checkpoint to out_dir/step-{N}/ and return the steps.
 
     Trainer checkpoints (with optimizer state) go to state_dir every save_steps; a rerun after an
     interruption resumes from the last one there. max_steps must be a multiple of save_steps so
-    that the final model is one of the exported checkpoints.
+    that the final model is one of the exported checkpoints. bf16 trains in bfloat16 mixed
+    precision, gradient_checkpointing trades compute for activation memory. Under `accelerate
+    launch` (one process per GPU) only the main process exports.
     """
     base_dir, train_jsonl = Path(base_dir), Path(train_jsonl)
     out_dir, state_dir = Path(out_dir), Path(state_dir)
@@ -135,6 +139,8 @@ def finetune(
         save_strategy="steps",
         save_steps=save_steps,
         logging_steps=max(1, max_steps // 10),
+        bf16=bf16,
+        activation_checkpointing=gradient_checkpointing,  # transformers 5 name of gradient checkpointing
     )
     trainer = Trainer(
         model=model,
@@ -144,9 +150,13 @@ def finetune(
     )
     last_checkpoint = get_last_checkpoint(str(state_dir)) if state_dir.is_dir() else None
     if last_checkpoint is None or int(last_checkpoint.rsplit("-", 1)[1]) < max_steps:
+        if last_checkpoint is not None:
+            print(f"resuming from {last_checkpoint}", flush=True)
         trainer.train(resume_from_checkpoint=last_checkpoint)
 
     steps = checkpoint_steps(max_steps, save_steps)
+    if not trainer.is_world_process_zero():
+        return steps
     with staged_dir(out_dir) as staging:
         for step in steps:
             checkpoint = state_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"
