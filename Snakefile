@@ -18,6 +18,22 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/prefetch.smk"
+
+
+# Cheap jobs run in the Snakemake process itself, also under `--profile slurm`.
+localrules:
+    all,
+    prefetch,
+    write_expo_grid_recipe,
+    write_expo_recipe,
+    write_exme_grid_recipe,
+    write_exme_recipe,
+    select_checkpoints,
+    search_alpha,
+    search_beta,
+    collect_scores,
+    report,
 
 
 rule all:

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -15,6 +16,7 @@ from exme.pipeline.catalogue import (
     model_name,
     sft_step,
 )
+from exme.pipeline.cluster import evaluation_group, job_environment, job_resources
 from exme.pipeline.config import as_param, check_config, check_rule_resources, fingerprint
 from exme.pipeline.targets import figure_paths, final_targets, models_on_dev, models_on_test
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
@@ -24,6 +26,9 @@ try:
     check_config(config)
 except ExmeError as error:
     raise WorkflowError(f"invalid config: {error}") from None
+
+# Every job inherits these: local jobs from this process, Slurm jobs through sbatch --export=ALL.
+os.environ.update(job_environment(config["cluster"], source=workflow.basedir))
 
 
 RUN = config["run"]
@@ -60,9 +65,9 @@ def rule_threads(rule_name):
 
 
 def rule_resources(rule_name):
-    """mem_mb, runtime (minutes) and gpu of a rule, from `resources` like its threads."""
-    settings = _rule_settings(rule_name)
-    return {key: settings[key] for key in ("mem_mb", "runtime", "gpu")}
+    """mem_mb, runtime (minutes), gpu and Slurm settings of a rule, from `resources` like its
+    threads, and `cluster` (see exme.pipeline.cluster)."""
+    return job_resources(_rule_settings(rule_name), config["cluster"])
 
 
 def base_model_path():

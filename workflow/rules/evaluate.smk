@@ -4,12 +4,18 @@
 rule evaluate:
     input:
         unpack(model_inputs),
+        # lm-eval's data sets in the local cache; ancient: fetching again reruns no evaluation.
+        prefetched=ancient(f"{OUT}/prefetched.json"),
     output:
         f"{OUT}/eval/{{split}}/{{model}}.json",
     log:
         f"{OUT}/logs/evaluate/{{split}}/{{model}}.log",
     benchmark:
         f"{OUT}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
+    retries: config["cluster"]["retries"]
+    # Under Slurm, `--group-components GROUP=N` (slurm/config.yaml) runs N evaluations per job.
+    group:
+        lambda wildcards: evaluation_group(wildcards.split, wildcards.model)
     conda:
         "../../envs/eval.yaml"
     threads: rule_threads("evaluate")
