@@ -76,9 +76,8 @@ def test_each_dev_stage_is_a_group_of_its_own_and_test_is_one_group():
     assert {evaluation_group("test", name) for name in names.values()} == {"evaluate_test"}
 
 
-@pytest.mark.parametrize("profile", ["slurm/config.yaml", ".test/slurm/config.yaml"])
-def test_the_profiles_group_the_evaluations_of_every_stage_with_many_jobs(repo, profile):
-    components = yaml.safe_load((repo / profile).read_text())["group-components"]
+def test_the_profile_groups_the_evaluations_of_every_stage_with_many_jobs(repo):
+    components = yaml.safe_load((repo / "slurm/config.yaml").read_text())["group-components"]
     groups = {entry.split("=")[0] for entry in components}
     examples = [model_name(kind, step=1, rank=1, alpha=0, beta=0) for kind in NAME_PATTERNS]
     dev_groups = {evaluation_group("dev", name) for name in examples}
