@@ -19,9 +19,9 @@ def job_resources(settings: dict, cluster: dict) -> dict:
     its own entry names a `slurm_partition`; `cluster.scratch` becomes `tmpdir` (Snakemake sets
     TMPDIR from it). Unset values are left out, so that a profile's default-resources apply.
 
-    Every job also takes one `group_slot`: slurm/config.yaml allows a group job one, so that the
-    jobs of a group run one after another on the resources of one (a group job would otherwise
-    ask for the sum of its jobs' GPUs and run them all at once, each on the first GPU)."""
+    Every job also takes one `group_slot`: slurm/config.yaml allows a group job one, so that a
+    group job asks for the resources of one of its jobs and the sum of their runtimes, and its jobs
+    share them (it would otherwise ask for the sum of their GPUs, while each used the first)."""
     gpus = settings["gpu"]
     resources = {
         "mem_mb": settings["mem_mb"],
