@@ -14,6 +14,7 @@ import grimp
 import pytest
 import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from exme.train.launch import TRAINING_MODULE
 from tests.workflow.snakemake_runner import REPO
@@ -93,8 +94,9 @@ def test_every_rule_with_a_script_names_one_of_the_envs():
 @pytest.mark.parametrize("env_file", ENVS, ids=lambda p: p.stem)
 def test_an_env_pins_python_and_exactly_what_pyproject_pins(env_file):
     env = yaml.safe_load(env_file.read_text())
-    python = f"python={'.'.join(map(str, sys.version_info[:2]))}"
-    assert python in env["dependencies"] and "pip" in env["dependencies"]
+    python = next(item for item in env["dependencies"] if str(item).startswith("python="))
+    assert SpecifierSet(PYPROJECT["requires-python"]).contains(python.removeprefix("python="))
+    assert "pip" in env["dependencies"]
     assert {str(req) for req in pip_requirements(env_file)} <= set(PYPROJECT["dependencies"])
 
 
