@@ -69,7 +69,8 @@ print("seconds per job (Snakemake benchmarks):")
 for tsv in sorted(run.glob("benchmarks/**/*.tsv")):
     row = next(csv.DictReader(tsv.open(), delimiter="\t"))
     print(f"  {tsv.relative_to(run / 'benchmarks')}: {float(row['s']):.1f} s, max_rss {row['max_rss']} MB")
-state = sorted(run.glob("finetune_state/*/checkpoint-*/trainer_state.json"))[-1]
+state = max(run.glob("finetune_state/*/checkpoint-*/trainer_state.json"),
+            key=lambda path: int(path.parent.name.rsplit("-", 1)[1]))
 losses = [entry["loss"] for entry in json.loads(state.read_text())["log_history"] if "loss" in entry]
 print(f"fine-tuning losses (bf16): {losses}")
 test = [r for r in csv.DictReader((run / "scores.csv").open()) if r["split"] == "test"]
