@@ -19,9 +19,9 @@ def job_resources(settings: dict, cluster: dict) -> dict:
     its own entry names a `slurm_partition`; `cluster.scratch` becomes `tmpdir` (Snakemake sets
     TMPDIR from it). Unset values are left out, so that a profile's default-resources apply.
 
-    Every job also takes one `group_slot`: slurm/config.yaml allows a group job one, so that a
-    group job asks for the resources of one of its jobs and the sum of their runtimes, and its jobs
-    share them (it would otherwise ask for the sum of their GPUs, while each used the first)."""
+    Every job also takes one `group_slot`: where slurm/config.yaml groups evaluations, it gives a
+    group job one, so that a group job asks for the resources of one of its jobs and the sum of
+    their runtimes (it would otherwise ask for the sum of their GPUs, while each used the first)."""
     gpus = settings["gpu"]
     resources = {
         "mem_mb": settings["mem_mb"],
@@ -49,14 +49,12 @@ def job_environment(cluster: dict, source: str) -> dict[str, str]:
 
 
 def evaluation_group(split: str, model: str) -> str:
-    """The Snakemake group of an evaluation job; `--group-components GROUP=N` (slurm/config.yaml)
-    runs N evaluations of a group in one Slurm job.
+    """The Snakemake group of an evaluation job: the evaluations of one kind of model on one split.
+    With `--group-components GROUP=N` (see slurm/config.yaml) N of them run in one Slurm job.
 
-    A group must never wait on itself through another rule, and the dev evaluations do, stage by
-    stage (checkpoints -> selection -> alpha grid -> alpha search -> beta grid), so each kind of
-    model evaluated on dev is a group of its own. Test evaluations feed only the score table: one
-    group."""
-    if split == "test":
-        return "evaluate_test"
+    A group must never wait on itself through another rule, and the dev evaluations do, kind by
+    kind (checkpoints -> selection -> alpha grid -> alpha search -> beta grid); and a group job
+    starts only once all its evaluations can, so each group holds models that become ready
+    together, after the same stage."""
     kind = next((kind for kind in NAME_PATTERNS if match_name(kind, model) is not None), BASE)
-    return f"evaluate_dev_{kind}"
+    return f"evaluate_{split}_{kind}"
