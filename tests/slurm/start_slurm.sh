@@ -175,13 +175,12 @@ start_daemon() {  # name binary args...
   kill -0 "$pid" 2>/dev/null || die "$name (pid $pid) died right after start (see $STATE/log/$name.log)"
 }
 start_daemon slurmctld /usr/sbin/slurmctld -f "$CONF" -i
-up=0
-for _ in $(seq 60); do
+deadline=$(( $(date +%s) + WAIT ))
+until timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP'; do
   kill -0 "$(awk '$1=="slurmctld"{print $2}' "$PIDS")" 2>/dev/null || die "slurmctld died during startup (see $STATE/log/slurmctld.log)"
-  timeout 5 scontrol ping 2>/dev/null | grep -q 'is UP' && { up=1; break; }
+  [[ $(date +%s) -lt $deadline ]] || die "slurmctld not answering 'scontrol ping' after ${WAIT}s (port ${CTLD_PORT} taken by another slurmctld? see $STATE/log/slurmctld.log)"
   sleep 0.25
 done
-[[ $up -eq 1 ]] || die "slurmctld not answering 'scontrol ping' after 15 s (port ${CTLD_PORT} taken by another slurmctld? see $STATE/log/slurmctld.log)"
 SLURMD_T0=$(date +%Y-%m-%dT%H:%M:%S)
 start_daemon slurmd /usr/sbin/slurmd -f "$CONF"
 

@@ -38,8 +38,8 @@ def slurm(tmp_path_factory):
         ["bash", RIG / "start_slurm.sh", state], capture_output=True, text=True, timeout=600
     )
     if started.returncode != 0:
-        why = (started.stderr.strip().splitlines() or ["no message"])[-1]
-        pytest.skip(f"cannot run a local Slurm here (start_slurm.sh exit {started.returncode}): {why}")
+        why = re.findall(r"^start_slurm\.sh: (?:ERROR|CANNOT): .*", started.stderr, re.M) or ["no reason"]
+        pytest.skip(f"cannot run a local Slurm here (exit {started.returncode}): {why[-1]}")
     pids = dict(line.split() for line in (state / "pids").read_text().splitlines())
     assert set(pids) == {"munged", "slurmctld", "slurmd"}
     yield {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
