@@ -19,6 +19,30 @@ include: "workflow/rules/select.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/kinship.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/prefetch.smk"
+
+
+# Cheap jobs run in the Snakemake process itself, also under `--profile slurm`.
+localrules:
+    all,
+    prefetch,
+    write_expo_grid_recipe,
+    write_expo_recipe,
+    write_exme_grid_recipe,
+    write_exme_recipe,
+    write_merge_recipe,
+    write_merge_point_recipe,
+    write_greedy_pairs,
+    write_greedy_recipe,
+    select_checkpoints,
+    search_alpha,
+    search_beta,
+    search_merge,
+    collect_scores,
+    report,
+    plot_mixup,
+    plot_kinship,
+    compare,
 
 
 rule all:

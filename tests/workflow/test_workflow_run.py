@@ -37,15 +37,6 @@ def test_every_config_has_a_complete_dag(tmp_path, path):
     assert {"compare", "all"} <= set(jobs)
 
 
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    """One full run of the CI-sized demo; later tests read its outputs and rerun from it."""
-    workdir = tmp_path_factory.mktemp("ci_run")
-    result = run_snakemake(workdir, CI_CONFIG)
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
-    return workdir
-
-
 @pytest.mark.slow
 def test_the_run_writes_the_tidy_score_table(ci_run):
     scores = pd.read_csv(ci_run / "results/ci/scores.csv")

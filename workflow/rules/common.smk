@@ -1,4 +1,5 @@
 import json
+import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -44,6 +45,7 @@ from exme.pipeline.targets import (
     greedy_pair_models,
     models_on_test,
 )
+from exme.pipeline.cluster import evaluation_group, job_environment, job_resources
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -51,6 +53,9 @@ try:
     check_config(config)
 except ExmeError as error:
     raise WorkflowError(f"invalid config: {error}") from None
+
+# Every job inherits these: local jobs from this process, Slurm jobs through sbatch --export=ALL.
+os.environ.update(job_environment(config["cluster"], source=workflow.basedir))
 
 
 RUN = config["run"]
@@ -103,9 +108,9 @@ def rule_threads(rule_name):
 
 
 def rule_resources(rule_name):
-    """mem_mb, runtime (minutes) and gpu of a rule, from `resources` like its threads."""
-    settings = _rule_settings(rule_name)
-    return {key: settings[key] for key in ("mem_mb", "runtime", "gpu")}
+    """mem_mb, runtime (minutes), gpu and Slurm settings of a rule, from `resources` like its
+    threads, and `cluster` (see exme.pipeline.cluster)."""
+    return job_resources(_rule_settings(rule_name), config["cluster"])
 
 
 def base_model_path():

@@ -5,6 +5,8 @@
 rule evaluate:
     input:
         unpack(lambda wildcards: model_inputs(wildcards.scope, [wildcards.model])),
+        # lm-eval's data sets in the local cache; ancient: fetching again reruns no evaluation.
+        prefetched=ancient(f"{OUT}/prefetched.json"),
     output:
         f"{OUT}/{{scope}}/eval/{{split}}/{{model}}.json",
     log:
@@ -13,6 +15,10 @@ rule evaluate:
         f"{OUT}/{{scope}}/benchmarks/evaluate/{{split}}/{{model}}.tsv"
     wildcard_constraints:
         model=single_model_pattern(),
+    retries: config["cluster"]["retries"]
+    # Under Slurm, `--group-components GROUP=N` (slurm/config.yaml) runs N evaluations per job.
+    group:
+        lambda wildcards: evaluation_group(wildcards.scope, wildcards.split, wildcards.model)
     conda:
         "../../envs/eval.yaml"
     threads: rule_threads("evaluate")
@@ -38,12 +44,14 @@ for batch, batch_models in EVALUATION_BATCHES.items():
             f"evaluate_{batch}"
         input:
             unpack(lambda wildcards, models=batch_models: model_inputs(wildcards.scope, models)),
+            prefetched=ancient(f"{OUT}/prefetched.json"),
         output:
             [f"{OUT}/{{scope}}/eval/{{split}}/{model}.json" for model in batch_models],
         log:
             f"{OUT}/{{scope}}/logs/evaluate/{{split}}/{batch}.log",
         benchmark:
             f"{OUT}/{{scope}}/benchmarks/evaluate/{{split}}/{batch}.tsv"
+        retries: config["cluster"]["retries"]
         conda:
             "../../envs/eval.yaml"
         threads: rule_threads("evaluate")

@@ -2,6 +2,8 @@
 # every `save_steps`) and each expert of the expert track (`ft-{expert}`), once per seed.
 # The Trainer's own state lives outside the declared output so that a killed job resumes from its
 # last checkpoint instead of starting over (Snakemake deletes the outputs of a failed job).
+# A job with more than one GPU trains under `accelerate launch`, one process per GPU (see
+# exme.train.launch).
 
 
 rule finetune:
@@ -13,6 +15,8 @@ rule finetune:
         f"{OUT}/{{scope}}/logs/finetune/{{trainee}}.log",
     benchmark:
         f"{OUT}/{{scope}}/benchmarks/finetune/{{trainee}}.tsv"
+    # A retry resumes from the last checkpoint in state_dir.
+    retries: config["cluster"]["retries"]
     conda:
         "../../envs/train.yaml"
     threads: rule_threads("finetune")
@@ -23,5 +27,6 @@ rule finetune:
         state_dir=finetune_state_dir,
         hyperparameters=lambda wildcards: as_param(trainee_settings(wildcards)["settings"]),
         seed=lambda wildcards: scope_seed(wildcards.scope),
+        fsdp_config=config["cluster"]["fsdp_config"],
     script:
         "../scripts/finetune.py"

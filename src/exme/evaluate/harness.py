@@ -107,6 +107,56 @@ def write_split_tasks(
     return names
 
 
+# lm-eval tasks whose dataset_path names one of these `datasets` builders read local files.
+LOCAL_DATA_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas"})
+
+
+class _TaskYamlLoader(yaml.SafeLoader):
+    """Reads lm-eval task YAMLs for their data set keys; `!function` entries are not needed there."""
+
+
+_TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def _task_config(yaml_path: str | os.PathLike) -> dict[str, Any]:
+    """A task YAML with its `include:` chain applied (the including file's keys win, as in lm-eval)."""
+    yaml_path = Path(yaml_path)
+    config = yaml.load(yaml_path.read_text(), Loader=_TaskYamlLoader) or {}  # noqa: S506 (a SafeLoader)
+    included = config.pop("include", None)
+    if included is None:
+        return config
+    return {**_task_config(yaml_path.parent / included), **config}
+
+
+def hub_datasets(task_names: list[str], include_path: str | os.PathLike | None) -> list[dict[str, Any]]:
+    """The Hugging Face data sets that the tasks load, as `datasets.load_dataset` keywords (lm-eval
+    calls it with the same ones), each once; tasks over local files need none."""
+    task_manager = _task_manager(include_path, task_names)
+    wanted: list[dict[str, Any]] = []
+    for task in task_names:
+        entry = task_manager.task_index.get(task)
+        if entry is None or entry.yaml_path is None:
+            raise ExmeError(f"evaluation.tasks: no lm-eval task YAML named {task!r}")
+        config = _task_config(entry.yaml_path)
+        path = config.get("dataset_path")
+        if path is None or path in LOCAL_DATA_BUILDERS or Path(path).exists():
+            continue
+        keywords = {"path": path, "name": config.get("dataset_name"), **config.get("dataset_kwargs", {})}
+        if keywords not in wanted:
+            wanted.append(keywords)
+    return wanted
+
+
+def fetch_datasets(keywords: list[dict[str, Any]]) -> None:
+    """Download each data set into the Hugging Face cache (HF_HOME) with its `load_dataset` keywords."""
+    if not keywords:
+        return
+    import datasets
+
+    for dataset in keywords:
+        datasets.load_dataset(**dataset)
+
+
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
     """One task's lm-eval settings, completed as the `lm_eval` CLI completes them."""
     unknown = set(settings) - set(LM_EVAL_SETTINGS)

@@ -390,6 +390,8 @@ def finetune(
     prune_resume_state(state_dir)
 
     steps = checkpoint_steps(max_steps, save_steps)
+    if not trainer.is_world_process_zero():
+        return steps
     with staged_dir(out_dir) as staging:
         for step in steps:
             checkpoint = state_dir / f"{PREFIX_CHECKPOINT_DIR}-{step}"

@@ -1,0 +1,72 @@
+"""The command the finetune rule runs: one process, or `accelerate launch` with one per GPU."""
+
+import subprocess
+import sys
+
+import pytest
+from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+from exme.train.launch import TRAINING_MODULE, gpu_processes, launch_command, training_arguments
+from tests.conftest import REPO
+
+FSDP_CONFIG = REPO / "config/accelerate/fsdp.yaml"
+ARGUMENTS = ["base", "train.jsonl", "sft", "state", "--settings", "{}", "--threads", "4"]
+
+
+def parsed_by_accelerate(command):
+    """What `accelerate launch` makes of the command (its own parser and config-file merging)."""
+    assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    args, *_ = _validate_launch_command(launch_command_parser().parse_args(command[3:]))
+    return args
+
+
+@pytest.mark.parametrize("n_gpus", [0, 1])
+def test_up_to_one_gpu_trains_in_a_single_process(n_gpus):
+    assert launch_command(n_gpus, ARGUMENTS) == [sys.executable, "-m", TRAINING_MODULE, *ARGUMENTS]
+
+
+def test_eight_gpus_run_eight_data_parallel_processes_of_the_training_module():
+    args = parsed_by_accelerate(launch_command(8, ARGUMENTS))
+    assert (args.multi_gpu, args.use_fsdp, args.num_processes, args.num_machines) == (True, False, 8, 1)
+    assert (args.module, args.training_script) == (True, TRAINING_MODULE)
+    assert args.training_script_args == ARGUMENTS
+    assert args.mixed_precision == "no"
+
+
+def test_eight_gpus_with_the_fsdp_config_shard_the_model_in_bf16():
+    args = parsed_by_accelerate(launch_command(8, ARGUMENTS, fsdp_config=FSDP_CONFIG, bf16=True))
+    assert (args.use_fsdp, args.multi_gpu, args.num_processes) == (True, False, 8)  # not the file's 2
+    assert args.mixed_precision == "bf16"  # the command line's, not the file's "no"
+    # Full weights in each checkpoint: the rule exports checkpoints as model folders.
+    assert args.fsdp_state_dict_type == "FULL_STATE_DICT"
+    assert args.training_script == TRAINING_MODULE and args.module
+
+
+def test_a_machine_without_cuda_runs_one_process_whatever_the_job_asked_for():
+    assert gpu_processes(8) == 0  # CPU-only torch here; a cluster's node gives min(asked, visible)
+
+
+def test_the_single_process_path_fine_tunes_on_the_cpu(tiny_base, demo_data, tmp_path):
+    settings = {"learning_rate": 1e-3, "max_steps": 4, "save_steps": 2, "batch_size": 4, "seed": 0}
+    arguments = training_arguments(
+        tiny_base,
+        demo_data / "sft_train.jsonl",
+        tmp_path / "sft",
+        tmp_path / "state",
+        threads=1,
+        settings={**settings, "bf16": False, "gradient_checkpointing": True},
+    )
+    result = subprocess.run(launch_command(gpu_processes(1), arguments), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(path.name for path in (tmp_path / "sft").iterdir()) == ["step-2", "step-4"]
+
+
+def test_the_training_process_reports_bad_settings_in_one_line(tiny_base, demo_data, tmp_path):
+    settings = {"learning_rate": 1e-3, "max_steps": 3, "save_steps": 2, "batch_size": 4, "seed": 0}
+    arguments = training_arguments(
+        tiny_base, demo_data / "sft_train.jsonl", tmp_path / "o", tmp_path / "s", threads=1, settings=settings
+    )
+    result = subprocess.run(launch_command(1, arguments), capture_output=True, text=True)
+    assert result.returncode == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: max_steps (3) must be a positive multiple")
