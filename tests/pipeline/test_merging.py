@@ -7,7 +7,15 @@ import torch
 from exme.errors import ExmeError
 from exme.merge.execute import build_state_dict
 from exme.merge.recipe import recipe_from_dict
-from exme.pipeline.merging import MergeInputs, Source, check_system, merge_recipe, mixup_lambdas
+from exme.pipeline.merging import (
+    MergeInputs,
+    Source,
+    check_system,
+    get_system,
+    merge_recipe,
+    mixup_lambdas,
+    point_values,
+)
 from tests.tiny_models import load_folder
 
 SETTINGS = {
@@ -118,3 +126,20 @@ def test_a_method_that_cannot_merge_the_tracks_models_is_refused():
         check_system("slerp", 3, "tracks.expert")
     with pytest.raises(ExmeError, match="unknown merge method 'fancy'"):
         check_system("fancy", 2, "tracks.expert")
+
+
+def test_se_merging_is_the_static_merge_with_its_rescaling_in_the_metadata(models):
+    inputs, weights = models
+    settings = {"scaling": 0.5, "temperatures": [0.1, 1.0], "layers": [1, 2], "similarity": "cosine"}
+    # The grid: every temperature with every layer.
+    assert get_system("se_merging").points(settings) == ["t0.1l1", "t0.1l2", "t1l1", "t1l2"]
+    assert point_values("t0.1l2") == {"t": 0.1, "l": 2.0}
+    recipe, static = merged("se_merging", inputs, settings, "t0.1l2")
+    assert recipe.merge_method == "task_arithmetic"
+    assert recipe.metadata == {
+        "source": "a+b", "method": "se_merging", "scaling": 0.5, "temperature": 0.1, "layer": 2,
+        "similarity": "cosine", "track": "checkpoint",
+    }  # fmt: skip
+    for name, base in weights["base"].items():
+        expected = base + 0.5 * (weights["a"][name] - base + weights["b"][name] - base)
+        torch.testing.assert_close(static[name], expected, rtol=1e-5, atol=1e-6)

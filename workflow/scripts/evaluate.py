@@ -14,6 +14,7 @@ def main(smk):
     set_offline(not settings["allow_downloads"])  # before transformers and lm-eval are imported
     from exme.evaluate.harness import evaluate_model, scores_from_results, write_samples
     from exme.evaluate.models import load_model
+    from exme.evaluate.se_merging import se_merging_lm
     from exme.files import write_json
     from exme.merge.plan import names_recipe
     from exme.pipeline.catalogue import recipe_description
@@ -29,7 +30,16 @@ def main(smk):
     for name, location, description, output in zip(
         params.models, params.locations, params.descriptions, smk.output, strict=True
     ):
-        model, tokenizer = load_model(location, dtype=settings["dtype"])
+        description = description or recipe_description(location)
+        if description.get("method") == "se_merging":  # a dynamic merge: its own lm-eval model class
+            model = se_merging_lm(
+                location,
+                **{key: description[key] for key in ("layer", "temperature", "similarity")},
+                batch_size=params.batch_size,
+            )
+            tokenizer = model.tokenizer
+        else:
+            model, tokenizer = load_model(location, dtype=settings["dtype"])
         # Beside the evaluation file: the generated task YAMLs that choose the split (the recorded
         # `lm_eval` commands read them) and, with log_samples, lm-eval's per-sample outputs.
         stem = Path(output).with_suffix("")
@@ -60,10 +70,10 @@ def main(smk):
                 "split": split,
                 "dataset_splits": task_splits,
                 "source": str(location),
-                "description": description or recipe_description(location),
+                "description": description,
                 "scores": scores_from_results(results, metrics),
                 "n_samples": results.get("n-samples"),
-                "dtype": str(model.dtype).removeprefix("torch."),
+                "dtype": str(getattr(model, "dtype", None) or model.model.dtype).removeprefix("torch."),
                 "lm_eval_runs": results["lm_eval_runs"],
                 "lm_eval_results": results["results"],
             },

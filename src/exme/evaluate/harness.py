@@ -319,7 +319,8 @@ def evaluate_model(
     offline: bool = True,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
-    """Run lm-eval on an in-memory model. `task_splits` maps each lm-eval task name (in include_path
+    """Run lm-eval on an in-memory model (or an lm-eval HFLM of its own, such as SE-Merging's, used
+    as it is). `task_splits` maps each lm-eval task name (in include_path
     or among lm-eval's own tasks) to the data set split to evaluate, e.g. {"arc_easy": "validation"}.
 
     settings: lm-eval settings for all tasks (LM_EVAL_SETTINGS), task_settings: per task, over them.
@@ -351,8 +352,11 @@ def evaluate_model(
         task_objects = _build_tasks(names, task_manager, task_splits)
         _check_splits(task_objects, task_splits, resolved)
 
-        model.to(device).eval()
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+        if isinstance(model, HFLM):  # a model class of its own, e.g. SE-Merging's, already placed
+            lm = model
+        else:
+            model.to(device).eval()
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
         merged: dict[str, Any] = {"lm_eval_runs": []}
         for group_settings, tasks in _groups(list(task_splits), resolved):
             results = lm_eval.simple_evaluate(

@@ -73,7 +73,7 @@ from exme.device import default_device
 from exme.errors import ExmeError
 from exme.evaluate.models import load_recipe_model
 from exme.merge.io.reader import ModelFolder, TensorReader
-from exme.merge.recipe import recipe_from_dict
+from exme.merge.recipe import load_recipe, recipe_from_dict
 from exme.offline import use_offline_environment
 
 use_offline_environment()  # before lm_eval's import: it reads the HF_* environment at import time
@@ -537,3 +537,31 @@ def measure_inference_cost(
         "peak_memory_kind": kind,
         "held_parameter_bytes": held_parameter_bytes(lm),
     }
+
+
+def se_merging_lm(
+    recipe_path: str | os.PathLike,
+    *,
+    layer: int,
+    temperature: float,
+    similarity: str,
+    batch_size: int,
+    device: str | torch.device | None = None,
+) -> SEMergingLM:
+    """SE-Merging over the static task-arithmetic merge a recipe describes (its base model, its
+    models as the experts and their weights as the static coefficients)."""
+    recipe = load_recipe(recipe_path)
+    if recipe.merge_method != "task_arithmetic" or recipe.base_model is None:
+        raise ExmeError(f"recipe {recipe_path}: SE-Merging needs a task_arithmetic recipe with a base_model")
+    weights = [entry.parameters.get("weight", 1.0) for entry in recipe.models]
+    return SEMergingLM(
+        recipe.base_model,
+        [entry.model for entry in recipe.models],
+        weights,
+        layer=layer,
+        temperature=temperature,
+        similarity=similarity,
+        tokenizer=recipe.tokenizer_source,
+        device=device,
+        batch_size=batch_size,
+    )

@@ -33,7 +33,8 @@ WILDCARD_PATTERNS = {
     "scope": r"shared|seed\d+",  # the folder of seed-independent outputs, or of one seed's
     "track": "checkpoint|expert",
     "method": "|".join(sorted(SYSTEMS)),  # the merge systems of exme.pipeline.merging
-    "point": rf"[a-z]{_NUMBER}",  # a grid point: a letter naming the coefficient, then its value
+    # A grid point: a letter naming each coefficient, then its value ("s0.5", "d3", "t0.1l2").
+    "point": rf"(?:[a-z]{_NUMBER})+",
     "expert": "[a-z0-9_]+",
     "variant": "greedy|greedy_explore",  # top-k greedy merging without and with exploration
     "generation": r"\d+",

@@ -11,6 +11,7 @@ This project generalises it to N models with λ ~ Dirichlet(a, …, a), whose tw
 Beta(a, a); draws come from a generator seeded by the run's seed, and the draw is chosen on dev.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -106,6 +107,11 @@ def _recipe(method: str, inputs: MergeInputs, models: list[dict], metadata: dict
 # Grid points are written into file names: "s0.5" is a scaling, "d3" the fourth M³ draw.
 def scaling_points(settings: dict) -> list[str]:
     return [f"s{scale:g}" for scale in settings["scaling_grid"]]
+
+
+def point_values(point: str) -> dict[str, float]:
+    """{letter: value} of a grid point: "t0.1l2" -> {"t": 0.1, "l": 2.0}."""
+    return {letter: float(value) for letter, value in re.findall(r"([a-z])(\d+(?:\.\d+)?)", point)}
 
 
 def point_value(point: str) -> float:
@@ -218,3 +224,27 @@ for _variant in ("linear", "task_arithmetic", "ties"):
             test_every_point=True,
         )
     )
+
+
+def _se_points(settings: dict) -> list[str]:
+    return [f"t{t:g}l{layer}" for t in settings["temperatures"] for layer in settings["layers"]]
+
+
+def _se_merging(inputs: MergeInputs, settings: dict, point: str) -> dict:
+    """SE-Merging (Chen et al., arXiv 2506.18135) over the static merge θ₀ + s·Σₖτₖ: the recipe is
+    that static merge; its metadata holds the per-sample rescaling's temperature, layer and
+    similarity, which exme.evaluate.se_merging applies at evaluation (the model is dynamic, so no
+    weights are ever written)."""
+    values = point_values(point)
+    scale = settings["scaling"]
+    metadata = {
+        "method": "se_merging",
+        "scaling": scale,
+        "temperature": values["t"],
+        "layer": int(values["l"]),
+        "similarity": settings["similarity"],
+    }
+    return _recipe("task_arithmetic", inputs, _models(inputs, [scale] * len(inputs.models)), metadata)
+
+
+register(MergeSystem("se_merging", _se_merging, grid=_se_points))
