@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from exme.offline import OFFLINE_ENVIRONMENT
-from exme.pipeline.catalogue import NAME_PATTERNS, model_name
+from exme.pipeline.catalogue import model_name
 from exme.pipeline.cluster import evaluation_group, job_environment, job_resources
 
 CLUSTER = {"partition": {"cpu": "short", "gpu": "a100"}, "scratch": None}
@@ -61,18 +61,24 @@ def test_hf_home_is_passed_on_as_an_absolute_path(tmp_path, monkeypatch):
 
 
 def test_each_kind_of_model_on_each_split_is_a_group_of_its_own():
+    """Models that become ready after the same stage share a group: never a greedy generation with
+    the next one (its models wait on the previous one's scores), nor one track with the other."""
     names = {
-        "base": "base",
-        "sft": model_name("sft", step=20),
-        "expo_grid": model_name("expo_grid", rank=1, alpha=0.5),
-        "exme_grid": model_name("exme_grid", beta=0.25),
-        "expo": model_name("expo", rank=2),
-        "exme": model_name("exme"),
+        "base": ("base", "base"),
+        "sft": (model_name("sft", step=20), "sft"),
+        "expert": (model_name("expert", expert="arith"), "expert"),
+        "expo": (model_name("expo", rank=2), "expo"),
+        "exme": (model_name("exme"), "exme"),
+        "merge": (model_name("merge", track="expert", method="ties"), "merge_expert"),
+        "greedy_model": (
+            model_name("greedy_model", track="expert", variant="greedy_explore", generation=2, index=1),
+            "greedy_model_expert-greedy_explore-2",
+        ),
+        "greedy": (model_name("greedy", track="expert", variant="greedy"), "greedy_expert-greedy"),
     }
-    assert set(names) == {"base", *NAME_PATTERNS}
     for split in ("dev", "test"):
-        groups = {kind: evaluation_group("seed0", split, name) for kind, name in names.items()}
-        assert groups == {kind: f"evaluate_{split}_{kind}" for kind in names}
+        for name, group in names.values():
+            assert evaluation_group(split, name) == f"evaluate_{split}_{group}"
 
 
 def test_the_profile_names_the_groups_of_the_stages_with_many_evaluations(repo):
@@ -81,8 +87,5 @@ def test_the_profile_names_the_groups_of_the_stages_with_many_evaluations(repo):
     profile = (repo / "slurm/config.yaml").read_text()
     line = next(line for line in profile.splitlines() if line.startswith("# group-components:"))
     groups = {entry.split("=")[0] for entry in yaml.safe_load(line.removeprefix("# "))["group-components"]}
-    many = {"dev": ["sft", "expo_grid", "exme_grid"], "test": ["sft"]}
-    examples = {"sft": "sft-1", "expo_grid": "expo1-a0", "exme_grid": "exme-b0"}
-    assert groups == {
-        evaluation_group("seed0", split, examples[kind]) for split in many for kind in many[split]
-    }
+    examples = [("dev", "sft-1"), ("test", "sft-1"), ("test", "checkpoint-ties"), ("test", "expert-ties")]
+    assert groups == {evaluation_group(split, model) for split, model in examples}

@@ -112,10 +112,9 @@ def test_standard_errors_reach_the_table_and_the_comparison_figure(tmp_path):
             {"task": "t2", "metric": "acc", "value": 0.2 + shift, "stderr": 0.04},
         ]
         paths.append(tmp_path / f"{model}.json")
-        write_json(
-            paths[-1], {"model": model, "split": "test", "description": {"method": "x"}, "scores": scores}
-        )
-    table = tidy_scores(paths, selection=SELECTION, seed=0)
+        evaluation = {"model": model, "scope": "seed0", "split": "test", "description": {"method": "x"}}
+        write_json(paths[-1], {**evaluation, "scores": scores})
+    table = tidy_scores(paths, selections={0: SELECTION}, seeds=[0])
     assert list(table["stderr"].unique()) == [0.03, 0.04]
     errors = task_stderrs(table).loc[("test", "exme")]
     assert errors["t1"] == 0.03 and errors["mean"] == pytest.approx((0.03**2 + 0.04**2) ** 0.5 / 2)

@@ -126,7 +126,7 @@ def test_gpu_rules_ask_slurm_for_one_gpu_on_the_gpu_partition_and_cpu_rules_for_
     submitted = _submissions(log)
     assert {"build_demo_data", "pretrain_base", "finetune", "export_final"} <= set(submitted)
     # Evaluations are group jobs (one evaluation each, as the profile leaves grouping off).
-    assert {"evaluate_seed0_dev_sft_evaluate", "evaluate_seed0_test_sft_evaluate"} <= set(submitted)
+    assert {"evaluate_dev_sft_evaluate", "evaluate_test_sft_evaluate"} <= set(submitted)
     for name, calls in submitted.items():
         gpu_rule = name in GPU_RULES or name.startswith("evaluate_")
         for call in calls:

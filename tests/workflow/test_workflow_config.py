@@ -184,6 +184,8 @@ def _real_run(tmp_path, records, tokenizer_config):
         "demo": {"activate": False},
         "model": {"base": str(tmp_path / "base")},
         "data": {"sft_train": str(tmp_path / "sft.jsonl")},
+        "experts": [],
+        "tracks": {"expert": []},
     }
     return validated(_merged(DEFAULT, override))
 

@@ -18,7 +18,7 @@ rule evaluate:
     retries: config["cluster"]["retries"]
     # Under Slurm, `--group-components GROUP=N` (slurm/config.yaml) runs N evaluations per job.
     group:
-        lambda wildcards: evaluation_group(wildcards.scope, wildcards.split, wildcards.model)
+        lambda wildcards: evaluation_group(wildcards.split, wildcards.model)
     conda:
         "../../envs/eval.yaml"
     threads: rule_threads("evaluate")

@@ -48,10 +48,10 @@ def job_environment(cluster: dict, source: str) -> dict[str, str]:
     return environment
 
 
-def evaluation_group(scope: str, split: str, model: str) -> str:
+def evaluation_group(split: str, model: str) -> str:
     """The Snakemake group of an evaluation job: the evaluations of one kind of model on one split
-    of one seed (and of one track, and one greedy generation, which become ready at different
-    stages).
+    (and of one track, and of one greedy generation, which become ready at different stages; the
+    grids are evaluated in one job each already).
     With `--group-components GROUP=N` (see slurm/config.yaml) N of them run in one Slurm job.
 
     A group must never wait on itself through another rule, and the dev evaluations do, kind by
@@ -63,4 +63,4 @@ def evaluation_group(scope: str, split: str, model: str) -> str:
         (BASE, {}),
     )
     stage = "-".join(fields[key] for key in ("track", "variant", "generation") if key in fields)
-    return "_".join(filter(None, ("evaluate", scope, split, kind, stage)))
+    return "_".join(filter(None, ("evaluate", split, kind, stage)))
