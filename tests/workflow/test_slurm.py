@@ -111,7 +111,8 @@ def _submissions(log):
     submitted = {}
     for line in log.splitlines():
         if line.startswith("sbatch call:"):
-            name = re.search(r"--comment (rule_\S+)", line)[1].removeprefix("rule_")
+            comment = re.search(r"--comment (rule_\S+)", line)[1].removeprefix("rule_")
+            name = comment.split("_wildcards_")[0]  # a rule's jobs, whatever their wildcards
             submitted.setdefault(name, []).append(line.split("--wrap=")[0])
     return submitted
 
@@ -146,7 +147,8 @@ def test_local_rules_run_in_the_snakemake_process(slurm_run):
 def test_a_cancelled_evaluation_is_reported_and_run_again(slurm_run):
     workdir, log, cancelled = slurm_run
     assert "rule_evaluate" in cancelled
-    assert re.search(r"^\s*message: Error in group evaluate_", log, re.M)
+    # A group of single evaluations, or the job of a grid's evaluations.
+    assert re.search(r"^\s*message: Error in (?:group|rule) evaluate_", log, re.M)
     assert "Trying to restart job" in log
     # base on both splits (shared), each checkpoint on both, the grids on dev, EXPO and ExMe on test
     assert len(list((workdir / "results/ci").glob("*/eval/*/*.json"))) == 2 + 6 + 4 + 3 + 2 + 1
