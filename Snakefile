@@ -39,6 +39,7 @@ localrules:
     search_beta,
     search_merge,
     collect_scores,
+    combine_scores,
     report,
     plot_mixup,
     plot_kinship,

@@ -19,7 +19,9 @@ CI_CONFIG = REPO / ".test/config_ci/config.yaml"
 
 def run_snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
-    command += ["--configfile", str(configfile), "--cores", "2", *args]
+    # As from the repository root, where the Snakefile's `configfile:` is found: the given file is
+    # merged over config/config.yaml (so an overlay such as config/demo_seeds.yaml works).
+    command += ["--configfile", str(REPO / "config/config.yaml"), str(configfile), "--cores", "2", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=1800)
 
 

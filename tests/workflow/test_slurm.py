@@ -141,7 +141,12 @@ def test_local_rules_run_in_the_snakemake_process(slurm_run):
     assert {"collect_scores", "report", "select_checkpoints", "prefetch"} <= local
     assert local.isdisjoint(_submissions(log))
     ran_locally = set(re.findall(r"^local(?:rule|checkpoint) (\w+):", log, re.M))
-    assert ran_locally == local
+    # This run has no expert track, so its rules (greedy merging, kinship figures) do not run.
+    assert (
+        {"collect_scores", "combine_scores", "report", "select_checkpoints", "prefetch"}
+        <= ran_locally
+        <= local
+    )
 
 
 def test_a_cancelled_evaluation_is_reported_and_run_again(slurm_run):

@@ -63,7 +63,7 @@ def test_the_run_writes_the_tidy_score_table(ci_run):
     )
     for track in ("checkpoint", "expert"):
         assert {f"{track}-{method}" for method in methods} <= set(test["model"])
-    assert {"expert-greedy", "expert-greedy_explore"} <= set(test["model"])
+    assert {"expert-greedy", "expert-greedy_explore", "expert-se_merging"} <= set(test["model"])
     # Kinship against merge gain reads every pairwise merge of the experts on dev (here one pair).
     assert "expert-greedy-g1-m1" in set(scores[scores["split"] == "dev"]["model"])
     # The dev grid holds every alpha for both selected checkpoints and every beta.
@@ -132,7 +132,8 @@ def test_grids_add_no_model_sized_files(ci_run):
     recipes = list((ci_run / "results/ci/seed0/recipes").glob("*.yaml"))
     # ExMe: 2 x 2 alphas, 2 EXPO, 3 betas, 1 ExMe; per track: linear, ties, dare_ties, slerp, task
     # arithmetic (2 scalings + the chosen one), 3 M3 variants (2 draws + the chosen one).
-    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3) + 2  # and the 2 greedy results
+    # and on the expert track SE-Merging (2 layers + the chosen), and the 2 greedy results
+    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3) + 3 + 2
     weights = (ci_run / "results/ci").rglob("*.safetensors")
     folders = {p.relative_to(ci_run / "results/ci").parts[:2] for p in weights}
     assert {folder[0] for folder in folders} == {"base", "seed0"}
@@ -239,7 +240,8 @@ def test_changing_the_beta_grid_reruns_only_the_merging_stage(ci_run, tmp_path):
 def test_changing_the_learning_rate_reruns_everything_downstream_of_finetuning(ci_run, tmp_path):
     jobs, log = _rerun_plan(ci_run, tmp_path, finetune={"learning_rate": 1.0e-3})
     assert "Params have changed since last execution" in log
-    assert jobs["finetune"] == 1 and "pretrain_base" not in jobs and "build_demo_data" not in jobs
+    # The SFT run and the experts, whose settings are `finetune` with `expert_finetune` over it.
+    assert jobs["finetune"] == 3 and "pretrain_base" not in jobs and "build_demo_data" not in jobs
     assert {"select_checkpoints", "evaluate", "collect_scores", "report", "export_final"} <= set(jobs)
     # All evaluations downstream of the checkpoints: base is untouched, each checkpoint's dev and test.
     assert jobs["evaluate"] >= 2 * 3
@@ -263,7 +265,7 @@ def test_the_slurm_profile_plans_every_job_with_the_configured_resources():
     command += ["--configfile", str(CI_CONFIG), "--set-resources", "finetune:gpu=1"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     jobs = planned_jobs(result)
-    assert jobs["finetune"] == 1 and jobs["evaluate"] >= 8
+    assert jobs["finetune"] == 3 and jobs["evaluate"] >= 8  # the SFT run and two experts
     finetune = result.stdout.split("rule finetune:", 1)[1].split("\n\n", 1)[0]
     # resources.finetune of config/config.yaml, over which --configfile is merged; gpu from the CLI.
     assert "gpu=1" in finetune and "mem_mb=4000" in finetune and "runtime=60" in finetune

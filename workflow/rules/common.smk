@@ -320,8 +320,3 @@ def evaluations_of(scope):
     return [eval_path(scope, "dev", model) for model in dev] + [
         eval_path(scope, "test", model) for model in test
     ]
-
-
-def all_evaluations(wildcards):
-    """Every evaluation the score table reads, over all seeds."""
-    return [path for scope in SCOPES for path in evaluations_of(scope)]

@@ -101,7 +101,7 @@ rule kinship_matrix:
 
 rule plot_kinship:
     input:
-        scores=f"{OUT}/scores.csv",
+        scores=f"{OUT}/{{scope}}/scores.csv",
         kinship=f"{OUT}/{{scope}}/kinship/{{track}}.json",
         pairs=f"{OUT}/{{scope}}/greedy/{{track}}-pairs",
         pools=expand(f"{OUT}/{{{{scope}}}}/greedy/{{{{track}}}}-{{variant}}.json", variant=GREEDY_VARIANTS),

@@ -4,8 +4,29 @@
 
 rule collect_scores:
     input:
-        evaluations=all_evaluations,
-        selections=[f"{OUT}/{scope}/selection.json" for scope in SCOPES],
+        evaluations=lambda wildcards: evaluations_of(wildcards.scope),
+        selection=f"{OUT}/{{scope}}/selection.json",
+    output:
+        f"{OUT}/{{scope}}/scores.csv",
+    log:
+        f"{OUT}/{{scope}}/logs/collect_scores.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/collect_scores.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("collect_scores")
+    resources:
+        **rule_resources("collect_scores"),
+    params:
+        seed=lambda wildcards: scope_seed(wildcards.scope),
+    script:
+        "../scripts/collect_scores.py"
+
+
+# One table over the seeds: adding a seed adds its table and reruns no other seed's jobs.
+rule combine_scores:
+    input:
+        [f"{OUT}/{scope}/scores.csv" for scope in SCOPES],
     output:
         report(
             f"{OUT}/scores.csv",
@@ -13,23 +34,21 @@ rule collect_scores:
             category="Tables",
         ),
     log:
-        f"{OUT}/logs/collect_scores.log",
+        f"{OUT}/logs/combine_scores.log",
     benchmark:
-        f"{OUT}/benchmarks/collect_scores.tsv"
+        f"{OUT}/benchmarks/combine_scores.tsv"
     conda:
         "../../envs/report.yaml"
-    threads: rule_threads("collect_scores")
+    threads: rule_threads("combine_scores")
     resources:
-        **rule_resources("collect_scores"),
-    params:
-        seeds=config["seeds"],
+        **rule_resources("combine_scores"),
     script:
-        "../scripts/collect_scores.py"
+        "../scripts/combine_scores.py"
 
 
 rule report:
     input:
-        scores=f"{OUT}/scores.csv",
+        scores=f"{OUT}/{{scope}}/scores.csv",
         selection=f"{OUT}/{{scope}}/selection.json",
         alphas=f"{OUT}/{{scope}}/search/alpha.json",
         betas=f"{OUT}/{{scope}}/search/beta.json",
@@ -69,7 +88,7 @@ rule report:
 
 rule plot_mixup:
     input:
-        scores=f"{OUT}/scores.csv",
+        scores=f"{OUT}/{{scope}}/scores.csv",
     output:
         report(
             mixup_figure(f"{OUT}/{{scope}}", "{track}"),

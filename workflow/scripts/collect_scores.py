@@ -1,4 +1,4 @@
-"""Rule collect_scores: every evaluation of the run in one tidy CSV."""
+"""Rule collect_scores: every evaluation of one seed (and the shared base model's) in one tidy CSV."""
 
 from exme.files import read_json, write_text
 from exme.pipeline.rule_script import run_rule
@@ -6,10 +6,10 @@ from exme.pipeline.scores import tidy_scores
 
 
 def main(smk):
-    selections = {
-        seed: read_json(path) for seed, path in zip(smk.params.seeds, smk.input.selections, strict=True)
-    }
-    table = tidy_scores(smk.input.evaluations, selections=selections, seeds=smk.params.seeds)
+    seed = smk.params.seed
+    table = tidy_scores(
+        smk.input.evaluations, selections={seed: read_json(smk.input.selection)}, seeds=[seed]
+    )
     write_text(smk.output[0], table.to_csv(index=False))
 
 

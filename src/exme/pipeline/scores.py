@@ -37,3 +37,13 @@ def tidy_scores(
     table = table.reindex(columns=[*COLUMNS, *extra])
     table["rank"] = table["rank"].astype("Int64")
     return table.sort_values(ORDER, kind="stable", ignore_index=True)
+
+
+def combined(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """The seeds' tables as one, in the same column and row order as each."""
+    tables = [pd.read_csv(path) for path in paths]
+    columns = list(dict.fromkeys(column for table in tables for column in table.columns))
+    columns = [*COLUMNS, *sorted(set(columns) - set(COLUMNS))]
+    table = pd.concat(tables, ignore_index=True).reindex(columns=columns)
+    table["rank"] = table["rank"].astype("Int64")
+    return table.sort_values(ORDER, kind="stable", ignore_index=True)
