@@ -120,3 +120,23 @@ def test_standard_errors_reach_the_table_and_the_comparison_figure(tmp_path):
     assert errors["t1"] == 0.03 and errors["mean"] == pytest.approx((0.03**2 + 0.04**2) ** 0.5 / 2)
     plot_comparison(table, SELECTION, tmp_path / "comparison.png")
     assert (tmp_path / "comparison.png").stat().st_size > 10_000
+
+
+def test_the_seeds_tables_combine_into_one(tmp_path):
+    from exme.pipeline.scores import combined
+
+    rows = {
+        "model": "base",
+        "method": "base",
+        "track": "shared",
+        "task": "t",
+        "split": "dev",
+        "metric": "acc",
+    }
+    for seed in (1, 0):
+        extra = {"draw": 2} if seed else {}
+        pd.DataFrame([{**rows, "value": 0.5, "seed": seed, **extra}]).to_csv(
+            tmp_path / f"{seed}.csv", index=False
+        )
+    table = combined([tmp_path / "1.csv", tmp_path / "0.csv"])
+    assert list(table["seed"]) == [0, 1] and list(table.columns) == [*COLUMNS, "draw"]
