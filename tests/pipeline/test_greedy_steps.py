@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from exme.errors import ExmeError
-from exme.files import write_text
 from exme.merge.execute import build_state_dict, merge_to_dir
 from exme.merge.recipe import recipe_from_dict, write_recipe
 from exme.pipeline.config import _check_greedy
@@ -107,8 +106,3 @@ def test_bad_greedy_settings_are_refused_before_any_job(greedy, experts, message
     settings = {"activate": True, "k": 3, "max_generations": 2, "method": "slerp", **greedy}
     with pytest.raises(ExmeError, match=re.escape(message)):
         _check_greedy(settings, experts)
-
-
-def test_write_text_is_used_for_recipes(tmp_path):
-    write_text(tmp_path / "a" / "b.txt", "x")
-    assert (tmp_path / "a" / "b.txt").read_text() == "x"
