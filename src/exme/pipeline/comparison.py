@@ -6,11 +6,11 @@ is `SFT-r` whichever step it was in a seed. The best single input model of a tra
 input model with the best mean dev score (the test split never chooses anything).
 """
 
-from exme.pipeline.figures import plt, save_figure  # noqa: I001 (sets the file-only backend first)
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from exme.pipeline.catalogue import FINAL, match_name  # noqa: E402
-from exme.pipeline.targets import MEAN_TASK  # noqa: E402
+from exme.pipeline.catalogue import FINAL, match_name
+from exme.pipeline.figures import plt, save_figure
+from exme.pipeline.targets import MEAN_TASK
 
 BEST_INPUT = "best input model"
 EXME = "ExMe"

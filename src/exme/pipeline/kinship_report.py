@@ -8,12 +8,13 @@ Merge gain = the merged model's mean dev score minus the mean of its parents' me
 import math
 import os
 from collections.abc import Mapping, Sequence
+from statistics import NormalDist
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
 from exme.pipeline.figures import plt, save_figure
-from exme.pipeline.greedy import Pool  # noqa: I001 (sets the file-only backend first)
+from exme.pipeline.greedy import Pool
 
 METRIC_LABELS = {"pcc": "Pearson correlation", "cos": "cosine similarity", "ed": "Euclidean distance"}
 
@@ -26,20 +27,8 @@ def pearson_with_interval(
     n = len(x)
     if n < 4 or not math.isfinite(r) or abs(r) >= 1:
         return r, math.nan, math.nan
-    z, spread = math.atanh(r), _normal_quantile((1 + level) / 2) / math.sqrt(n - 3)
+    z, spread = math.atanh(r), NormalDist().inv_cdf((1 + level) / 2) / math.sqrt(n - 3)
     return r, math.tanh(z - spread), math.tanh(z + spread)
-
-
-def _normal_quantile(p: float) -> float:
-    """The standard normal quantile, by bisection on erf (no SciPy needed for one number)."""
-    low, high = -10.0, 10.0
-    for _ in range(100):
-        middle = (low + high) / 2
-        if 0.5 * (1 + math.erf(middle / math.sqrt(2))) < p:
-            low = middle
-        else:
-            high = middle
-    return (low + high) / 2
 
 
 def kinship_table(matrix: Mapping, metric: str) -> pd.DataFrame:

@@ -3,11 +3,11 @@
 import os
 from collections.abc import Sequence
 
-import pandas as pd  # noqa: E402
+import pandas as pd
 
-from exme.pipeline.catalogue import BASE, FINAL, model_name  # noqa: E402
-from exme.pipeline.figures import plt, save_figure  # noqa: I001 (sets the file-only backend first)
-from exme.pipeline.targets import MEAN_TASK as MEAN  # noqa: E402
+from exme.pipeline.catalogue import BASE, FINAL, model_name
+from exme.pipeline.figures import plt, save_figure
+from exme.pipeline.targets import MEAN_TASK as MEAN
 
 
 def task_means(table: pd.DataFrame) -> pd.DataFrame:
