@@ -55,7 +55,7 @@ def test_the_run_writes_the_tidy_score_table(ci_run):
         "m3_ties",
     }
     greedy = {"greedy", "greedy_explore"}
-    assert set(scores["method"]) == {"base", "sft", "expo", "exme", "expert"} | methods | greedy
+    assert set(scores["method"]) == {"base", "sft", "expo", "exme", "expert", "se_merging"} | methods | greedy
     assert scores["value"].between(0, 1).all()
     test = scores[scores["split"] == "test"]
     assert {"base", "sft-20", "sft-40", "sft-60", "expo1", "expo2", "exme", "ft-arith", "ft-count"} <= set(
