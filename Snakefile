@@ -27,6 +27,7 @@ localrules:
     all,
     prefetch,
     write_expo_grid_recipe,
+    write_expo_step_recipe,
     write_expo_recipe,
     write_exme_grid_recipe,
     write_exme_recipe,
@@ -42,6 +43,7 @@ localrules:
     combine_scores,
     report,
     plot_mixup,
+    plot_checkpoint_extrapolation,
     plot_kinship,
     compare,
 
@@ -49,7 +51,14 @@ localrules:
 rule all:
     default_target: True
     input:
-        final_targets(OUT, SCOPES, TASK_NAMES, MIXUP_TRACKS, [GREEDY_TRACK] if GREEDY_VARIANTS else []),
+        final_targets(
+            OUT,
+            SCOPES,
+            TASK_NAMES,
+            MIXUP_TRACKS,
+            [GREEDY_TRACK] if GREEDY_VARIANTS else [],
+            every_checkpoint=bool(EXTRAPOLATED_STEPS),
+        ),
 
 
 # Checked once every rule is defined: a `resources` entry must name one of them.

@@ -161,6 +161,61 @@ def test_settings_reach_lm_eval_and_samples_are_written(model_and_tokenizer, dem
     assert two_shot_prompt.count("=") == 3  # two examples from train, then the question
 
 
+def test_a_slice_of_a_split_evaluates_exactly_its_items(model_and_tokenizer, demo_data, tmp_path):
+    """Two disjoint slices of one split (dev and test of a task with a single split) evaluate the
+    split's items start to stop, in order, then the first `limit` of them."""
+    model, tokenizer = model_and_tokenizer
+    config = yaml.safe_load((demo_data / "lm_eval_tasks" / f"{TASKS[0]}.yaml").read_text())
+    data_file = demo_data / "lm_eval_tasks" / config["dataset_kwargs"]["data_files"]["test"]
+    items = [json.loads(line) for line in data_file.read_text().splitlines()]
+    for spec, expected in (("test[:4]", items[:4]), ("test[80%:]", items[16:][:3])):
+        results = evaluate_model(
+            model,
+            tokenizer,
+            task_splits={TASKS[0]: spec},
+            include_path=demo_data / "lm_eval_tasks",
+            batch_size=8,
+            limit=3 if "%" in spec else None,
+            log_samples=True,
+            device="cpu",
+            task_dir=tmp_path / spec,
+        )
+        assert [record["doc"] for record in results["samples"][TASKS[0]]] == expected
+        assert results["configs"][TASKS[0]]["test_split"] == "test"
+        assert json.loads((tmp_path / spec / "samples.json").read_text()) == {
+            f"{TASKS[0]}@test": list(range(4)) if spec == "test[:4]" else [16, 17, 18]
+        }
+
+
+def test_a_task_that_runs_generated_code_needs_its_confirmation(model_and_tokenizer, demo_data, tmp_path):
+    """As lm_eval --confirm_run_unsafe_code, for that task only, with HF_ALLOW_CODE_EVAL=1 while it runs."""
+    config = yaml.safe_load((demo_data / "lm_eval_tasks" / f"{TASKS[0]}.yaml").read_text())
+    (tmp_path / "unsafe.yaml").write_text(yaml.safe_dump({**config, "task": "unsafe", "unsafe_code": True}))
+    (tmp_path / "safe.yaml").write_text(yaml.safe_dump({**config, "task": "safe"}))
+    model, tokenizer = model_and_tokenizer
+    settings = dict(
+        task_splits={"unsafe": "dev", "safe": "dev"}, include_path=tmp_path, batch_size=8, limit=2
+    )
+    with pytest.raises(
+        ExmeError, match="task 'unsafe' runs the code the model generates; set evaluation.conf"
+    ):
+        evaluate_model(model, tokenizer, **settings, device="cpu")
+    results = evaluate_model(
+        model,
+        tokenizer,
+        **settings,
+        task_settings={"unsafe": {"confirm_run_unsafe_code": True}},
+        device="cpu",
+        model_location="m",
+    )
+    unsafe_run, safe_run = results["lm_eval_runs"]
+    assert unsafe_run["tasks"] == ["unsafe"] and safe_run["tasks"] == ["safe"]
+    assert unsafe_run["command"].startswith("HF_ALLOW_CODE_EVAL=1 lm_eval ")
+    assert unsafe_run["command"].endswith("--confirm_run_unsafe_code")
+    assert "unsafe_code" not in safe_run["command"] and safe_run["command"].startswith("lm_eval ")
+    assert "HF_ALLOW_CODE_EVAL" not in os.environ
+
+
 def test_few_shot_without_a_few_shot_split_is_an_error(model_and_tokenizer, demo_data, tmp_path):
     config = yaml.safe_load((demo_data / "lm_eval_tasks" / f"{TASKS[0]}.yaml").read_text())
     for key in ("training_split", "validation_split"):
@@ -198,18 +253,21 @@ def test_a_chat_template_the_tokenizer_lacks_is_an_error(model_and_tokenizer, de
 def test_the_lm_eval_cli_gives_the_pipelines_score(tiny_base, demo_data, tmp_path):
     """The command recorded with an evaluation reruns it with the `lm_eval` CLI: same score."""
     model, tokenizer = load_model_dir(tiny_base, device="cpu")
-    settings = dict(task_splits={TASKS[3]: "dev"}, include_path=demo_data / "lm_eval_tasks", batch_size=8)
+    # A slice of the split: the command carries lm-eval's --samples file.
+    settings = dict(
+        task_splits={TASKS[3]: "dev[2:12]"}, include_path=demo_data / "lm_eval_tasks", batch_size=8
+    )
     results = evaluate_model(
         model,
         tokenizer,
         **settings,
-        limit=10,
         device="cpu",
         task_dir=tmp_path / "t",
         model_location=tiny_base,
     )
     command = shlex.split(results["lm_eval_runs"][0]["command"])
-    assert command[0] == "lm_eval"
+    assert command[0] == "lm_eval" and "--samples" in command and "--limit" not in command
+    assert results["n-samples"][TASKS[3]]["effective"] == 10
     out = tmp_path / "cli"
     cli = [sys.executable, "-m", "lm_eval", *command[1:], "--output_path", str(out)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

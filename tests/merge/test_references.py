@@ -153,3 +153,43 @@ def test_missing_local_folder_is_named_as_such(family, hub_cache, tmp_path):
     missing = tmp_path / "no" / "such" / "model"
     with pytest.raises(ExmeError, match=f"{missing} is neither a folder nor a Hub id"):
         build_state_dict(recipe_from_dict(_task_arithmetic(str(family.base), str(missing))))
+
+
+def test_a_hub_model_is_linked_into_a_folder_of_the_run(family, hub_cache, tmp_path):
+    """download_base: the snapshot's files under the run's path, as links (no second copy)."""
+    from exme.merge.io.model_ids import hub_model
+    from exme.merge.io.references import link_hub_model
+
+    cache_model(hub_cache, "tiny-org/base", family.base)
+    linked = link_hub_model(hub_model("tiny-org/base"), tmp_path / "run" / "base", "model.base")
+    files = sorted(path.relative_to(linked) for path in linked.rglob("*") if path.is_file())
+    assert files == sorted(path.relative_to(family.base) for path in family.base.rglob("*") if path.is_file())
+    assert all((linked / name).is_symlink() for name in files)
+    weights = [name for name in files if name.suffix == ".safetensors"]
+    assert weights and all(
+        torch.equal(load_file(linked / name)[key], tensor)
+        for name in weights
+        for key, tensor in load_file(family.base / name).items()
+    )
+    with pytest.raises(ExmeError, match="model model.base: tiny-org/absent is not a local folder"):
+        link_hub_model(hub_model("tiny-org/absent"), tmp_path / "absent", "model.base")
+    assert not (tmp_path / "absent").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("org/name", "org/name"),
+        ("org/name@v2", "org/name@v2"),
+        ("name", None),
+        ("a/b/c", None),
+        ("/abs/x", None),
+    ],
+)
+def test_hub_model_tells_hub_ids_from_paths(text, expected, tmp_path):
+    from exme.merge.io.model_ids import hub_model
+
+    assert (str(hub_model(text)) if hub_model(text) else None) == expected
+    (tmp_path / "org").mkdir()
+    (tmp_path / "org" / "name").mkdir()  # an existing local folder is a path, never an id
+    assert hub_model(str(tmp_path / "org" / "name")) is None

@@ -9,7 +9,7 @@ from exme.merge.recipe import recipe_from_dict
 from exme.pipeline.config import check_rule_resources
 from exme.pipeline.recipes import Checkpoint, exme_recipe, expo_recipe
 from exme.pipeline.scores import COLUMNS, tidy_scores
-from exme.pipeline.selection import best_on_grid, chosen_alpha, selected_checkpoints, top_k
+from exme.pipeline.selection import best_on_grid, checkpoint_at, chosen_alpha, selected_checkpoints, top_k
 
 SELECTION = {
     "selected": [{"rank": 1, "model": "sft-20", "step": 20}, {"rank": 2, "model": "sft-10", "step": 10}]
@@ -43,6 +43,40 @@ def test_the_recipes_hold_the_formula_and_describe_the_model():
     ]
     assert exme.dtype == "bfloat16" and exme.tokenizer_source == "sft/step-20"
     assert exme.metadata == {"method": "exme", "track": "checkpoint", "source": "sft-20+sft-10", "beta": 0.75}
+
+
+def test_any_checkpoint_extrapolated_is_described_without_a_rank_and_plotted(tmp_path):
+    from exme.pipeline.report import plot_checkpoint_extrapolation
+
+    checkpoint = checkpoint_at("out/sft", 30)
+    assert checkpoint == Checkpoint("sft-30", None, "out/sft/step-30")
+    expo = recipe_from_dict(expo_recipe("base", checkpoint, 0.5))
+    assert expo.metadata == {"method": "expo", "track": "checkpoint", "source": "sft-30", "alpha": 0.5}
+    rows = (
+        [
+            {"model": f"sft-{step}", "method": "sft", "source": f"sft-{step}", "rank": None, "alpha": None}
+            for step in (10, 20)
+        ]
+        + [
+            {
+                "model": f"expo-step{step}-a{alpha:g}",
+                "method": "expo",
+                "source": f"sft-{step}",
+                "rank": None,
+                "alpha": alpha,
+            }
+            for step in (10, 20)
+            for alpha in (0.1, 0.5)
+        ]
+        + [{"model": "expo1-a0.1", "method": "expo", "source": "sft-20", "rank": 1, "alpha": 0.1}]
+    )
+    table = pd.DataFrame(
+        [{**row, "split": "dev", "task": task, "value": 0.5} for row in rows for task in ("t1", "t2")]
+    )
+    plot_checkpoint_extrapolation(table, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0
+    with pytest.raises(ExmeError, match="no extrapolated checkpoints"):
+        plot_checkpoint_extrapolation(table[table["method"] == "sft"], tmp_path / "none.png")
 
 
 def test_the_score_table_reads_each_models_description(tmp_path):

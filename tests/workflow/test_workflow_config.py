@@ -106,7 +106,11 @@ SEMANTIC_ERRORS = [
     ({"evaluation": {"tasks": [{"name": "hellaswag", "metric": "acc,none"}]}}, "evaluation.tasks"),
     ({"extrapolation": {"alpha_grid": [-0.5, 0.5]}}, "extrapolation.alpha_grid"),
     ({"demo": {"activate": False}}, "model.base is required"),
-    ({"demo": {"activate": False}, "model": {"base": "/nonexistent"}}, "model.base: /nonexistent"),
+    ({"demo": {"activate": False}, "model": {"base": "/nonexistent"}}, "model.base: /nonexistent is neither"),
+    (
+        {"demo": {"activate": False}, "model": {"base": "org/name"}},
+        "data.sft_train is required when demo.activate is false",  # a Hub id passes: download_base gets it
+    ),
     ({"output": {"shard_size": "lots"}}, "shard_size"),
     ({"experts": [{"name": "arith"}]}, "tracks.expert: the expert track merges at least two experts"),
     ({"tracks": {"expert": ["slerp"]}}, "tracks.expert: slerp merges exactly 2 models, the track has 4"),
@@ -120,7 +124,29 @@ SEMANTIC_ERRORS = [
     ({"greedy": {"method": "m3_ties"}}, "greedy.method: m3_ties chooses a coefficient on dev"),
     (
         {"evaluation": {"tasks": [{"name": "demo_arith", "metric": "m", "splits": {"dev": "test"}}]}},
-        "evaluation.tasks[0].splits (demo_arith): dev and test are both 'test'",
+        "evaluation.tasks[0].splits (demo_arith): dev 'test' and test 'test' share items",
+    ),
+    (
+        {"evaluation": {"tasks": [{"name": "demo_arith", "metric": "m", "splits": {"dev": "test[:60%]"}}]}},
+        "dev 'test[:60%]' and test 'test' share items",
+    ),
+    (
+        {
+            "evaluation": {
+                "tasks": [
+                    {
+                        "name": "demo_arith",
+                        "metric": "m",
+                        "splits": {"dev": "test[:50]", "test": "test[50%:]"},
+                    }
+                ]
+            }
+        },
+        "are slices in different units",
+    ),
+    (
+        {"evaluation": {"tasks": [{"name": "demo_arith", "metric": "m", "splits": {"dev": "test[:50"}}]}},
+        "evaluation.tasks[0].splits (demo_arith).dev: 'test[:50' is not a split name or a slice",
     ),
     (
         {"extrapolation": {"alpha_grid": [0.0, float("nan")]}},

@@ -34,6 +34,7 @@ from exme.pipeline.greedy import Pool
 from exme.pipeline.greedy_steps import file_name, generation_dir
 from exme.pipeline.merging import get_system
 from exme.pipeline.targets import (
+    checkpoint_extrapolation_figure,
     comparison_paths,
     expert_models,
     figure_paths,
@@ -42,10 +43,12 @@ from exme.pipeline.targets import (
     mixup_figure,
     models_on_dev,
     evaluation_batches,
+    split_batches,
     greedy_pair_models,
     models_on_test,
 )
 from exme.pipeline.cluster import evaluation_group, job_environment, job_resources
+from exme.merge.io.model_ids import hub_model
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -61,12 +64,17 @@ os.environ.update(job_environment(config["cluster"], source=workflow.basedir))
 RUN = config["run"]
 OUT = f"results/{RUN}"
 DEMO = config["demo"]["activate"]
+BASE_HUB_MODEL = None if DEMO else hub_model(config["model"]["base"])
+HUB_SFT_DATA = (
+    None if DEMO or not isinstance(config["data"]["sft_train"], dict) else config["data"]["sft_train"]
+)
 SCOPES = [seed_scope(seed) for seed in config["seeds"]]
 STEPS = checkpoint_steps(config["finetune"]["max_steps"], config["finetune"]["save_steps"])
 EXPERT_SETTINGS = expert_finetune_settings(config)
 EXPERTS = [expert["name"] for expert in config["experts"]]
 RANKS = list(range(1, config["selection"]["top_k"] + 1))
 ALPHAS = config["extrapolation"]["alpha_grid"]
+EXTRAPOLATED_STEPS = STEPS if config["extrapolation"]["every_checkpoint"] else []
 BETAS = config["merging"]["beta_grid"]
 TASKS = as_param(config["evaluation"]["tasks"])
 TASK_NAMES = [task["name"] for task in TASKS]
@@ -78,9 +86,10 @@ MERGE_METHODS = as_param(config["merge_methods"])
 GREEDY_TRACK = "expert"  # greedy merging and kinship run on the experts
 GREEDY_VARIANTS = ["greedy", "greedy_explore"] if config["greedy"]["activate"] and EXPERTS else []
 GREEDY_PAIRS = greedy_pair_models(GREEDY_TRACK, expert_models(EXPERTS)) if GREEDY_VARIANTS else []
-EVALUATION_BATCHES = evaluation_batches(RANKS, ALPHAS, BETAS, TRACKS, MERGE_METHODS)
+EVALUATION_BATCHES = evaluation_batches(RANKS, ALPHAS, BETAS, TRACKS, MERGE_METHODS, EXTRAPOLATED_STEPS)
 if GREEDY_PAIRS:
     EVALUATION_BATCHES[f"{GREEDY_TRACK}-greedy-pairs"] = GREEDY_PAIRS
+EVALUATION_BATCHES = split_batches(EVALUATION_BATCHES, config["evaluation"]["models_per_job"])
 MIXUP_TRACKS = [track for track, methods in TRACKS.items() if any(m.startswith("m3_") for m in methods)]
 
 
@@ -114,7 +123,15 @@ def rule_resources(rule_name):
 
 
 def base_model_path():
-    return f"{OUT}/base" if DEMO else config["model"]["base"]
+    """The demo's pretrained base, a Hub model's folder of links (download_base), or a local folder."""
+    return f"{OUT}/base" if DEMO or BASE_HUB_MODEL is not None else config["model"]["base"]
+
+
+def sft_train_path():
+    """The SFT data: the demo's, a Hub data set's subset (download_sft_data), or a local file."""
+    if DEMO or HUB_SFT_DATA is not None:
+        return f"{OUT}/data/sft_train.jsonl"
+    return config["data"]["sft_train"]
 
 
 def task_include_path():
@@ -136,8 +153,7 @@ EXPERT_FOLDER = checkpoint_folder(EXPERT_SETTINGS["max_steps"])
 def trainee_settings(wildcards):
     """Fine-tuning settings and training file of the SFT run or of one expert."""
     if wildcards.trainee == "sft":
-        train = f"{OUT}/data/sft_train.jsonl" if DEMO else config["data"]["sft_train"]
-        return {"settings": config["finetune"], "train": train}
+        return {"settings": config["finetune"], "train": sft_train_path()}
     expert = match_name("expert", wildcards.trainee)["expert"]
     if DEMO:
         train = f"{OUT}/data/experts/{expert}.jsonl"
@@ -310,7 +326,7 @@ def merge_point_evaluations(wildcards):
 
 def evaluations_of(scope):
     """Every evaluation of one seed: the ExMe chain and each track's input models and merges."""
-    dev = models_on_dev(STEPS, RANKS, ALPHAS, BETAS) + expert_models(EXPERTS)
+    dev = models_on_dev(STEPS, RANKS, ALPHAS, BETAS, EXTRAPOLATED_STEPS) + expert_models(EXPERTS)
     test = models_on_test(STEPS, RANKS) + expert_models(EXPERTS)
     for track, methods in TRACKS.items():
         merged = merge_models(track, methods, MERGE_METHODS)

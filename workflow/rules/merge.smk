@@ -25,6 +25,27 @@ rule write_expo_grid_recipe:
         "../scripts/write_expo_recipe.py"
 
 
+rule write_expo_step_recipe:
+    input:
+        base=base_model_path(),
+        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+    output:
+        recipe_path("expo_step_grid"),
+    log:
+        f"{OUT}/{{scope}}/logs/recipes/{NAME_PATTERNS['expo_step_grid']}.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/recipes/{NAME_PATTERNS['expo_step_grid']}.tsv"
+    conda:
+        "../../envs/merge.yaml"
+    threads: rule_threads("write_expo_step_recipe")
+    resources:
+        **rule_resources("write_expo_step_recipe"),
+    params:
+        alpha=lambda wildcards: float(wildcards.alpha),
+    script:
+        "../scripts/write_expo_recipe.py"
+
+
 rule write_expo_recipe:
     input:
         selection=f"{OUT}/{{scope}}/selection.json",

@@ -111,6 +111,31 @@ rule plot_mixup:
         "../scripts/plot_mixup.py"
 
 
+rule plot_checkpoint_extrapolation:
+    input:
+        scores=f"{OUT}/{{scope}}/scores.csv",
+    output:
+        report(
+            checkpoint_extrapolation_figure(f"{OUT}/{{scope}}"),
+            caption="../report/extrapolation_checkpoints.rst",
+            category="Figures",
+            subcategory="Extrapolation",
+        ),
+    log:
+        f"{OUT}/{{scope}}/logs/plot_checkpoint_extrapolation.log",
+    benchmark:
+        f"{OUT}/{{scope}}/benchmarks/plot_checkpoint_extrapolation.tsv"
+    conda:
+        "../../envs/report.yaml"
+    threads: rule_threads("plot_checkpoint_extrapolation")
+    resources:
+        **rule_resources("plot_checkpoint_extrapolation"),
+    params:
+        seed=lambda wildcards: scope_seed(wildcards.scope),
+    script:
+        "../scripts/plot_checkpoint_extrapolation.py"
+
+
 rule compare:
     input:
         scores=f"{OUT}/scores.csv",

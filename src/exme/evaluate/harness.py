@@ -2,16 +2,17 @@
 
 Only lm-eval's public mechanisms are used, so that every evaluation can be rerun with the `lm_eval`
 CLI: a task is evaluated on a split through a generated task YAML that `include:`s the task's own
-YAML and sets `test_split`; settings (few-shot, chat template, generation arguments, seeds) are
-simple_evaluate's own arguments, and the CLI flag of each is recorded with the results.
+YAML and sets `test_split`; a slice of a split (`exme.evaluate.splits`) is lm-eval's `samples`
+argument; settings (few-shot, chat template, generation arguments, seeds) are simple_evaluate's own
+arguments, and the CLI flag of each is recorded with the results.
 """
 
 import json
 import os
 import shlex
 import tempfile
-from collections.abc import Sequence
-from contextlib import ExitStack
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from exme.device import default_device
 from exme.errors import ExmeError
+from exme.evaluate.splits import parse_split, sample_indices
 from exme.files import staged_file, write_text
 from exme.offline import set_offline
 
@@ -38,8 +40,13 @@ LM_EVAL_SETTINGS = (
     "fewshot_as_multiturn",
     "system_instruction",
     "gen_kwargs",
+    "confirm_run_unsafe_code",
 )
+# What the code-execution metric (HF evaluate's code_eval, of HumanEval and MBPP) requires besides
+# confirm_run_unsafe_code; set only while the tasks that confirm it run.
+CODE_EVAL_ENVIRONMENT = {"HF_ALLOW_CODE_EVAL": "1"}
 SPLIT_SEPARATOR = "@"  # a task evaluated on a split is named <task>@<split>
+SAMPLES_FILE = "samples.json"  # beside the generated task YAMLs: the items of sliced splits
 
 
 def torch_dtype(dtype: str) -> str | torch.dtype:
@@ -164,6 +171,7 @@ def _settings(settings: dict[str, Any]) -> dict[str, Any]:
         raise ExmeError(f"evaluation: unknown lm-eval setting(s) {sorted(unknown)}")
     resolved = dict.fromkeys(LM_EVAL_SETTINGS) | settings
     resolved["apply_chat_template"] = resolved["apply_chat_template"] or False
+    resolved["confirm_run_unsafe_code"] = bool(resolved["confirm_run_unsafe_code"])
     if resolved["fewshot_as_multiturn"] is None:
         resolved["fewshot_as_multiturn"] = bool(resolved["apply_chat_template"])
     elif resolved["fewshot_as_multiturn"] and not resolved["apply_chat_template"]:
@@ -184,6 +192,21 @@ def _groups(tasks: list[str], settings: dict[str, dict[str, Any]]) -> list[tuple
         key = json.dumps(settings[task], sort_keys=True)
         groups.setdefault(key, (settings[task], []))[1].append(task)
     return list(groups.values())
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of the block, then restore what was there."""
+    saved = {key: os.environ.get(key) for key in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _seeds(seeds: int | Sequence[int | None] | None) -> tuple[int | None, ...]:
@@ -207,12 +230,20 @@ def lm_eval_command(
     limit: int | float | None,
     seeds: tuple[int | None, ...],
     device: torch.device,
+    samples_path: str | os.PathLike | None = None,
 ) -> str:
     """The `lm_eval` command line that runs the same evaluation on a model folder."""
-    args = ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_location},dtype={dtype}"]
+    args = (
+        [f"{key}={value}" for key, value in CODE_EVAL_ENVIRONMENT.items()]
+        if settings["confirm_run_unsafe_code"]
+        else []
+    )
+    args += ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_location},dtype={dtype}"]
     args += ["--tasks", ",".join(tasks), "--include_path", str(include_path)]
     args += ["--batch_size", str(batch_size), "--device", str(device)]
-    if limit is not None:
+    if samples_path is not None:
+        args += ["--samples", str(samples_path)]
+    elif limit is not None:
         args += ["--limit", str(limit)]
     if settings["num_fewshot"] is not None:
         args += ["--num_fewshot", str(settings["num_fewshot"])]
@@ -225,6 +256,8 @@ def lm_eval_command(
         args += ["--system_instruction", settings["system_instruction"]]
     if settings["gen_kwargs"]:
         args += ["--gen_kwargs", ",".join(f"{key}={value}" for key, value in settings["gen_kwargs"].items())]
+    if settings["confirm_run_unsafe_code"]:
+        args += ["--confirm_run_unsafe_code"]
     if seeds != LM_EVAL_SEEDS:
         args += ["--seed", ",".join(str(seed) for seed in seeds)]
     return shlex.join(args)
@@ -246,9 +279,15 @@ def _check_chat_template(tokenizer: PreTrainedTokenizerBase, template: bool | st
 
 
 def _check_splits(task_objects: dict[str, Any], task_splits: dict[str, str], settings: dict) -> None:
-    """The evaluated split exists; a task asked for few-shot examples has a split to draw them from."""
+    """The evaluated split exists; a task asked for few-shot examples has a split to draw them from;
+    a task that runs generated code is confirmed."""
     for task, task_object in task_objects.items():
         config = task_object.config
+        if getattr(task_object, "UNSAFE_CODE", False) and not settings[task]["confirm_run_unsafe_code"]:
+            raise ExmeError(
+                f"lm-eval task {task!r} runs the code the model generates; set "
+                "evaluation.confirm_run_unsafe_code (or the task's own) to run it on this machine"
+            )
         available = list(task_object.dataset) if task_object.dataset is not None else []
         if available and task_splits[task] not in available:
             raise ExmeError(
@@ -328,6 +367,8 @@ def evaluate_model(
     go to task_dir (a temporary folder if None). Returns lm-eval's results dict, its per-task entries
     keyed by the original task names, plus "lm_eval_runs": each simple_evaluate call's tasks,
     settings and (with model_location, the folder the model came from) its `lm_eval` command.
+    A split may be a slice (`test[:50%]`): then every task's items go to lm-eval as `samples`, the
+    first `limit` of each slice (lm-eval takes `samples` or `limit`, not both).
     """
     if not task_splits:
         raise ExmeError("evaluation.tasks is empty")
@@ -344,13 +385,25 @@ def evaluate_model(
         _check_chat_template(tokenizer, task_resolved["apply_chat_template"])
     seed_values = _seeds(seeds)
     device = torch.device(device) if device is not None else default_device()
+    splits = {
+        task: parse_split(spec, f"evaluation.tasks ({task}) splits") for task, spec in task_splits.items()
+    }
+    split_names = {task: split.name for task, split in splits.items()}
     with ExitStack() as stack:
         if task_dir is None:
             task_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="exme-tasks-"))
-        names = write_split_tasks(task_splits, include_path, task_dir)
+        names = write_split_tasks(split_names, include_path, task_dir)
         task_manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-        task_objects = _build_tasks(names, task_manager, task_splits)
-        _check_splits(task_objects, task_splits, resolved)
+        task_objects = _build_tasks(names, task_manager, split_names)
+        _check_splits(task_objects, split_names, resolved)
+        samples, samples_path, run_limit = None, None, limit
+        if any(split.sliced for split in splits.values()):
+            samples = {
+                names[task]: sample_indices(split, len(task_objects[task].eval_docs), limit)
+                for task, split in splits.items()
+            }
+            samples_path, run_limit = Path(task_dir) / SAMPLES_FILE, None
+            write_text(samples_path, json.dumps(samples))
 
         if isinstance(model, HFLM):  # a model class of its own, e.g. SE-Merging's, already placed
             lm = model
@@ -359,23 +412,27 @@ def evaluate_model(
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
         merged: dict[str, Any] = {"lm_eval_runs": []}
         for group_settings, tasks in _groups(list(task_splits), resolved):
-            results = lm_eval.simple_evaluate(
-                model=lm,
-                tasks=[task_objects[task] for task in tasks],
-                task_manager=task_manager,
-                limit=limit,
-                log_samples=log_samples,
-                bootstrap_iters=bootstrap_iters,
-                num_fewshot=group_settings["num_fewshot"],
-                apply_chat_template=group_settings["apply_chat_template"],
-                fewshot_as_multiturn=group_settings["fewshot_as_multiturn"],
-                system_instruction=group_settings["system_instruction"],
-                gen_kwargs=group_settings["gen_kwargs"],
-                random_seed=seed_values[0],
-                numpy_random_seed=seed_values[1],
-                torch_random_seed=seed_values[2],
-                fewshot_random_seed=seed_values[3],
-            )
+            code_eval = CODE_EVAL_ENVIRONMENT if group_settings["confirm_run_unsafe_code"] else {}
+            with _environment(code_eval):
+                results = lm_eval.simple_evaluate(
+                    model=lm,
+                    tasks=[task_objects[task] for task in tasks],
+                    task_manager=task_manager,
+                    limit=run_limit,
+                    samples=samples and {names[task]: samples[names[task]] for task in tasks},
+                    log_samples=log_samples,
+                    bootstrap_iters=bootstrap_iters,
+                    num_fewshot=group_settings["num_fewshot"],
+                    apply_chat_template=group_settings["apply_chat_template"],
+                    fewshot_as_multiturn=group_settings["fewshot_as_multiturn"],
+                    system_instruction=group_settings["system_instruction"],
+                    gen_kwargs=group_settings["gen_kwargs"],
+                    random_seed=seed_values[0],
+                    numpy_random_seed=seed_values[1],
+                    torch_random_seed=seed_values[2],
+                    fewshot_random_seed=seed_values[3],
+                    confirm_run_unsafe_code=group_settings["confirm_run_unsafe_code"],
+                )
             results = _renamed(results, names)
             for key, value in results.items():
                 if isinstance(value, dict) and key != "config":
@@ -394,6 +451,7 @@ def evaluate_model(
                     limit=limit,
                     seeds=seed_values,
                     device=device,
+                    samples_path=samples_path,
                 )
             merged["lm_eval_runs"].append({"tasks": tasks, "settings": group_settings, "command": command})
     return merged

@@ -15,7 +15,8 @@ from typing import Any
 
 import yaml
 
-from exme.merge.io.references import hub_id, parse_reference
+from exme.merge.io.model_ids import parse_reference
+from exme.merge.io.references import hub_id
 from exme.merge.plan import ModelSource, NestedModel, names_recipe
 from exme.merge.recipe import Recipe
 

@@ -50,6 +50,7 @@ NAME_PATTERNS = {
     "greedy_pair": "{track}-greedy-g1-m{index}",  # generation 1, every pair: shared by both variants
     "greedy": "{track}-{variant}",  # the best model greedy merging found (chosen on dev)
     "expo_grid": "expo{rank}-a{alpha}",  # a grid point of the alpha search
+    "expo_step_grid": "expo-step{step}-a{alpha}",  # any checkpoint extrapolated (every_checkpoint)
     "expo": "expo{rank}",  # at the alpha the dev search chose
     "exme_grid": "exme-b{beta}",  # a grid point of the beta search
     "exme": FINAL,
@@ -57,7 +58,7 @@ NAME_PATTERNS = {
 
 
 # Kinds whose models are points of a grid searched on dev: evaluated in batches, one job per grid.
-GRID_KINDS = ("expo_grid", "exme_grid", "merge_point", "greedy_pair")
+GRID_KINDS = ("expo_grid", "expo_step_grid", "exme_grid", "merge_point", "greedy_pair")
 
 
 def format_coef(value: float) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
+from exme.evaluate.splits import parse_split
+from exme.merge.io.model_ids import hub_model
 from exme.pipeline.merging import check_system, get_system
 from exme.sizes import parse_size
 from exme.train.checkpoints import checkpoint_steps
@@ -40,6 +42,7 @@ EVALUATION_SETTINGS = (
     "fewshot_as_multiturn",
     "system_instruction",
     "gen_kwargs",
+    "confirm_run_unsafe_code",
     "bootstrap_iters",
     "log_samples",
     "allow_downloads",
@@ -51,6 +54,7 @@ TASK_LM_EVAL_SETTINGS = (
     "fewshot_as_multiturn",
     "system_instruction",
     "gen_kwargs",
+    "confirm_run_unsafe_code",
 )
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -163,10 +167,14 @@ def _check_models_and_tasks(config: dict) -> None:
     tasks = config["evaluation"]["tasks"]
     task_names = [task["name"] for task in tasks]
     for index, task in enumerate(tasks):
-        if task["splits"]["dev"] == task["splits"]["test"]:
+        key = f"evaluation.tasks[{index}].splits ({task['name']})"
+        dev, test = (parse_split(task["splits"][role], f"{key}.{role}") for role in ("dev", "test"))
+        disjoint = dev.disjoint(test)
+        if not disjoint:
+            reason = "share items" if disjoint is False else "are slices in different units (% and items)"
             raise ExmeError(
-                f"evaluation.tasks[{index}].splits ({task['name']}): dev and test are both "
-                f"{task['splits']['dev']!r}; the test split must never choose anything"
+                f"{key}: dev {task['splits']['dev']!r} and test {task['splits']['test']!r} {reason}; "
+                "the test split must never choose anything"
             )
     if config["demo"]["activate"]:
         demo = config["demo"]
@@ -185,18 +193,18 @@ def _check_models_and_tasks(config: dict) -> None:
                     f"evaluation.tasks: unknown task {name!r}; the demo builds {', '.join(sorted(built))}"
                 )
         return
-    for key, path in (
-        ("model.base", config["model"].get("base")),
-        ("data.sft_train", config["data"].get("sft_train")),
-    ):
-        if not path:
-            raise ExmeError(f"{key} is required when demo.activate is false")
-        if not Path(path).exists():
-            raise ExmeError(f"{key}: {path} does not exist")
-    if not (Path(config["model"]["base"]) / "config.json").is_file():
-        raise ExmeError(
-            f"model.base: {config['model']['base']} is not a Hugging Face model folder (no config.json)"
-        )
+    base, sft_train = config["model"].get("base"), config["data"].get("sft_train")
+    if not base:
+        raise ExmeError("model.base is required when demo.activate is false")
+    if hub_model(base) is None:  # a Hub id is downloaded by the rule download_base
+        if not Path(base).exists():
+            raise ExmeError(f"model.base: {base} is neither a local folder nor a Hub id ORG/NAME[@REVISION]")
+        if not (Path(base) / "config.json").is_file():
+            raise ExmeError(f"model.base: {base} is not a Hugging Face model folder (no config.json)")
+    if not sft_train:
+        raise ExmeError("data.sft_train is required when demo.activate is false")
+    if isinstance(sft_train, str) and not Path(sft_train).exists():
+        raise ExmeError(f"data.sft_train: {sft_train} does not exist")
     include_path = config["evaluation"]["include_path"]
     if include_path is not None and not Path(include_path).is_dir():
         raise ExmeError(f"evaluation.include_path: {include_path} is not a folder")
@@ -271,9 +279,12 @@ def _check_chat_templates(config: dict) -> None:
         if wanted:
             raise ExmeError(f"{wanted[0]} is set, but the demo's tokenizer has no chat template")
         return
-    record = _first_record(Path(config["data"]["sft_train"]))
+    sft_train = config["data"]["sft_train"]
+    record = _first_record(Path(sft_train)) if isinstance(sft_train, str) else None
     if isinstance(record, dict) and "messages" in record:
-        wanted.append(f"data.sft_train: {config['data']['sft_train']} holds chat 'messages' records, which")
+        wanted.append(f"data.sft_train: {sft_train} holds chat 'messages' records, which")
+    if hub_model(config["model"]["base"]) is not None:
+        return  # its tokenizer is read once downloaded: fine-tuning and evaluation check it then
     base = Path(config["model"]["base"])
     if wanted and not _has_chat_template(base):
         raise ExmeError(f"{wanted[0]} needs a chat template, but the tokenizer of model.base {base} has none")

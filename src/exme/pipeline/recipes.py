@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A selected fine-tuning checkpoint: its model name, rank on dev and folder."""
+    """A fine-tuning checkpoint: its model name, rank on dev (None where it was not selected) and
+    folder."""
 
     name: str
-    rank: int
+    rank: int | None
     path: str
 
 
@@ -29,7 +30,7 @@ def expo_recipe(base: str, checkpoint: Checkpoint, alpha: float) -> dict:
             "method": "expo",
             "track": "checkpoint",
             "source": checkpoint.name,
-            "rank": checkpoint.rank,
+            **({"rank": checkpoint.rank} if checkpoint.rank is not None else {}),
             "alpha": alpha,
         },
     )

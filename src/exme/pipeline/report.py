@@ -5,7 +5,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from exme.pipeline.catalogue import BASE, FINAL, model_name
+from exme.errors import ExmeError
+from exme.pipeline.catalogue import BASE, FINAL, model_name, sft_step
 from exme.pipeline.figures import plt, save_figure
 from exme.pipeline.targets import MEAN_TASK as MEAN
 
@@ -43,6 +44,36 @@ def plot_extrapolation(
     ax.set_ylabel(f"dev score ({'mean over tasks' if task == MEAN else task})")
     ax.set_title(f"Extrapolation: {task} (★ = chosen α)")
     ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def plot_checkpoint_extrapolation(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Dev score (mean over tasks) against alpha for every checkpoint extrapolated from the base,
+    one panel per checkpoint, its SFT score dashed (the paper's Fig. 5; α = 0 is the checkpoint)."""
+    dev = table[table["split"] == "dev"]
+    means = dev.groupby("model")["value"].mean()
+    grid = dev[(dev["method"] == "expo") & dev["rank"].isna() & dev["alpha"].notna()]
+    checkpoints = sorted(grid["source"].unique(), key=sft_step)
+    if not checkpoints:
+        raise ExmeError("the score table has no extrapolated checkpoints (extrapolation.every_checkpoint)")
+    columns = min(4, len(checkpoints))
+    rows = -(-len(checkpoints) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False, sharey=True)
+    for ax, checkpoint in zip(axes.flat, checkpoints, strict=False):
+        points = grid[grid["source"] == checkpoint].groupby("model")["alpha"].first()
+        curve = pd.concat(
+            [pd.Series({0.0: means[checkpoint]}), means[points.index].rename(points)]
+        ).sort_index()
+        ax.plot(curve.index, curve.values, marker="o", color="tab:blue", label="extrapolated")
+        ax.axhline(means[checkpoint], linestyle="--", color="tab:red", label="SFT")
+        ax.set_title(checkpoint, fontsize=9)
+        ax.set_xlabel("α")
+    for ax in axes.flat[len(checkpoints) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("dev score (mean over tasks)")
+    axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Every checkpoint extrapolated from the base")
     save_figure(fig, path)
 
 

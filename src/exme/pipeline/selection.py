@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from exme.errors import ExmeError
+from exme.pipeline.catalogue import model_name
 from exme.pipeline.recipes import Checkpoint
 from exme.train.checkpoints import checkpoint_folder
 
@@ -53,12 +54,14 @@ def best_on_grid(curve: Mapping[float, float]) -> float:
     return max(curve, key=lambda value: (curve[value], -list(curve).index(value)))
 
 
+def checkpoint_at(sft_dir: str, step: int, rank: int | None = None) -> Checkpoint:
+    """The checkpoint of `step`, its folder inside fine-tuning's output `sft_dir`."""
+    return Checkpoint(model_name("sft", step=step), rank, f"{sft_dir}/{checkpoint_folder(step)}")
+
+
 def selected_checkpoints(selection: dict, sft_dir: str) -> list[Checkpoint]:
-    """The selected checkpoints by rank, with their folders inside fine-tuning's output `sft_dir`."""
-    return [
-        Checkpoint(entry["model"], entry["rank"], f"{sft_dir}/{checkpoint_folder(entry['step'])}")
-        for entry in selection["selected"]
-    ]
+    """The selected checkpoints by rank."""
+    return [checkpoint_at(sft_dir, entry["step"], entry["rank"]) for entry in selection["selected"]]
 
 
 def chosen_alpha(alpha_search: dict, rank: int) -> float:

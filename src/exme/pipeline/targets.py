@@ -15,13 +15,29 @@ MEAN_TASK = "mean"  # the figures' name for the unweighted mean over tasks
 
 
 def models_on_dev(
-    steps: Sequence[int], ranks: Sequence[int], alphas: Sequence[float], betas: Sequence[float]
+    steps: Sequence[int],
+    ranks: Sequence[int],
+    alphas: Sequence[float],
+    betas: Sequence[float],
+    extrapolated_steps: Sequence[int] = (),
 ) -> list[str]:
-    """Base and every checkpoint (for selection), every alpha and beta grid point (for the searches)."""
+    """Base and every checkpoint (for selection), every alpha and beta grid point (for the searches),
+    and the checkpoints of `extrapolated_steps` over the alpha grid (for the figure)."""
     models = [BASE, *(model_name("sft", step=step) for step in steps)]
     models += [model_name("expo_grid", rank=rank, alpha=alpha) for rank in ranks for alpha in alphas]
     models += [model_name("exme_grid", beta=beta) for beta in betas]
-    return models
+    return models + checkpoint_extrapolation_models(extrapolated_steps, alphas)
+
+
+def checkpoint_extrapolation_models(steps: Sequence[int], alphas: Sequence[float]) -> list[str]:
+    """Each checkpoint of `steps` extrapolated at each alpha but 0 (that point is the checkpoint
+    itself): the paper's Fig. 5 extrapolates all eight, not only the two selected."""
+    return [
+        model_name("expo_step_grid", step=step, alpha=alpha)
+        for step in steps
+        for alpha in alphas
+        if alpha != 0
+    ]
 
 
 def models_on_test(steps: Sequence[int], ranks: Sequence[int]) -> list[str]:
@@ -58,6 +74,7 @@ def evaluation_batches(
     betas: Sequence[float],
     tracks: dict[str, Sequence[str]],
     merge_methods: dict,
+    extrapolated_steps: Sequence[int] = (),
 ) -> dict[str, list[str]]:
     """{batch name: models}: the models of each grid, evaluated together in one job per split, so
     that the start-up of a job (importing torch and lm-eval) is paid once per grid, not per point."""
@@ -65,6 +82,8 @@ def evaluation_batches(
         "expo_grid": [model_name("expo_grid", rank=rank, alpha=alpha) for rank in ranks for alpha in alphas],
         "exme_grid": [model_name("exme_grid", beta=beta) for beta in betas],
     }
+    if extrapolated_steps:
+        batches["expo_step_grid"] = checkpoint_extrapolation_models(extrapolated_steps, alphas)
     for track, methods in tracks.items():
         for method in methods:
             system = get_system(method)
@@ -75,6 +94,22 @@ def evaluation_batches(
                 ]
                 batches[model_name("merge", track=track, method=method)] = models
     return batches
+
+
+def split_batches(batches: dict[str, list[str]], models_per_job: int | None) -> dict[str, list[str]]:
+    """Batches of at most models_per_job models (None: whole grids), named <batch>-part<i> where
+    a grid is split: on a GPU cluster, jobs of a few models each run in parallel and within a
+    time limit, where one job per grid would take hours."""
+    if models_per_job is None:
+        return dict(batches)
+    parts = {}
+    for batch, models in batches.items():
+        chunks = [models[start : start + models_per_job] for start in range(0, len(models), models_per_job)]
+        if len(chunks) == 1:
+            parts[batch] = models
+        else:
+            parts.update({f"{batch}-part{index}": chunk for index, chunk in enumerate(chunks, 1)})
+    return parts
 
 
 def greedy_pair_models(track: str, inputs: Sequence[str]) -> list[str]:
@@ -96,6 +131,12 @@ def figure_paths(out: str, task_names: Sequence[str]) -> dict[str, list[str] | s
         "beta": f"{out}/figures/beta.png",
         "comparison": f"{out}/figures/comparison.png",
     }
+
+
+def checkpoint_extrapolation_figure(out: str) -> str:
+    """Dev score against alpha of every checkpoint (extrapolation.every_checkpoint), in one seed's
+    folder `out`."""
+    return f"{out}/figures/extrapolation_checkpoints.png"
 
 
 def mixup_figure(out: str, track: str) -> str:
@@ -122,9 +163,10 @@ def final_targets(
     task_names: Sequence[str],
     mixup_tracks: Sequence[str],
     kinship_tracks: Sequence[str] = (),
+    every_checkpoint: bool = False,
 ) -> list[str]:
     """What `rule all` asks for: the score table and comparison, and per seed the ExMe report,
-    the M³ and kinship figures and the final ExMe model."""
+    the M³ and kinship figures (and that of every checkpoint extrapolated) and the final ExMe model."""
     targets = [f"{out}/scores.csv", *comparison_paths(out).values()]
     for scope in scopes:
         figures = figure_paths(f"{out}/{scope}", task_names)
@@ -135,6 +177,8 @@ def final_targets(
             figures["comparison"],
         ]
         targets += [mixup_figure(f"{out}/{scope}", track) for track in mixup_tracks]
+        if every_checkpoint:
+            targets.append(checkpoint_extrapolation_figure(f"{out}/{scope}"))
         targets += [path for track in kinship_tracks for path in kinship_paths(f"{out}/{scope}", track)]
         targets.append(f"{out}/{scope}/final")
     return targets

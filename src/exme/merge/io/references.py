@@ -9,56 +9,17 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from exme.errors import ExmeError
+from exme.files import staged_dir
+from exme.merge.io.model_ids import HUB_ID, ModelPath, parse_reference
 from exme.merge.io.reader import ModelFolder
 
 # What a merge reads from a Hub repository: configs and indexes, weights, tokenizer files.
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "vocab.*"]
 _HUB_PICKLED_WEIGHTS = ["pytorch_model*.bin", "adapter_model.bin"]
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CACHED_SNAPSHOT = re.compile(r"models--([\w.-]+)--([\w.-]+)$")
-
-
-@dataclass(frozen=True)
-class ModelPath:
-    path: str
-    revision: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.path}@{self.revision}" if self.revision else self.path
-
-
-@dataclass(frozen=True)
-class ModelReference:
-    """A model as the recipe names it: the model, and the LoRA adapter to merge into it."""
-
-    model: ModelPath
-    lora: ModelPath | None = None
-
-
-def _model_path(text: str, reference: str) -> ModelPath:
-    if not text:
-        raise ExmeError(f"model reference {reference!r} has an empty part")
-    if Path(text).exists() or "@" not in text:
-        return ModelPath(text)
-    path, _, revision = text.partition("@")
-    if "@" in revision or not path or not revision:
-        raise ExmeError(f"model reference {reference!r}: expected PATH or ORG/NAME@REVISION")
-    return ModelPath(path, revision)
-
-
-def parse_reference(text: str) -> ModelReference:
-    """`MODEL[@REVISION][+ADAPTER[@REVISION]]`; an existing local path is taken as it is, even with
-    '+' or '@' in its name."""
-    if Path(text).exists() or "+" not in text:
-        return ModelReference(_model_path(text, text))
-    model, _, adapter = text.partition("+")
-    if "+" in adapter:
-        raise ExmeError(f"model reference {text!r}: more than one '+' (expected MODEL+LORA)")
-    return ModelReference(_model_path(model, text), _model_path(adapter, text))
 
 
 def _offline() -> bool:
@@ -78,7 +39,7 @@ def local_folder(model: ModelPath, reference: str) -> Path:
     local = Path(model.path).expanduser()
     if local.is_dir() and model.revision is None:
         return local
-    if not _HUB_ID.fullmatch(model.path):
+    if not HUB_ID.fullmatch(model.path):
         raise ExmeError(f"model {reference}: {model.path} is neither a folder nor a Hub id ORG/NAME")
     import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
@@ -118,6 +79,20 @@ def hub_id(model: ModelPath, folder: Path) -> str | None:
         if match := _CACHED_SNAPSHOT.fullmatch(parent.name):
             return f"{match.group(1)}/{match.group(2)}"
     return None
+
+
+def link_hub_model(model: ModelPath, out_dir: str | os.PathLike, reference: str) -> Path:
+    """A folder out_dir of links to the files of a Hub model's snapshot in the local cache
+    (downloaded first where the Hub may be reached): the model under a path of the run's own, with
+    no second copy of its weights."""
+    snapshot = local_folder(model, reference)
+    with staged_dir(out_dir) as staging:
+        for source in sorted(snapshot.rglob("*")):
+            if source.is_file():
+                link = staging / source.relative_to(snapshot)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(source.resolve())
+    return Path(out_dir)
 
 
 def open_model(text: str) -> ModelFolder:
