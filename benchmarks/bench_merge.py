@@ -5,9 +5,10 @@ to disk, never instantiated), then for each merge alternates the two tools N tim
 median wall time, median peak RSS of the child process and the engine's time over an I/O floor
 (reading every byte of the input models' files and writing the output's byte count once). The
 models' files are evicted from the page cache before every run, so each run reads its inputs from
-disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), slerp (whole
-tensors) and a passthrough slice merge (a frankenmerge stacking 3/4 of one model's layers on 3/4 of
-another's).
+disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), dare_ties at
+density 0.5 (a seeded random drop, then TIES's sign election), breadcrumbs (density 0.9, gamma
+0.01: the largest and smallest magnitudes dropped, a two-sided top-k), slerp (whole tensors) and a
+passthrough slice merge (a frankenmerge stacking 3/4 of one model's layers on 3/4 of another's).
 
     python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3 [--methods ties slerp]
 """
@@ -32,7 +33,7 @@ import yaml
 from exme.merge.io.shard_writer import TensorSpec, plan_shards, write_shards
 
 HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
-METHODS = ("task_arithmetic", "ties", "slerp", "passthrough")
+METHODS = ("task_arithmetic", "ties", "dare_ties", "breadcrumbs", "slerp", "passthrough")
 BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2
 BYTES_OUTSIDE_LAYERS = (2 * VOCAB * HIDDEN + HIDDEN) * 2
 
@@ -136,6 +137,10 @@ def recipes(models: list[Path], layers: int) -> dict[str, dict]:
         "task_arithmetic": {"merge_method": "task_arithmetic", "base_model": base, "models": weighted},
         "ties": {"merge_method": "ties", "base_model": base, "models": weighted,
                  "parameters": {"density": 0.5}},
+        "dare_ties": {"merge_method": "dare_ties", "base_model": base, "models": weighted,
+                      "parameters": {"density": 0.5}},
+        "breadcrumbs": {"merge_method": "breadcrumbs", "base_model": base, "models": weighted,
+                        "parameters": {"density": 0.9, "gamma": 0.01}},
         "slerp": {"merge_method": "slerp", "base_model": base, "models": [{"model": base}, {"model": ft_a}],
                   "parameters": {"t": 0.5}},
         "passthrough": {"merge_method": "passthrough", "slices": [
@@ -183,7 +188,8 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
             evict_from_page_cache(models)
             times["floor"].append(io_floor(inputs_of(recipe, models), output_bytes, root / "floor.bin"))
             print(f"  {method} {size_gb} GB run {run + 1}: " + ", ".join(
-                f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)  # fmt: skip
+                f"{k} {v[-1]:.1f}s" for k, v in times.items()) + ", peak RSS " + ", ".join(
+                f"{k} {v[-1]:.0f} MB" for k, v in rss.items()), flush=True)  # fmt: skip
         median = statistics.median
         rows.append({
             "method": method,

@@ -7,27 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
+from exme.pipeline.config import merge_config_files
 from tests.workflow.snakemake_runner import REPO, planned_jobs
 
 PAPER = REPO / "config/paper"
 MODELS = sorted(path for path in PAPER.glob("*.yaml") if path.name != "common.yaml")
 GPU_RULES = re.compile(r"finetune|evaluate(_.*)?")
-
-
-def _merged(*paths):
-    """Snakemake's merge of config files: nested mappings key by key, anything else replaced."""
-
-    def merge(into, update):
-        for key, value in update.items():
-            into[key] = merge(dict(into.get(key) or {}), value) if isinstance(value, dict) else value
-        return into
-
-    config = {}
-    for path in paths:
-        merge(config, yaml.safe_load(path.read_text()))
-    return config
 
 
 def _jobs_with_resources(output: str) -> list[tuple[str, dict[str, str]]]:
@@ -43,7 +29,7 @@ def _jobs_with_resources(output: str) -> list[tuple[str, dict[str, str]]]:
 
 
 def test_there_is_one_config_per_base_model_of_the_paper():
-    bases = {_merged(path)["model"]["base"] for path in MODELS}
+    bases = {merge_config_files(path)["model"]["base"] for path in MODELS}
     assert len(MODELS) == 5 and "google/gemma-2-2b-it" in bases
     assert any("Llama-3-8B" in base for base in bases)
 
@@ -55,7 +41,7 @@ def test_each_paper_config_plans_its_jobs_and_gpus_under_the_slurm_profile(tmp_p
     command += ["--profile", str(REPO / "slurm"), "--dry-run", "--configfile", *map(str, files)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     jobs = planned_jobs(result)
-    config = _merged(*files)
+    config = merge_config_files(*files)
 
     n_checkpoints = config["finetune"]["max_steps"] // config["finetune"]["save_steps"]
     alphas, betas = config["extrapolation"]["alpha_grid"], config["merging"]["beta_grid"]

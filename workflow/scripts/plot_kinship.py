@@ -6,7 +6,15 @@ import pandas as pd
 from exme.files import read_json, write_text
 from exme.pipeline.greedy import Pool
 from exme.pipeline.greedy_steps import file_name
-from exme.pipeline.kinship_report import kinship_table, merge_gains, plot_gain, plot_greedy, plot_heatmap
+from exme.pipeline.kinship_report import (
+    gain_markdown,
+    greedy_markdown,
+    kinship_table,
+    merge_gains,
+    plot_gain,
+    plot_greedy,
+    plot_heatmap,
+)
 from exme.pipeline.rule_script import run_rule
 
 
@@ -18,7 +26,6 @@ def main(smk):
     matrix = read_json(smk.input.kinship)
     tables = {name: kinship_table(matrix, name) for name in matrix["values"]}
     sections = [f"## {name}\n\n{table.to_markdown(floatfmt='.4f')}" for name, table in tables.items()]
-    write_text(smk.output.table, "\n\n".join(sections) + "\n")
     plot_heatmap(tables[metric], metric, smk.output.heatmap)
     pairs = Pool.from_dict(read_json(f"{smk.input.pairs}/pool.json")["next"])
     merges = {file_name(track, "greedy", m.name): m.parents for m in pairs.models if m.parents}
@@ -30,6 +37,8 @@ def main(smk):
         for variant, path in zip(smk.params.variants, smk.input.pools, strict=True)
     }
     plot_greedy(pools, smk.output.greedy)
+    sections += [gain_markdown(kinships, gains, merges, metric), greedy_markdown(pools)]
+    write_text(smk.output.table, "\n\n".join(sections) + "\n")
 
 
 run_rule(main, snakemake)  # noqa: F821

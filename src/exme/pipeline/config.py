@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+import yaml
+
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
 from exme.evaluate.splits import parse_split
@@ -57,6 +59,21 @@ TASK_LM_EVAL_SETTINGS = (
     "confirm_run_unsafe_code",
 )
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
+
+
+def merge_config_files(*paths: str | Path) -> dict:
+    """Config files merged as `snakemake --configfile A B` merges them: nested mappings key by key,
+    anything else replaced by the later file."""
+
+    def merge(into: dict, update: dict) -> dict:
+        for key, value in update.items():
+            into[key] = merge(dict(into.get(key) or {}), value) if isinstance(value, dict) else value
+        return into
+
+    config: dict = {}
+    for path in paths:
+        merge(config, yaml.safe_load(Path(path).read_text()) or {})
+    return config
 
 
 def evaluation_settings(config: dict) -> dict:

@@ -58,6 +58,28 @@ def plot_heatmap(table: pd.DataFrame, metric: str, path: str | os.PathLike) -> N
     save_figure(fig, path)
 
 
+def _gain_correlation(kinships: pd.Series, gains: pd.Series) -> str:
+    x, y = kinships[gains.index].to_numpy(float), gains.to_numpy(float)
+    r, low, high = pearson_with_interval(x, y) if len(x) > 1 else (math.nan, math.nan, math.nan)
+    return f"Pearson r = {r:.2f} (95% CI {low:.2f} to {high:.2f}, n = {len(x)}); paper: −0.50"
+
+
+def gain_markdown(
+    kinships: pd.Series, gains: pd.Series, merges: Mapping[str, Sequence[str]], metric: str
+) -> str:
+    """The kinship and merge gain of every pairwise merge, and their correlation, as Markdown."""
+    table = pd.DataFrame(
+        {
+            "parents": [" + ".join(merges[merge]) for merge in gains.index],
+            f"kinship ({metric})": kinships[gains.index].to_numpy(float),
+            "merge gain (dev)": gains.to_numpy(float),
+        },
+        index=gains.index,
+    )
+    correlation = _gain_correlation(kinships, gains)
+    return f"## Kinship and merge gain\n\n{correlation}\n\n{table.to_markdown(floatfmt='.4f')}"
+
+
 def plot_gain(kinships: pd.Series, gains: pd.Series, metric: str, path: str | os.PathLike) -> None:
     """Kinship of each merge's parents against its merge gain, with Pearson r and its 95% interval."""
     x, y = kinships[gains.index].to_numpy(float), gains.to_numpy(float)
@@ -65,26 +87,34 @@ def plot_gain(kinships: pd.Series, gains: pd.Series, metric: str, path: str | os
     ax.scatter(x, y)
     for name, xi, yi in zip(gains.index, x, y, strict=True):
         ax.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    r, low, high = pearson_with_interval(x, y) if len(x) > 1 else (math.nan, math.nan, math.nan)
-    ax.set_title(
-        f"Pearson r = {r:.2f} (95% CI {low:.2f} to {high:.2f}, n = {len(x)}); paper: −0.50", fontsize=9
-    )
+    ax.set_title(_gain_correlation(kinships, gains), fontsize=9)
     ax.axhline(0, color="gray", linestyle=":")
     ax.set_xlabel(f"kinship of the parents ({METRIC_LABELS.get(metric, metric)})")
     ax.set_ylabel("merge gain (dev, mean over tasks)")
     save_figure(fig, path)
 
 
+def best_per_generation(pool: Pool) -> list[float]:
+    """The best dev score of the pool after each generation (0: the input models)."""
+    return [
+        max(m.score for m in pool.models if m.generation <= generation and m.score is not None)
+        for generation in range(pool.generation + 1)
+    ]
+
+
+def greedy_markdown(pools: Mapping[str, Pool]) -> str:
+    """The best dev score after each generation, per greedy variant, as Markdown."""
+    table = pd.DataFrame({variant: pd.Series(best_per_generation(pool)) for variant, pool in pools.items()})
+    table.index.name = "generation"
+    return f"## Top-k greedy merging: best dev score so far\n\n{table.to_markdown(floatfmt='.4f')}"
+
+
 def plot_greedy(pools: Mapping[str, Pool], path: str | os.PathLike) -> None:
     """The best dev score of the pool after each generation, per greedy variant."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for variant, pool in pools.items():
-        generations = range(pool.generation + 1)
-        best = [
-            max(m.score for m in pool.models if m.generation <= generation and m.score is not None)
-            for generation in generations
-        ]
-        ax.plot(list(generations), best, marker="o", label=variant.replace("_", " with "))
+        best = best_per_generation(pool)
+        ax.plot(list(range(len(best))), best, marker="o", label=variant.replace("_", " with "))
     ax.set_xlabel("generation (0: the input models)")
     ax.set_ylabel("best dev score so far (mean over tasks)")
     ax.set_title("Top-k greedy merging")
