@@ -116,8 +116,10 @@ def test_the_run_writes_figures_and_summary(ci_run):
         "kinship_expert.png",
         "kinship_gain_expert.png",
         "greedy_expert.png",
+        "extrapolation_checkpoints.png",
     } <= names
-    assert "## pcc" in (ci_run / "results/ci/seed0/kinship/expert.md").read_text()
+    kinship = (ci_run / "results/ci/seed0/kinship/expert.md").read_text()
+    assert all(f"## {section}" in kinship for section in ("pcc", "Kinship and merge gain", "Top-k greedy"))
     assert all(path.stat().st_size > 10_000 for path in figures.glob("*.png"))
     summary = (ci_run / "results/ci/seed0/summary.md").read_text()
     assert "ExMe vs the best SFT checkpoint" in summary and "β =" in summary
@@ -132,8 +134,9 @@ def test_grids_add_no_model_sized_files(ci_run):
     recipes = list((ci_run / "results/ci/seed0/recipes").glob("*.yaml"))
     # ExMe: 2 x 2 alphas, 2 EXPO, 3 betas, 1 ExMe; per track: linear, ties, dare_ties, slerp, task
     # arithmetic (2 scalings + the chosen one), 3 M3 variants (2 draws + the chosen one).
-    # and on the expert track SE-Merging (2 layers + the chosen), and the 2 greedy results
-    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3) + 3 + 2
+    # and on the expert track SE-Merging (2 layers + the chosen), and the 2 greedy results; every
+    # checkpoint (3) at each alpha but 0 (config/config.yaml's extrapolation.every_checkpoint).
+    assert len(recipes) == 2 * 2 + 2 + 3 + 1 + 2 * (4 + 3 + 3 * 3) + 3 + 2 + 3 * 1
     weights = (ci_run / "results/ci").rglob("*.safetensors")
     folders = {p.relative_to(ci_run / "results/ci").parts[:2] for p in weights}
     assert {folder[0] for folder in folders} == {"base", "seed0"}
