@@ -193,3 +193,19 @@ def test_hub_model_tells_hub_ids_from_paths(text, expected, tmp_path):
     (tmp_path / "org").mkdir()
     (tmp_path / "org" / "name").mkdir()  # an existing local folder is a path, never an id
     assert hub_model(str(tmp_path / "org" / "name")) is None
+
+
+def test_a_cached_hub_model_is_used_where_the_hub_cannot_be_reached(family, hub_cache, tmp_path, monkeypatch):
+    """Downloads allowed but the Hub unreachable (a submitting machine without network): the
+    cached snapshot, not a connection error."""
+    from exme.merge.io.model_ids import hub_model
+    from exme.merge.io.references import link_hub_model
+
+    cache_model(hub_cache, "tiny-org/base", family.base)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens
+    linked = link_hub_model(hub_model("tiny-org/base"), tmp_path / "base", "model.base")
+    assert sorted(path.name for path in linked.iterdir()) == sorted(
+        path.name for path in family.base.iterdir()
+    )

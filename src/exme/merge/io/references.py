@@ -45,13 +45,20 @@ def local_folder(model: ModelPath, reference: str) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalEntryNotFoundError
 
     offline = _offline()
-    try:
-        patterns = _HUB_FILES + (_HUB_PICKLED_WEIGHTS if offline or not _has_safetensors(model) else [])
+
+    def snapshot(patterns: list[str]) -> Path:
+        # Where the Hub cannot be reached, snapshot_download itself falls back to the local cache.
         return Path(
             huggingface_hub.snapshot_download(
                 model.path, revision=model.revision, allow_patterns=patterns, local_files_only=offline
             )
         )
+
+    try:
+        folder = snapshot(_HUB_FILES)
+        if not any(folder.glob("*.safetensors")):  # pickled weights only: fetch those too
+            folder = snapshot(_HUB_FILES + _HUB_PICKLED_WEIGHTS)
+        return folder
     except LocalEntryNotFoundError:
         where = "the Hub is off (HF_HUB_OFFLINE)" if offline else "the Hub cannot be reached"
         raise ExmeError(
@@ -60,14 +67,6 @@ def local_folder(model: ModelPath, reference: str) -> Path:
         ) from None
     except (HfHubHTTPError, HFValidationError) as error:
         raise ExmeError(f"model {reference}: cannot get {model} from the Hub ({error})") from None
-
-
-def _has_safetensors(model: ModelPath) -> bool:
-    """Whether the repository has safetensors weights: then its pickled copies are not downloaded."""
-    import huggingface_hub
-
-    files = huggingface_hub.list_repo_files(model.path, revision=model.revision)
-    return any(name.endswith(".safetensors") for name in files)
 
 
 def hub_id(model: ModelPath, folder: Path) -> str | None:
