@@ -14,8 +14,7 @@ import math
 from pathlib import Path
 
 from exme.pipeline.config import merge_config_files
-from exme.pipeline.merging import get_system
-from exme.pipeline.targets import models_on_dev, models_on_test
+from exme.pipeline.targets import merge_models, models_on_dev, models_on_test
 from exme.train.checkpoints import checkpoint_steps
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,12 +62,9 @@ def estimate(model_file: Path) -> dict:
     ranks = range(1, config["selection"]["top_k"] + 1)
     alphas, betas = config["extrapolation"]["alpha_grid"], config["merging"]["beta_grid"]
     every = steps if config["extrapolation"]["every_checkpoint"] else []
-    n_dev = len(models_on_dev(steps, ranks, alphas, betas, every))
-    n_test = len(models_on_test(steps, ranks))
-    for method in config["tracks"]["checkpoint"]:
-        system = get_system(method)
-        n_dev += len(system.points(system.settings(config["merge_methods"])))
-        n_test += 1
+    merges = merge_models("checkpoint", config["tracks"]["checkpoint"], config["merge_methods"])
+    n_dev = len(models_on_dev(steps, ranks, alphas, betas, every) + merges["dev"])
+    n_test = len(models_on_test(steps, ranks) + merges["test"])
     batch = config["evaluation"]["batch_size"]
     eval_hours = n_dev * evaluation_hours(params, "dev", batch)
     eval_hours += n_test * evaluation_hours(params, "test", batch)

@@ -247,10 +247,6 @@ def test_lm_eval_settings_validate_for_all_tasks_and_per_task():
         "log_samples": False,
     }
     assert "num_fewshot" not in defaults["tasks"][0]  # a task's own settings have no defaults
-    from exme.evaluate.harness import LM_EVAL_SETTINGS
-    from exme.pipeline.config import TASK_LM_EVAL_SETTINGS
-
-    assert TASK_LM_EVAL_SETTINGS == LM_EVAL_SETTINGS
     config["evaluation"]["seed"] = [1, 2]
     with pytest.raises(WorkflowError, match="seed"):
         validated(config)

@@ -4,8 +4,8 @@ one split, each model's scores written as soon as it is evaluated."""
 from pathlib import Path
 
 from exme.device import use_threads
+from exme.evaluate.settings import LM_EVAL_SETTINGS
 from exme.offline import set_offline
-from exme.pipeline.config import TASK_LM_EVAL_SETTINGS
 from exme.pipeline.rule_script import run_rule
 
 
@@ -24,8 +24,7 @@ def main(smk):
     task_splits = {task["name"]: task["splits"][split] for task in params.tasks}
     metrics = {task["name"]: task["metric"] for task in params.tasks}
     task_settings = {
-        task["name"]: {key: task[key] for key in TASK_LM_EVAL_SETTINGS if key in task}
-        for task in params.tasks
+        task["name"]: {key: task[key] for key in LM_EVAL_SETTINGS if key in task} for task in params.tasks
     }
     for name, location, description, output in zip(
         params.models, params.locations, params.descriptions, smk.output, strict=True
@@ -50,7 +49,7 @@ def main(smk):
             include_path=params.include_path,
             batch_size=params.batch_size,
             limit=params.limit,
-            settings={key: settings[key] for key in TASK_LM_EVAL_SETTINGS},
+            settings={key: settings[key] for key in LM_EVAL_SETTINGS},
             task_settings=task_settings,
             seeds=settings["seed"],
             bootstrap_iters=settings["bootstrap_iters"],

@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from exme.device import default_device
 from exme.errors import ExmeError
+from exme.evaluate.settings import LM_EVAL_SETTINGS
 from exme.evaluate.splits import parse_split, sample_indices
 from exme.files import staged_file, write_text
 from exme.offline import set_offline
@@ -32,16 +33,6 @@ if TYPE_CHECKING:
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # lm-eval's own default seeds (python random, numpy, torch, few-shot sampler), as `lm_eval` uses them.
 LM_EVAL_SEEDS = (0, 1234, 1234, 1234)
-# Settings of one lm-eval run, each an argument of simple_evaluate and a flag of the `lm_eval` CLI;
-# they may be set for all tasks and per task.
-LM_EVAL_SETTINGS = (
-    "num_fewshot",
-    "apply_chat_template",
-    "fewshot_as_multiturn",
-    "system_instruction",
-    "gen_kwargs",
-    "confirm_run_unsafe_code",
-)
 # What the code-execution metric (HF evaluate's code_eval, of HumanEval and MBPP) requires besides
 # confirm_run_unsafe_code; set only while the tasks that confirm it run.
 CODE_EVAL_ENVIRONMENT = {"HF_ALLOW_CODE_EVAL": "1"}

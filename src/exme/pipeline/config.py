@@ -13,6 +13,7 @@ import yaml
 
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
+from exme.evaluate.settings import LM_EVAL_SETTINGS
 from exme.evaluate.splits import parse_split
 from exme.merge.io.model_ids import hub_model
 from exme.pipeline.merging import check_system, get_system
@@ -39,40 +40,21 @@ def fingerprint(settings: object) -> str:
 EVALUATION_SETTINGS = (
     "dtype",
     "seed",
-    "num_fewshot",
-    "apply_chat_template",
-    "fewshot_as_multiturn",
-    "system_instruction",
-    "gen_kwargs",
-    "confirm_run_unsafe_code",
+    *LM_EVAL_SETTINGS,
     "bootstrap_iters",
     "log_samples",
     "allow_downloads",
-)
-# lm-eval settings that `evaluation.tasks[]` entries may set for their task, over `evaluation`'s.
-TASK_LM_EVAL_SETTINGS = (
-    "num_fewshot",
-    "apply_chat_template",
-    "fewshot_as_multiturn",
-    "system_instruction",
-    "gen_kwargs",
-    "confirm_run_unsafe_code",
 )
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
 
 def merge_config_files(*paths: str | Path) -> dict:
-    """Config files merged as `snakemake --configfile A B` merges them: nested mappings key by key,
-    anything else replaced by the later file."""
-
-    def merge(into: dict, update: dict) -> dict:
-        for key, value in update.items():
-            into[key] = merge(dict(into.get(key) or {}), value) if isinstance(value, dict) else value
-        return into
+    """Config files merged as `snakemake --configfile A B` merges them (Snakemake's own merge)."""
+    from snakemake.utils import update_config
 
     config: dict = {}
     for path in paths:
-        merge(config, yaml.safe_load(Path(path).read_text()) or {})
+        update_config(config, yaml.safe_load(Path(path).read_text()) or {})
     return config
 
 
@@ -258,7 +240,7 @@ def _task_settings(config: dict) -> list[tuple[str, dict]]:
     return [
         (
             f"evaluation.tasks[{index}] ({task['name']})",
-            {key: task.get(key, evaluation[key]) for key in TASK_LM_EVAL_SETTINGS},
+            {key: task.get(key, evaluation[key]) for key in LM_EVAL_SETTINGS},
         )
         for index, task in enumerate(evaluation["tasks"])
     ]
