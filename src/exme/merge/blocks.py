@@ -15,7 +15,7 @@ import math
 import os
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,6 +39,7 @@ PREFETCH_BYTES = 128 * 2**20
 # Reads in flight at once: a disk serves several requests faster than one stream (see
 # benchmarks/RESULTS.md). Threads start on demand, one per stored tensor a block reads, up to this.
 _MAX_PARALLEL_READS = 32
+_MAX_COMPUTE_WORKERS = 4  # each holds a block's inputs and temporaries
 
 Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")
@@ -53,19 +54,26 @@ def compute_device(device: str | torch.device | None) -> torch.device:
 
 
 def prefetched(
-    items: Iterable[Item], load: Callable[[Item], Loaded], size_of: Callable[[Item], int] | None = None
+    items: Iterable[Item],
+    load: Callable[[Item], Loaded],
+    size_of: Callable[[Item], int] | None = None,
+    held: int = 1,
 ) -> Iterator[tuple[Item, Loaded]]:
     """Yield (item, load(item)) with loads running ahead in a thread, at most a few items and (with
-    `size_of`) PREFETCH_BYTES at a time (the item being used counts until the next one is asked for)."""
+    `size_of`) PREFETCH_BYTES at a time, counting the last `held` items handed out (those in use)."""
     results: queue.Queue = queue.Queue()
     stopped = threading.Event()
     finished = object()
     budget = threading.Condition()
-    in_flight = {"items": 0, "bytes": 0}  # read ahead (items), and with the one in use (bytes)
+    # read ahead (items), and with those in use (bytes); whether the consumer waits for an item
+    in_flight = {"items": 0, "bytes": 0, "awaited": False}
 
     def fits(size: int) -> bool:
         room = in_flight["bytes"] == 0 or in_flight["bytes"] + size <= PREFETCH_BYTES
-        return stopped.is_set() or (in_flight["items"] < _PREFETCH_DEPTH and room)
+        # with nothing read ahead, an awaited item is read whatever the budget: the consumer may
+        # hold its items until it has that one
+        must_read = in_flight["awaited"] and in_flight["items"] == 0
+        return stopped.is_set() or (in_flight["items"] < _PREFETCH_DEPTH and (room or must_read))
 
     def worker() -> None:
         try:
@@ -84,19 +92,29 @@ def prefetched(
 
     thread = threading.Thread(target=worker, daemon=True, name="exme-reader")
     thread.start()
+    in_use: deque[int] = deque()  # sizes of the items handed out and still counted
     try:
-        while (entry := results.get()) is not finished:
+        while True:
+            with budget:
+                in_flight["awaited"] = True
+                budget.notify()
+            entry = results.get()
+            if entry is finished:
+                break
             if isinstance(entry, BaseException):
                 raise entry
             item, loaded, size = entry
             with budget:
                 in_flight["items"] -= 1
+                in_flight["awaited"] = False
                 budget.notify()
             yield item, loaded
             del loaded
-            with budget:
-                in_flight["bytes"] -= size
-                budget.notify()
+            in_use.append(size)
+            if len(in_use) == held:
+                with budget:
+                    in_flight["bytes"] -= in_use.popleft()
+                    budget.notify()
     finally:
         with budget:
             stopped.set()
@@ -104,13 +122,20 @@ def prefetched(
         thread.join()
 
 
+def compute_workers(device: torch.device) -> int:
+    """Blocks merged at once: on the CPU one per core (up to a few, each holding its block), since
+    whole-tensor methods (TIES's top-k, DARE's random draw) are compute-bound and torch's own
+    threads parallelize neither a histogram nor a random draw; on a GPU one, which is enough."""
+    return max(1, min(os.cpu_count() or 1, _MAX_COMPUTE_WORKERS)) if device.type == "cpu" else 1
+
+
 @contextlib.contextmanager
 def compute_threads(device: torch.device) -> Iterator[None]:
-    """Leave a core to the reader thread: merging is memory-bound and gains nothing from the
-    extra torch threads, which slow each operation several-fold when the cores are busy."""
+    """Share the cores between the blocks merged at once: torch threads beyond that only contend
+    (merging is memory-bound, and spinning threads slow each operation several-fold on busy cores)."""
     previous = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) - 1)))
+        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) // compute_workers(device))))
     try:
         yield
     finally:

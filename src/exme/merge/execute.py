@@ -11,7 +11,9 @@ import importlib
 import os
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,7 @@ from exme.merge.blocks import (
     block_bytes,
     compute_device,
     compute_threads,
+    compute_workers,
     merge_block,
     prefetched,
     row_blocks,
@@ -66,18 +69,33 @@ def _results(
     """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive. On the
     CPU, or with keep_on_device on the compute device."""
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+    workers = compute_workers(device)
     with (
         compute_threads(device),
         BlockReader() as reader,
+        ThreadPoolExecutor(workers, thread_name_prefix="exme-merge") as pool,
         tqdm(total=len(plan.jobs), unit="tensor", disable=disable) as progress,
     ):
-        for piece, block in prefetched(
-            _pieces(plan), lambda piece: reader.read(piece.job.locations, piece.rows), _Piece.input_bytes
-        ):
-            merged = merge_block(plan, piece.job, block, device)
-            yield piece.job.output.name, merged if keep_on_device else merged.cpu()
-            del block
+        merging: deque[tuple[_Piece, Future[torch.Tensor]]] = deque()
+
+        def finished() -> tuple[str, torch.Tensor]:
+            piece, future = merging.popleft()
+            merged = future.result()
             progress.update(int(piece.completes_tensor))
+            return piece.job.output.name, merged if keep_on_device else merged.cpu()
+
+        for piece, block in prefetched(
+            _pieces(plan),
+            lambda piece: reader.read(piece.job.locations, piece.rows),
+            _Piece.input_bytes,
+            held=workers,
+        ):
+            merging.append((piece, pool.submit(merge_block, plan, piece.job, block, device)))
+            del block
+            if len(merging) == workers:
+                yield finished()
+        while merging:
+            yield finished()
 
 
 def build_state_dict(

@@ -6,9 +6,15 @@ on the float bits (two 16-bit histograms), several times faster than mergekit's 
 chunk at a time so that no temporary is as large as the tensor. Among entries whose magnitude equals
 the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept; mergekit
 keeps whichever its unstable sort puts first, so the two may differ in those entries only.
+
+Masks are floating-point 0/1 tensors, built with arithmetic (sign, clamp), not comparisons:
+multiplying by a boolean mask takes torch's type-promotion path, several times slower on the CPU.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -33,16 +39,18 @@ def _l1_norm(tensor: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(tensor, ord=1)
 
 
-def _masked(delta: torch.Tensor, keep: torch.Tensor, rescale: bool) -> torch.Tensor:
-    """Zero the dropped entries; with `rescale`, restore the delta's L1 norm (≈ 1/density)."""
+def _masked(delta: torch.Tensor, keep: Iterable[torch.Tensor], rescale: bool) -> torch.Tensor:
+    """Zero the dropped entries (`keep`: 0/1 masks of the delta's consecutive chunks); with
+    `rescale`, restore the delta's L1 norm (≈ 1/density)."""
     norm_before = _l1_norm(delta) if rescale else None
-    kept = delta.mul_(keep)  # (faster than masked_fill_; the dropped entries become ±0)
+    for chunk, chunk_keep in zip(chunks(delta), keep, strict=True):
+        chunk.mul_(chunk_keep)  # (the dropped entries become ±0)
     if not rescale:
-        return kept
-    norm_after = _l1_norm(kept)
+        return delta
+    norm_after = _l1_norm(delta)
     if norm_before < _RESCALE_EPS or norm_after < _RESCALE_EPS:
-        return kept
-    return kept.mul_(norm_before / norm_after)
+        return delta
+    return delta.mul_(norm_before / norm_after)
 
 
 def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
@@ -51,56 +59,96 @@ def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
     return chunk.float().view(torch.int32) & _MAGNITUDE_BITS
 
 
-def _counts_from_top(bincounts: torch.Tensor) -> torch.Tensor:
-    return bincounts.flip(0).cumsum(0)
+@dataclass(frozen=True)
+class _Cutoff:
+    """Where the top k of a tensor's magnitudes end: the bit pattern of the k-th largest, and how
+    many magnitudes are larger than it and equal to it."""
+
+    k: int
+    entries: int
+    bits: int = 0
+    larger: int = 0
+    equal: int = 0
+
+    def masks(self, values: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The top-k mask of `values` (0/1 in their dtype) a chunk at a time, in order, each made
+        when asked for: the values may be changed once their chunk's mask is out."""
+        threshold = torch.tensor(self.bits, dtype=torch.int32).view(torch.float32).item()
+        tied_to_keep, equal = self.k - self.larger, self.equal
+        for chunk in chunks(values):
+            if self.k <= 0 or self.k >= self.entries:
+                yield torch.full_like(chunk, float(self.k > 0))
+            elif tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept: one comparison
+                yield _above(chunk, threshold, inclusive=bool(tied_to_keep))
+            else:
+                bits = _magnitude_bits(chunk)
+                tied = bits == self.bits
+                in_chunk = int(torch.count_nonzero(tied))
+                if in_chunk > tied_to_keep:  # the first ones only
+                    tied &= tied.cumsum(0, dtype=torch.int32) <= tied_to_keep
+                yield ((bits > self.bits) | tied).to(chunk.dtype)
+                tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
 
 
-def _kth_largest_bits(values: torch.Tensor, k: int) -> tuple[int, int, int]:
-    """(bit pattern of the k-th largest magnitude in `values`, how many magnitudes are larger, how
-    many are equal to it)."""
+def _step_from_top(bincounts: torch.Tensor, k: int) -> tuple[int, int]:
+    """(the bin holding the k-th largest, counting down from the top bin; how many are above it)."""
+    counts_from_top = bincounts.flip(0).cumsum(0)
+    step = int(torch.searchsorted(counts_from_top, k))
+    return step, int(counts_from_top[step - 1]) if step else 0
+
+
+def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
+    """The cut-offs of top-k selections of a contiguous tensor, found together by a radix select
+    on the float bits: one pass histograms the high 16 bits, one the low 16 bits within each bin
+    found."""
+    entries = values.numel()
+    selecting = [k for k in ks if 0 < k < entries]
+    if not selecting:
+        return [_Cutoff(k, entries) for k in ks]
     high_counts = torch.zeros(1 << (31 - _HALF_BITS), dtype=torch.int64, device=values.device)
     for chunk in chunks(values):
         high_counts += torch.bincount(_magnitude_bits(chunk) >> _HALF_BITS, minlength=len(high_counts))
-    counts_from_top = _counts_from_top(high_counts)
-    step = int(torch.searchsorted(counts_from_top, k))
-    high_value = len(high_counts) - 1 - step
-    larger = int(counts_from_top[step - 1]) if step else 0
-    # Low halves of the patterns in that bin, as bins 1 .. 2^16 (0 and 2^16 + 1 gather those below
-    # and above it): clamping is much faster than selecting the bin's entries.
-    low_counts = torch.zeros((1 << _HALF_BITS) + 2, dtype=torch.int64, device=values.device)
+    high_bins = {}
+    for k in selecting:
+        step, larger = _step_from_top(high_counts, k)
+        high_bins[k] = (len(high_counts) - 1 - step, larger)
+    # Low halves of the patterns in each bin, as bins 0 .. 2^16 - 1; every other pattern differs in
+    # a high bit and lands in bin 2^16 (clamping is much faster than selecting the bin's entries).
+    low_counts = {
+        high: torch.zeros((1 << _HALF_BITS) + 1, dtype=torch.int64, device=values.device)
+        for high, _ in high_bins.values()
+    }
     for chunk in chunks(values):
-        in_bin = (_magnitude_bits(chunk) - (high_value << _HALF_BITS)).clamp_(-1, 1 << _HALF_BITS).add_(1)
-        low_counts += torch.bincount(in_bin, minlength=len(low_counts))
-    low_counts = low_counts[1:-1]
-    low_counts_from_top = _counts_from_top(low_counts)
-    low_step = int(torch.searchsorted(low_counts_from_top, k - larger))
-    larger += int(low_counts_from_top[low_step - 1]) if low_step else 0
-    low_value = _LOW_MASK - low_step
-    return (high_value << _HALF_BITS) | low_value, larger, int(low_counts[low_value])
+        bits = _magnitude_bits(chunk)
+        for high, counts in low_counts.items():
+            in_bin = (bits ^ (high << _HALF_BITS)).clamp_max_(1 << _HALF_BITS)
+            counts += torch.bincount(in_bin, minlength=len(counts))
+    cutoffs = []
+    for k in ks:
+        if k not in high_bins:
+            cutoffs.append(_Cutoff(k, entries))
+            continue
+        high, larger = high_bins[k]
+        counts = low_counts[high][:-1]
+        low_step, larger_in_bin = _step_from_top(counts, k - larger)
+        low = _LOW_MASK - low_step
+        bits = (high << _HALF_BITS) | low
+        cutoffs.append(_Cutoff(k, entries, bits, larger + larger_in_bin, int(counts[low])))
+    return cutoffs
+
+
+def _above(chunk: torch.Tensor, threshold: float, inclusive: bool) -> torch.Tensor:
+    """1 where |chunk| > threshold (≥ if `inclusive`), else 0; the sign of |x| − t is exact."""
+    difference = torch.abs(chunk.float()).sub_(threshold).sign_()
+    kept = difference.add_(1).clamp_max_(1) if inclusive else difference.clamp_min_(0)
+    return kept.to(chunk.dtype)
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask (flat) of the k entries of largest magnitude in a contiguous tensor."""
-    if k <= 0:
-        return torch.zeros(values.numel(), dtype=torch.bool, device=values.device)
-    if k >= values.numel():
-        return torch.ones(values.numel(), dtype=torch.bool, device=values.device)
-    threshold, larger, equal = _kth_largest_bits(values, k)
-    tied_to_keep = k - larger
-    keep = torch.empty(values.numel(), dtype=torch.bool, device=values.device)
-    for chunk, chunk_keep in zip(chunks(values), keep.split(CHUNK), strict=True):
-        bits = _magnitude_bits(chunk)
-        if tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept: one comparison
-            (torch.ge if tied_to_keep else torch.gt)(bits, threshold, out=chunk_keep)
-            continue
-        torch.gt(bits, threshold, out=chunk_keep)
-        tied = bits == threshold
-        in_chunk = int(torch.count_nonzero(tied))
-        if in_chunk > tied_to_keep:  # the first ones only
-            tied &= tied.cumsum(0, dtype=torch.int32) <= tied_to_keep
-        chunk_keep |= tied
-        tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
-    return keep
+    """Mask (flat, in the values' dtype: 1 kept, 0 dropped) of the k entries of largest magnitude
+    in a contiguous tensor; among those equal to the k-th largest, the lowest-index ones."""
+    (cutoff,) = _cutoffs(values, [k])
+    return torch.cat(list(cutoff.masks(values)))
 
 
 def magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tensor:
@@ -109,8 +157,8 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tenso
         return delta
     if density <= 0 or delta.numel() == 0:
         return delta.zero_()
-    keep = top_k_mask(delta, max(1, int(density * delta.numel())))
-    return _masked(delta, keep.reshape(delta.shape), rescale)
+    (cutoff,) = _cutoffs(delta, [max(1, int(density * delta.numel()))])
+    return _masked(delta, cutoff.masks(delta), rescale)
 
 
 def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescale: bool) -> torch.Tensor:
@@ -121,8 +169,14 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
     count = delta.numel()
     kept_count = int(density * count)
     dropped_small = max(0, count - kept_count - int(gamma * count))
-    keep = top_k_mask(delta, count - dropped_small) & ~top_k_mask(delta, count - dropped_small - kept_count)
-    return _masked(delta, keep.reshape(delta.shape), rescale)
+    upper, outliers = _cutoffs(delta, [count - dropped_small, count - dropped_small - kept_count])
+    # the top k of a smaller k are among the top k of a larger one, ties included: the band is
+    # the difference of the two masks
+    band = (
+        upper_keep.sub_(outlier_keep)
+        for upper_keep, outlier_keep in zip(upper.masks(delta), outliers.masks(delta), strict=True)
+    )
+    return _masked(delta, band, rescale)
 
 
 def random_drop(
@@ -131,8 +185,9 @@ def random_drop(
     """DARE: keep each entry with probability `density`."""
     if density >= 1:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device) < density
-    return _masked(delta, keep, rescale)
+    draws = torch.rand(delta.shape, generator=generator, device=delta.device)
+    keep = draws.sub_(density).sign_().neg_().clamp_min_(0)  # 1 where the draw < density
+    return _masked(delta, chunks(keep), rescale)
 
 
 def magnitude_ranked_drop(
@@ -151,5 +206,5 @@ def magnitude_ranked_drop(
     ranks = torch.empty_like(order).scatter_(1, order, along_rows.expand_as(order))
     position = ranks.to(delta.dtype) / (columns - 1) if columns > 1 else torch.zeros_like(rows)
     probabilities = position.mul_(2 * epsilon).add_(density - epsilon)
-    keep = torch.bernoulli(probabilities, generator=generator).bool()
-    return _masked(delta, keep.reshape(delta.shape), rescale)
+    keep = torch.bernoulli(probabilities, generator=generator)
+    return _masked(delta, chunks(keep), rescale)

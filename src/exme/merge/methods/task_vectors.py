@@ -27,31 +27,38 @@ def dense(parameters: Mapping[str, Any]) -> bool:
     return all(density >= 1 for density in parameters["density"])
 
 
-def _sign_consensus_sum(
-    deltas: list[torch.Tensor], weight: list[float], with_divisor: bool
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Sum the weighted deltas agreeing in sign with their total (into the first delta), and, if
-    asked, their weights; a chunk at a time, so that no temporary is as large as the tensor."""
-    divisor = torch.empty_like(deltas[0]) if with_divisor else None
-    divisor_chunks = chunks(divisor) if with_divisor else [None] * len(chunks(deltas[0]))
-    for chunk_deltas, chunk_divisor in zip(
-        zip(*(chunks(delta) for delta in deltas), strict=True), divisor_chunks, strict=True
-    ):
-        for delta, model_weight in zip(chunk_deltas, weight, strict=True):
-            delta.mul_(model_weight)
-        majority_sign = torch.where(sum(chunk_deltas) >= 0, 1.0, -1.0).to(deltas[0].dtype)
-        if chunk_divisor is not None:
-            chunk_divisor.zero_()
-        for index, (delta, model_weight) in enumerate(zip(chunk_deltas, weight, strict=True)):
-            agrees = (delta * majority_sign) > 0  # a zero agrees with neither sign
-            delta.mul_(agrees)
-            if index:
-                chunk_deltas[0].add_(delta)
-            if chunk_divisor is not None:
-                chunk_divisor.add_(agrees, alpha=model_weight)
-        if chunk_divisor is not None:
-            chunk_divisor[chunk_divisor == 0] = 1
-    return deltas[0], divisor
+def _weighted_sum(deltas: list[torch.Tensor], weight: list[float], normalize: bool) -> torch.Tensor:
+    """Σ_i w_i δ_i [/ Σ_i w_i], into the first delta."""
+    merged = deltas[0].mul_(weight[0])
+    for delta, model_weight in zip(deltas[1:], weight[1:], strict=True):
+        merged.add_(delta, alpha=model_weight)
+    if normalize:
+        divisor = sum(weight)
+        merged /= 1.0 if abs(divisor) < _ZERO_WEIGHT_SUM else divisor
+    return merged
+
+
+def _sign_consensus_sum(deltas: list[torch.Tensor], weight: list[float], normalize: bool) -> torch.Tensor:
+    """Σ_i w_i δ_i m_i [/ Σ_i w_i m_i], where m_i keeps the entries of w_i δ_i that agree in sign
+    with Σ_i w_i δ_i (a zero agrees with neither sign), into the first delta.
+
+    With s = ±1 the majority sign, w_i δ_i m_i = s · max(s w_i δ_i, 0) exactly: arithmetic on
+    floats throughout, as boolean masks are slow to multiply by (see sparsify.py)."""
+    weighted = [delta.mul_(model_weight) for delta, model_weight in zip(deltas, weight, strict=True)]
+    total = weighted[0] + weighted[1] if len(weighted) > 1 else weighted[0].clone()
+    for delta in weighted[2:]:
+        total.add_(delta)
+    majority_sign = total.sign_().add_(0.5).sign_()  # +1 where the sum is ≥ 0 (or -0), else -1
+    merged, divisor = None, None
+    for delta, model_weight in zip(weighted, weight, strict=True):
+        agreeing = delta.mul_(majority_sign).clamp_min_(0)
+        if normalize:
+            agrees = torch.sign(agreeing).mul_(model_weight)
+            divisor = agrees if divisor is None else divisor.add_(agrees)
+        merged = agreeing if merged is None else merged.add_(agreeing)
+    if normalize:  # where no model agrees, the divisor is 1 (the sum is 0 there)
+        merged.div_(divisor.add_(torch.abs(divisor).sign_().sub_(1).neg_()))
+    return merged.mul_(majority_sign)
 
 
 def merge_task_vectors(
@@ -63,22 +70,17 @@ def merge_task_vectors(
     sign_consensus: bool,
     sparsify: Sparsifier | None = None,
 ) -> torch.Tensor:
+    """The merged tensor, written into the base's storage a chunk at a time, so that no temporary
+    is as large as the tensor."""
     base = inputs.base
     deltas = [
         sparsify(tensor.sub_(base), index) if sparsify else tensor.sub_(base)
         for index, tensor in enumerate(inputs.tensors)
     ]
-    if sign_consensus:
-        merged_delta, divisor = _sign_consensus_sum(deltas, weight, with_divisor=normalize)
-    else:
-        merged_delta = deltas[0].mul_(weight[0])
-        for delta, model_weight in zip(deltas[1:], weight[1:], strict=True):
-            merged_delta.add_(delta, alpha=model_weight)
-        divisor = sum(weight)
-        if abs(divisor) < _ZERO_WEIGHT_SUM:
-            divisor = 1.0
-    if normalize:
-        merged_delta /= divisor
-    if scale != 1:
-        merged_delta *= scale
-    return merged_delta.add_(base)
+    combine = _sign_consensus_sum if sign_consensus else _weighted_sum
+    for base_chunk, *delta_chunks in zip(chunks(base), *(chunks(delta) for delta in deltas), strict=True):
+        merged_delta = combine(delta_chunks, weight, normalize)
+        if scale != 1:
+            merged_delta *= scale
+        base_chunk.add_(merged_delta)
+    return base
