@@ -20,11 +20,12 @@ def test_top_k_without_ties_is_what_a_sort_gives(k):
     assert torch.equal(top_k_mask(magnitudes, k), _argsort_mask(magnitudes, k))
 
 
-@pytest.mark.parametrize("k", [3, 400, 4000])
-def test_top_k_with_ties_keeps_the_lowest_indices_among_them(k):
-    """bf16 values tie often: all above the cut-off are kept, none below, k in all."""
+@pytest.mark.parametrize(("k", "entries"), [(3, 5000), (400, 5000), (4000, 5000), (30_000, 50_000)])
+def test_top_k_with_ties_keeps_the_lowest_indices_among_them(k, entries):
+    """bf16 values tie often: all above the cut-off are kept, none below, k in all (the last case
+    finds the last tie kept among many blocks of the tie search)."""
     magnitudes = (
-        (torch.randn(5000, generator=torch.Generator().manual_seed(k)) * 0.02).bfloat16().float().abs()
+        (torch.randn(entries, generator=torch.Generator().manual_seed(k)) * 0.02).bfloat16().float().abs()
     )
     mask = top_k_mask(magnitudes, k)
     threshold = magnitudes.kthvalue(len(magnitudes) - k + 1).values

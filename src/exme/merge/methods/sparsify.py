@@ -26,6 +26,7 @@ _MAGNITUDE_BITS = 0x7FFFFFFF
 
 
 CHUNK = 4 * 2**20  # entries per chunk of the passes over a whole tensor
+_TIE_SEARCH_BLOCK = 4096
 
 
 def chunks(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -81,13 +82,29 @@ class _Cutoff:
             elif tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept: one comparison
                 yield _above(chunk, threshold, inclusive=bool(tied_to_keep))
             else:
-                bits = _magnitude_bits(chunk)
-                tied = bits == self.bits
+                tied = _magnitude_bits(chunk) == self.bits
                 in_chunk = int(torch.count_nonzero(tied))
-                if in_chunk > tied_to_keep:  # the first ones only
-                    tied &= tied.cumsum(0, dtype=torch.int32) <= tied_to_keep
-                yield ((bits > self.bits) | tied).to(chunk.dtype)
+                # the tied entries up to `end` are kept (the first `tied_to_keep` of them), not after
+                end = _after_nth_true(tied, tied_to_keep) if in_chunk > tied_to_keep else len(chunk)
+                yield torch.cat(
+                    [
+                        _above(chunk[:end], threshold, inclusive=True),
+                        _above(chunk[end:], threshold, inclusive=False),
+                    ]
+                )
                 tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
+
+
+def _after_nth_true(flags: torch.Tensor, n: int) -> int:
+    """The position just after the n-th True (n ≥ 1) of a flat boolean tensor that has that many:
+    counted by blocks, then within the block holding it (a cumulative sum of every entry is slow)."""
+    block = _TIE_SEARCH_BLOCK
+    whole_blocks = len(flags) // block
+    counts = flags[: whole_blocks * block].view(whole_blocks, block).sum(1).cumsum(0)
+    index = int(torch.searchsorted(counts, n))  # the first block whose running count reaches n
+    before = int(counts[index - 1]) if index else 0
+    in_block = flags[index * block : (index + 1) * block].nonzero().squeeze(1)
+    return index * block + int(in_block[n - before - 1]) + 1
 
 
 def _step_from_top(bincounts: torch.Tensor, k: int) -> tuple[int, int]:
