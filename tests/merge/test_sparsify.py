@@ -77,7 +77,8 @@ def test_della_rescale_restores_the_l1_norm_and_masks_follow_the_seed(rows):
 
 
 def test_passes_a_chunk_at_a_time_give_what_one_chunk_gives(monkeypatch):
-    """Whole-tensor passes go a chunk at a time; ties at the cut-off may straddle chunks."""
+    """Whole-tensor passes go a chunk at a time; ties at the cut-off may straddle chunks, and
+    DARE's random numbers are drawn a chunk at a time."""
     import exme.merge.methods.sparsify as sparsify
     from exme.merge.methods.registry import MethodInputs, get_method
 
@@ -91,7 +92,8 @@ def test_passes_a_chunk_at_a_time_give_what_one_chunk_gives(monkeypatch):
                                   int8_mask=False, **{"lambda": 1.0}, **parameters)  # fmt: skip
 
     cases = {"ties": {"density": [0.3, 0.5, 0.7]},
-             "breadcrumbs_ties": {"density": [0.3, 0.5, 0.7], "gamma": [0.05, 0.1, 0.0]}}  # fmt: skip
+             "breadcrumbs_ties": {"density": [0.3, 0.5, 0.7], "gamma": [0.05, 0.1, 0.0]},
+             "dare_ties": {"density": [0.3, 0.5, 0.7]}}  # fmt: skip
     whole = {method: merge(method, **parameters) for method, parameters in cases.items()}
     monkeypatch.setattr(sparsify, "CHUNK", 999)
     for method, parameters in cases.items():

@@ -11,6 +11,8 @@ elementwise, vocabulary re-indexing, integer buffers) are blocks of their own.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import math
 import os
 import queue
@@ -122,6 +124,23 @@ def prefetched(
         thread.join()
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, where the C library has one."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the memory freed by a large tensor's merge back to the system. The C allocator keeps
+    what worker threads free in their own arenas, where it would add to the next large tensor's
+    peak (the embedding's and the output head's temporaries would otherwise both be resident)."""
+    if trim := _malloc_trim():
+        trim(0)
+
+
 def compute_workers(device: torch.device) -> int:
     """Blocks merged at once: on the CPU one per core (up to a few, each holding its block), since
     whole-tensor methods (TIES's top-k, DARE's random draw) are compute-bound and torch's own
@@ -172,16 +191,17 @@ def row_blocks(shape: tuple[int, ...], split: bool) -> list[range | None]:
     ]
 
 
-def block_bytes(sources: Sequence[TensorSource], rows: range | None) -> int:
+def block_bytes(sources: Sequence[TensorSource], rows: range | None, compute_itemsize: int = 0) -> int:
     """About the memory a block of these sources takes: the stored tensors it reads, and the nested
-    tensors it computes, in their output dtype (the prefetch budget counts it)."""
+    tensors it computes, in their output dtype (the prefetch budget counts it), plus
+    `compute_itemsize` bytes per entry for their copies in the compute dtype."""
     total = 0
     for source in _uses(sources):
-        whole = (
-            source.end - source.start
-            if isinstance(source, TensorLocation)
-            else tensor_nbytes(source.shape, source.dtype)
-        )
+        if isinstance(source, TensorLocation):
+            whole = source.end - source.start
+        else:
+            whole = tensor_nbytes(source.shape, source.dtype)
+        whole += math.prod(source.shape) * compute_itemsize
         total += whole if rows is None or not source.shape else whole // source.shape[0] * len(rows)
     return total
 

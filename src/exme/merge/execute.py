@@ -23,6 +23,8 @@ from tqdm import tqdm
 from exme.errors import ExmeError
 from exme.files import staged_dir
 from exme.merge.blocks import (
+    PREFETCH_BYTES,
+    Block,
     BlockReader,
     block_bytes,
     compute_device,
@@ -30,6 +32,7 @@ from exme.merge.blocks import (
     compute_workers,
     merge_block,
     prefetched,
+    release_free_memory,
     row_blocks,
     splits,
 )
@@ -49,8 +52,10 @@ class _Piece:
     job: TensorJob
     rows: range | None
 
-    def input_bytes(self) -> int:
-        return block_bytes(self.job.locations, self.rows)
+    def memory_bytes(self) -> int:
+        """About the memory merging it takes: its inputs as read and, for a whole tensor (which a
+        method may hold in fp32 all at once), their fp32 copies."""
+        return block_bytes(self.job.locations, self.rows, compute_itemsize=4 if self.rows is None else 0)
 
     @property
     def completes_tensor(self) -> bool:
@@ -61,6 +66,13 @@ def _pieces(plan: MergePlan) -> Iterator[_Piece]:
     for job in plan.jobs:
         for rows in row_blocks(job.output.shape, splits(plan.method, job)):
             yield _Piece(job, rows)
+
+
+def _merge_piece(plan: MergePlan, piece: _Piece, block: Block, device: torch.device) -> torch.Tensor:
+    """A block merged; a large whole tensor first hands back the memory that earlier merges freed."""
+    if piece.rows is None and piece.memory_bytes() > PREFETCH_BYTES // 2:
+        release_free_memory()
+    return merge_block(plan, piece.job, block, device)
 
 
 def _results(
@@ -87,10 +99,10 @@ def _results(
         for piece, block in prefetched(
             _pieces(plan),
             lambda piece: reader.read(piece.job.locations, piece.rows),
-            _Piece.input_bytes,
+            _Piece.memory_bytes,
             held=workers,
         ):
-            merging.append((piece, pool.submit(merge_block, plan, piece.job, block, device)))
+            merging.append((piece, pool.submit(_merge_piece, plan, piece, block, device)))
             del block
             if len(merging) == workers:
                 yield finished()

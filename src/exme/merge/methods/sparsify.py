@@ -25,7 +25,7 @@ _LOW_MASK = (1 << _HALF_BITS) - 1
 _MAGNITUDE_BITS = 0x7FFFFFFF
 
 
-CHUNK = 4 * 2**20  # entries per chunk of the passes over a whole tensor
+CHUNK = 2**20  # entries per chunk of the passes over a whole tensor
 _TIE_SEARCH_BLOCK = 4096
 
 
@@ -202,9 +202,15 @@ def random_drop(
     """DARE: keep each entry with probability `density`."""
     if density >= 1:
         return delta
-    draws = torch.rand(delta.shape, generator=generator, device=delta.device)
-    keep = draws.sub_(density).sign_().neg_().clamp_min_(0)  # 1 where the draw < density
-    return _masked(delta, chunks(keep), rescale)
+    keep = (  # 1 where the draw < density; drawn a chunk at a time (the same numbers as at once)
+        torch.rand(len(chunk), generator=generator, device=delta.device)
+        .sub_(density)
+        .sign_()
+        .neg_()
+        .clamp_min_(0)
+        for chunk in chunks(delta)
+    )
+    return _masked(delta, keep, rescale)
 
 
 def magnitude_ranked_drop(
