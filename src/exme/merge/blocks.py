@@ -149,12 +149,14 @@ def compute_workers(device: torch.device) -> int:
 
 
 @contextlib.contextmanager
-def compute_threads(device: torch.device) -> Iterator[None]:
-    """Share the cores between the blocks merged at once: torch threads beyond that only contend
-    (merging is memory-bound, and spinning threads slow each operation several-fold on busy cores)."""
+def compute_threads(device: torch.device, workers: int = 1) -> Iterator[None]:
+    """Share the cores between `workers` threads computing at once, leaving one to the reader
+    thread when there is a single worker: torch threads beyond that only contend (merging is
+    memory-bound, and spinning threads slow each operation several-fold on busy cores)."""
     previous = torch.get_num_threads()
     if device.type == "cpu":
-        torch.set_num_threads(max(1, min(previous, (os.cpu_count() or 1) // compute_workers(device))))
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, min(previous, cores - 1 if workers == 1 else cores // workers)))
     try:
         yield
     finally:

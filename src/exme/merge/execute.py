@@ -83,7 +83,7 @@ def _results(
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress
     workers = compute_workers(device)
     with (
-        compute_threads(device),
+        compute_threads(device, workers),
         BlockReader() as reader,
         ThreadPoolExecutor(workers, thread_name_prefix="exme-merge") as pool,
         tqdm(total=len(plan.jobs), unit="tensor", disable=disable) as progress,
