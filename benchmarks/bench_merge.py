@@ -93,15 +93,34 @@ def evict_from_page_cache(folders: list[Path]) -> None:
                 os.close(descriptor)
 
 
+# Runs a command and writes its peak RSS (KB) to a file. A child's ru_maxrss starts at its parent's
+# resident size when forked (Linux keeps that high-water mark across exec), so the tools are
+# forked from this small process, not from the benchmark, which holds models in memory.
+_PEAK_RSS_PROBE = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def run_measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and the child's own peak RSS in MB (os.wait4 gives per-child rusage)."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        sys.exit(f"{command[0]} failed: {process.stderr.read().decode()[-2000:]}")
-    return wall, usage.ru_maxrss / 1024
+    """Wall seconds and the command's own peak RSS in MB."""
+    with tempfile.NamedTemporaryFile("r") as report:
+        start = time.perf_counter()
+        process = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS_PROBE, report.name, *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wall = time.perf_counter() - start
+        if process.returncode != 0:
+            sys.exit(f"{command[0]} failed: {process.stderr.decode()[-2000:]}")
+        return wall, int(report.read()) / 1024
 
 
 def io_floor(inputs: list[Path], output_bytes: int, scratch: Path) -> float:
