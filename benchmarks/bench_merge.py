@@ -6,9 +6,10 @@ median wall time, median peak RSS of the child process and the engine's time ove
 (reading every byte of the input models' files and writing the output's byte count once). The
 models' files are evicted from the page cache before every run, so each run reads its inputs from
 disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), dare_ties at
-density 0.5 (a seeded random drop, then TIES's sign election), breadcrumbs (density 0.9, gamma
-0.01: the largest and smallest magnitudes dropped, a two-sided top-k), slerp (whole tensors) and a
-passthrough slice merge (a frankenmerge stacking 3/4 of one model's layers on 3/4 of another's).
+density 0.5 (a seeded random drop, then TIES's sign election), dare_linear (the drop alone),
+breadcrumbs (density 0.9, gamma 0.01: the largest and smallest magnitudes dropped, a two-sided
+top-k), slerp (whole tensors) and a passthrough slice merge (a frankenmerge stacking 3/4 of one
+model's layers on 3/4 of another's).
 
     python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3 [--methods ties slerp]
 """
@@ -33,7 +34,7 @@ import yaml
 from exme.merge.io.shard_writer import TensorSpec, plan_shards, write_shards
 
 HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
-METHODS = ("task_arithmetic", "ties", "dare_ties", "breadcrumbs", "slerp", "passthrough")
+METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "slerp", "passthrough")
 BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2
 BYTES_OUTSIDE_LAYERS = (2 * VOCAB * HIDDEN + HIDDEN) * 2
 
@@ -158,6 +159,8 @@ def recipes(models: list[Path], layers: int) -> dict[str, dict]:
                  "parameters": {"density": 0.5}},
         "dare_ties": {"merge_method": "dare_ties", "base_model": base, "models": weighted,
                       "parameters": {"density": 0.5}},
+        "dare_linear": {"merge_method": "dare_linear", "base_model": base, "models": weighted,
+                        "parameters": {"density": 0.5}},
         "breadcrumbs": {"merge_method": "breadcrumbs", "base_model": base, "models": weighted,
                         "parameters": {"density": 0.9, "gamma": 0.01}},
         "slerp": {"merge_method": "slerp", "base_model": base, "models": [{"model": base}, {"model": ft_a}],
