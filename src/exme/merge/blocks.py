@@ -289,7 +289,7 @@ def merge_block(
 
     if not job.merges_values:
         return _agreed_buffer(job, [block.take(source, device).to(device) for source in job.locations])
-    if _copies_its_input(plan, job):
+    if plan.method.is_copy(job.parameters) and plan.input_dtype is None and job.vocabulary is None:
         copied = block.take(job.locations[0], device).to(device=device, dtype=job.output.dtype)
         if not _all_finite(copied, copied):
             raise ExmeError(_non_finite_message(plan, job, block.rows, recipe_file))
@@ -309,17 +309,6 @@ def merge_block(
     if not _all_finite(result, output):
         raise ExmeError(_non_finite_message(plan, job, block.rows, recipe_file))
     return output
-
-
-def _copies_its_input(plan: MergePlan, job: TensorJob) -> bool:
-    """Whether the output is its one input unchanged (passthrough without a scale, as in every layer
-    stacking): it is then handed on as read, not converted to fp32 and back."""
-    return (
-        plan.method.name == "passthrough"
-        and job.parameters.get("scale", [None]) == [None]
-        and plan.input_dtype is None
-        and job.vocabulary is None
-    )
 
 
 def _agreed_buffer(job: TensorJob, tensors: list[torch.Tensor]) -> torch.Tensor:

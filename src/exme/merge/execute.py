@@ -23,7 +23,6 @@ from tqdm import tqdm
 from exme.errors import ExmeError
 from exme.files import staged_dir
 from exme.merge.blocks import (
-    PREFETCH_BYTES,
     Block,
     BlockReader,
     block_bytes,
@@ -43,6 +42,7 @@ from exme.merge.recipe import Recipe
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
+_LARGE_TENSOR_BYTES = 64 * 2**20  # a whole tensor this large first releases freed memory
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def _pieces(plan: MergePlan) -> Iterator[_Piece]:
 
 def _merge_piece(plan: MergePlan, piece: _Piece, block: Block, device: torch.device) -> torch.Tensor:
     """A block merged; a large whole tensor first hands back the memory that earlier merges freed."""
-    if piece.rows is None and piece.memory_bytes() > PREFETCH_BYTES // 2:
+    if piece.rows is None and piece.memory_bytes() > _LARGE_TENSOR_BYTES:
         release_free_memory()
     return merge_block(plan, piece.job, block, device)
 

@@ -114,9 +114,15 @@ class MergeMethod:
     # parameter values): the engine may then merge a large tensor a block of rows at a time.
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False
     check_model: ModelCheck | None = None
+    # Whether the output is its one input unchanged (given these parameter values): the engine
+    # then hands the input on as read, without converting it to fp32 and back.
+    copies_input: Callable[[Mapping[str, Any]], bool] | None = None
 
     def is_elementwise(self, parameters: Mapping[str, Any]) -> bool:
         return self.elementwise(parameters) if callable(self.elementwise) else self.elementwise
+
+    def is_copy(self, parameters: Mapping[str, Any]) -> bool:
+        return self.copies_input is not None and self.copies_input(parameters)
 
     def parameter(self, name: str) -> Parameter | None:
         return next((p for p in self.parameters if p.name == name), None)
@@ -181,6 +187,7 @@ def merge_method(
     max_models: int | None = None,
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
     check_model: ModelCheck | None = None,
+    copies_input: Callable[[Mapping[str, Any]], bool] | None = None,
 ) -> Callable[[MergeFunction], MergeFunction]:
     """Register `function(inputs, *, parameters...)` under `name`."""
 
@@ -198,6 +205,7 @@ def merge_method(
             max_models=max_models,
             elementwise=elementwise,
             check_model=check_model,
+            copies_input=copies_input,
         )
         return function
 
