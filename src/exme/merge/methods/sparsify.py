@@ -7,13 +7,14 @@ chunk at a time so that no temporary is as large as the tensor. Among entries wh
 the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept; mergekit
 keeps whichever its unstable sort puts first, so the two may differ in those entries only.
 
-Masks are floating-point 0/1 tensors, built with arithmetic (sign, clamp), not comparisons:
+Dropping entries is one `hardshrink` (x where |x| > t, else 0) per chunk; masks, where a caller
+needs one, are floating-point 0/1 tensors built with arithmetic (sign, clamp), not comparisons:
 multiplying by a boolean mask takes torch's type-promotion path, several times slower on the CPU.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,10 +23,15 @@ import torch
 _RESCALE_EPS = 1e-7
 _HALF_BITS = 16
 _LOW_MASK = (1 << _HALF_BITS) - 1
-_MAGNITUDE_BITS = 0x7FFFFFFF
+_INFINITY_BITS = 0x7F800000
+_ONE = torch.ones(1, dtype=torch.int64)
 
 
-CHUNK = 2**20  # entries per chunk of the passes over a whole tensor
+# Entries per chunk of the passes over a whole tensor: on the CPU, few enough that a chunk's
+# temporaries stay in a core's cache through the ops that use them; on a GPU, enough that kernel
+# launches do not dominate.
+CHUNK = 2**16
+_GPU_CHUNK = 2**24
 _TIE_SEARCH_BLOCK = 4096
 
 
@@ -33,19 +39,18 @@ def chunks(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Views of consecutive pieces of a contiguous tensor, flattened: writing to them writes to it."""
     if not tensor.is_contiguous():
         raise ValueError("chunks() of a non-contiguous tensor would be copies")
-    return list(tensor.view(-1).split(CHUNK))
+    return list(tensor.view(-1).split(CHUNK if tensor.device.type == "cpu" else _GPU_CHUNK))
 
 
 def _l1_norm(tensor: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vector_norm(tensor, ord=1)
 
 
-def _masked(delta: torch.Tensor, keep: Iterable[torch.Tensor], rescale: bool) -> torch.Tensor:
-    """Zero the dropped entries (`keep`: 0/1 masks of the delta's consecutive chunks); with
-    `rescale`, restore the delta's L1 norm (≈ 1/density)."""
+def _dropping(delta: torch.Tensor, drop: Callable[[], None], rescale: bool) -> torch.Tensor:
+    """The delta after `drop()` zeroes some of its entries in place; with `rescale`, its L1 norm
+    restored (≈ 1/density)."""
     norm_before = _l1_norm(delta) if rescale else None
-    for chunk, chunk_keep in zip(chunks(delta), keep, strict=True):
-        chunk.mul_(chunk_keep)  # (the dropped entries become ±0)
+    drop()
     if not rescale:
         return delta
     norm_after = _l1_norm(delta)
@@ -55,15 +60,36 @@ def _masked(delta: torch.Tensor, keep: Iterable[torch.Tensor], rescale: bool) ->
 
 
 def _magnitude_bits(chunk: torch.Tensor) -> torch.Tensor:
-    """|chunk| as int32 float32 bit patterns (the sign bit cleared), whose integer order is the
-    magnitudes' order."""
-    return chunk.float().view(torch.int32) & _MAGNITUDE_BITS
+    """|chunk| in float32 as int32 bit patterns (abs clears the sign bit), whose integer order is
+    the magnitudes' order."""
+    return chunk.float().abs().view(torch.int32)
+
+
+def _float_of_bits(bits: int) -> float:
+    return torch.tensor(bits, dtype=torch.int32).view(torch.float32).item()
+
+
+def _shrink(source: torch.Tensor, threshold: float, out: torch.Tensor) -> None:
+    """out = source where |source| > threshold (compared in float32, as the cut-offs are found),
+    else 0; `out` may be `source`."""
+    if source.dtype == torch.float32:
+        torch.ops.aten.hardshrink.out(source, threshold, out=out)
+    else:
+        kept = torch.nn.functional.hardshrink(source.float(), threshold).abs_().sign_()
+        torch.mul(source, kept, out=out)
+
+
+def _above(chunk: torch.Tensor, threshold: float) -> torch.Tensor:
+    """1 where |chunk| > threshold (in float32), else 0, in the chunk's dtype; the sign of |x| − t
+    is exact."""
+    return torch.abs(chunk.float()).sub_(threshold).sign_().clamp_min_(0).to(chunk.dtype)
 
 
 @dataclass(frozen=True)
 class _Cutoff:
     """Where the top k of a tensor's magnitudes end: the bit pattern of the k-th largest, and how
-    many magnitudes are larger than it and equal to it."""
+    many magnitudes are larger than it and equal to it. k ≤ 0 is a cut-off above infinity; k ≥ the
+    entries, one at 0 that keeps every entry equal to it."""
 
     k: int
     entries: int
@@ -71,28 +97,55 @@ class _Cutoff:
     larger: int = 0
     equal: int = 0
 
-    def masks(self, values: torch.Tensor) -> Iterator[torch.Tensor]:
-        """The top-k mask of `values` (0/1 in their dtype) a chunk at a time, in order, each made
-        when asked for: the values may be changed once their chunk's mask is out."""
-        threshold = torch.tensor(self.bits, dtype=torch.int32).view(torch.float32).item()
-        tied_to_keep, equal = self.k - self.larger, self.equal
+    def _splits(self, values: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
+        """Each chunk of the values, in order, with the position before which entries equal to the
+        cut-off are kept (the first k − larger of them in the tensor), each when asked for: the
+        values may be changed once their chunk is out."""
+        if self.k <= 0:
+            tied_to_keep, equal = 0, 0
+        elif self.k >= self.entries:
+            tied_to_keep, equal = self.entries, self.entries
+        else:
+            tied_to_keep, equal = self.k - self.larger, self.equal
+        threshold = self.threshold
         for chunk in chunks(values):
-            if self.k <= 0 or self.k >= self.entries:
-                yield torch.full_like(chunk, float(self.k > 0))
-            elif tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept: one comparison
-                yield _above(chunk, threshold, inclusive=bool(tied_to_keep))
-            else:
-                tied = _magnitude_bits(chunk) == self.bits
-                in_chunk = int(torch.count_nonzero(tied))
-                # the tied entries up to `end` are kept (the first `tied_to_keep` of them), not after
-                end = _after_nth_true(tied, tied_to_keep) if in_chunk > tied_to_keep else len(chunk)
-                yield torch.cat(
-                    [
-                        _above(chunk[:end], threshold, inclusive=True),
-                        _above(chunk[end:], threshold, inclusive=False),
-                    ]
-                )
-                tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
+            if tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept
+                yield chunk, len(chunk) if tied_to_keep else 0
+                continue
+            tied = chunk.float().abs() == threshold
+            in_chunk = int(torch.count_nonzero(tied))
+            yield chunk, _after_nth_true(tied, tied_to_keep) if in_chunk > tied_to_keep else len(chunk)
+            tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
+
+    @property
+    def threshold(self) -> float:
+        if self.k <= 0:
+            return _float_of_bits(_INFINITY_BITS)
+        return 0.0 if self.k >= self.entries else _float_of_bits(self.bits)
+
+    @property
+    def _just_below(self) -> float:
+        """The float32 just below the threshold: |x| > it ⟺ |x| ≥ the threshold."""
+        return torch.nextafter(*torch.tensor([self.threshold, -1.0], dtype=torch.float32)).item()
+
+    def kept(self, values: torch.Tensor, in_place: bool) -> Iterator[torch.Tensor]:
+        """The values of the top k, 0 elsewhere, a chunk at a time: written into the values if
+        `in_place`, else new tensors (or the values' own chunks, where nothing is dropped)."""
+        threshold, just_below = self.threshold, self._just_below
+        if threshold == 0 and self.k > 0:  # only zeros may be dropped, which changes no value
+            yield from chunks(values)
+            return
+        for chunk, end in self._splits(values):
+            out = chunk if in_place else torch.empty_like(chunk)
+            _shrink(chunk[:end], just_below, out[:end])
+            _shrink(chunk[end:], threshold, out[end:])
+            yield out
+
+    def masks(self, values: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The top-k mask of the values (0/1 in their dtype) a chunk at a time."""
+        threshold, just_below = self.threshold, self._just_below
+        for chunk, end in self._splits(values):
+            yield torch.cat([_above(chunk[:end], just_below), _above(chunk[end:], threshold)])
 
 
 def _after_nth_true(flags: torch.Tensor, n: int) -> int:
@@ -105,6 +158,12 @@ def _after_nth_true(flags: torch.Tensor, n: int) -> int:
     before = int(counts[index - 1]) if index else 0
     in_block = flags[index * block : (index + 1) * block].nonzero().squeeze(1)
     return index * block + int(in_block[n - before - 1]) + 1
+
+
+def _count_into(counts: torch.Tensor, bins: torch.Tensor) -> None:
+    """counts[b] += how many of `bins` are b. (bincount would allocate its counts and scan for the
+    bins' range on every call, which costs more than the counting on a small chunk.)"""
+    counts.index_add_(0, bins, _ONE.to(counts.device).expand(len(bins)))
 
 
 def _step_from_top(bincounts: torch.Tensor, k: int) -> tuple[int, int]:
@@ -124,7 +183,7 @@ def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
         return [_Cutoff(k, entries) for k in ks]
     high_counts = torch.zeros(1 << (31 - _HALF_BITS), dtype=torch.int64, device=values.device)
     for chunk in chunks(values):
-        high_counts += torch.bincount(_magnitude_bits(chunk) >> _HALF_BITS, minlength=len(high_counts))
+        _count_into(high_counts, _magnitude_bits(chunk).bitwise_right_shift_(_HALF_BITS))
     high_bins = {}
     for k in selecting:
         step, larger = _step_from_top(high_counts, k)
@@ -138,8 +197,7 @@ def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
     for chunk in chunks(values):
         bits = _magnitude_bits(chunk)
         for high, counts in low_counts.items():
-            in_bin = (bits ^ (high << _HALF_BITS)).clamp_max_(1 << _HALF_BITS)
-            counts += torch.bincount(in_bin, minlength=len(counts))
+            _count_into(counts, (bits ^ (high << _HALF_BITS)).clamp_max_(1 << _HALF_BITS))
     cutoffs = []
     for k in ks:
         if k not in high_bins:
@@ -152,13 +210,6 @@ def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
         bits = (high << _HALF_BITS) | low
         cutoffs.append(_Cutoff(k, entries, bits, larger + larger_in_bin, int(counts[low])))
     return cutoffs
-
-
-def _above(chunk: torch.Tensor, threshold: float, inclusive: bool) -> torch.Tensor:
-    """1 where |chunk| > threshold (≥ if `inclusive`), else 0; the sign of |x| − t is exact."""
-    difference = torch.abs(chunk.float()).sub_(threshold).sign_()
-    kept = difference.add_(1).clamp_max_(1) if inclusive else difference.clamp_min_(0)
-    return kept.to(chunk.dtype)
 
 
 def top_k_mask(values: torch.Tensor, k: int) -> torch.Tensor:
@@ -175,7 +226,12 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool) -> torch.Tenso
     if density <= 0 or delta.numel() == 0:
         return delta.zero_()
     (cutoff,) = _cutoffs(delta, [max(1, int(density * delta.numel()))])
-    return _masked(delta, cutoff.masks(delta), rescale)
+
+    def keep_top() -> None:
+        for _ in cutoff.kept(delta, in_place=True):  # each chunk is written as it is made
+            pass
+
+    return _dropping(delta, keep_top, rescale)
 
 
 def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescale: bool) -> torch.Tensor:
@@ -187,13 +243,15 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
     kept_count = int(density * count)
     dropped_small = max(0, count - kept_count - int(gamma * count))
     upper, outliers = _cutoffs(delta, [count - dropped_small, count - dropped_small - kept_count])
-    # the top k of a smaller k are among the top k of a larger one, ties included: the band is
-    # the difference of the two masks
-    band = (
-        upper_keep.sub_(outlier_keep)
-        for upper_keep, outlier_keep in zip(upper.masks(delta), outliers.masks(delta), strict=True)
-    )
-    return _masked(delta, band, rescale)
+
+    def keep_band() -> None:
+        # the top k of a smaller k are among the top k of a larger one, ties included: the band is
+        # the difference of the two selections' values
+        pieces = zip(chunks(delta), upper.kept(delta, False), outliers.kept(delta, False), strict=True)
+        for chunk, upper_kept, outliers_kept in pieces:
+            torch.sub(upper_kept, outliers_kept, out=chunk)
+
+    return _dropping(delta, keep_band, rescale)
 
 
 def random_drop(
@@ -202,15 +260,13 @@ def random_drop(
     """DARE: keep each entry with probability `density`."""
     if density >= 1:
         return delta
-    keep = (  # 1 where the draw < density; drawn a chunk at a time (the same numbers as at once)
-        torch.rand(len(chunk), generator=generator, device=delta.device)
-        .sub_(density)
-        .sign_()
-        .neg_()
-        .clamp_min_(0)
-        for chunk in chunks(delta)
-    )
-    return _masked(delta, keep, rescale)
+
+    def drop() -> None:  # drawn a chunk at a time: the same numbers as one draw
+        for chunk in chunks(delta):
+            draws = torch.rand(len(chunk), generator=generator, device=delta.device)
+            chunk.mul_(draws.lt_(density))  # 1 where the draw < density, in place: a float mask
+
+    return _dropping(delta, drop, rescale)
 
 
 def magnitude_ranked_drop(
@@ -230,4 +286,4 @@ def magnitude_ranked_drop(
     position = ranks.to(delta.dtype) / (columns - 1) if columns > 1 else torch.zeros_like(rows)
     probabilities = position.mul_(2 * epsilon).add_(density - epsilon)
     keep = torch.bernoulli(probabilities, generator=generator)
-    return _masked(delta, chunks(keep), rescale)
+    return _dropping(delta, lambda: delta.mul_(keep.view_as(delta)), rescale)

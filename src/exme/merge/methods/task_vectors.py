@@ -27,23 +27,32 @@ def dense(parameters: Mapping[str, Any]) -> bool:
     return all(density >= 1 for density in parameters["density"])
 
 
-def _weighted_sum(deltas: list[torch.Tensor], weight: list[float], normalize: bool) -> torch.Tensor:
-    """Σ_i w_i δ_i [/ Σ_i w_i], into the first delta."""
+def _weighted_sum(
+    base: torch.Tensor, deltas: list[torch.Tensor], weight: list[float], normalize: bool, scale: float
+) -> None:
+    """base += λ Σ_i w_i δ_i [/ Σ_i w_i], rounded in mergekit's order (each product, the sum, the
+    quotient, λ times it), so that a result that cancels to about 0 agrees with mergekit's; the
+    deltas are overwritten."""
     merged = deltas[0].mul_(weight[0])
     for delta, model_weight in zip(deltas[1:], weight[1:], strict=True):
-        merged.add_(delta, alpha=model_weight)
-    if normalize:
-        divisor = sum(weight)
-        merged /= 1.0 if abs(divisor) < _ZERO_WEIGHT_SUM else divisor
-    return merged
+        merged.add_(delta.mul_(model_weight))
+    divisor = sum(weight) if normalize else 1.0
+    if abs(divisor) >= _ZERO_WEIGHT_SUM and divisor != 1:
+        merged.div_(divisor)
+    if scale != 1:
+        merged.mul_(scale)
+    base.add_(merged)
 
 
-def _sign_consensus_sum(deltas: list[torch.Tensor], weight: list[float], normalize: bool) -> torch.Tensor:
-    """Σ_i w_i δ_i m_i [/ Σ_i w_i m_i], where m_i keeps the entries of w_i δ_i that agree in sign
-    with Σ_i w_i δ_i (a zero agrees with neither sign), into the first delta.
+def _sign_consensus_sum(
+    base: torch.Tensor, deltas: list[torch.Tensor], weight: list[float], normalize: bool, scale: float
+) -> None:
+    """base += λ Σ_i w_i δ_i m_i [/ Σ_i w_i m_i], where m_i keeps the entries of w_i δ_i that agree
+    in sign with Σ_i w_i δ_i (a zero agrees with neither sign); the deltas are overwritten.
 
-    With s = ±1 the majority sign, w_i δ_i m_i = s · max(s w_i δ_i, 0) exactly: arithmetic on
-    floats throughout, as boolean masks are slow to multiply by (see sparsify.py)."""
+    With s = ±1 the majority sign, w_i δ_i m_i = s max(s w_i δ_i, 0) exactly: arithmetic on floats
+    throughout, as boolean masks are slow to multiply by (see sparsify.py). The products w_i δ_i
+    are rounded before they are summed, as mergekit does: the majority sign of a near-tie follows."""
     weighted = [delta.mul_(model_weight) for delta, model_weight in zip(deltas, weight, strict=True)]
     total = weighted[0] + weighted[1] if len(weighted) > 1 else weighted[0].clone()
     for delta in weighted[2:]:
@@ -51,14 +60,23 @@ def _sign_consensus_sum(deltas: list[torch.Tensor], weight: list[float], normali
     majority_sign = total.sign_().add_(0.5).sign_()  # +1 where the sum is ≥ 0 (or -0), else -1
     merged, divisor = None, None
     for delta, model_weight in zip(weighted, weight, strict=True):
-        agreeing = delta.mul_(majority_sign).clamp_min_(0)
-        if normalize:
-            agrees = torch.sign(agreeing).mul_(model_weight)
-            divisor = agrees if divisor is None else divisor.add_(agrees)
+        agreeing = delta.mul_(majority_sign).clamp_min_(0)  # |w_i δ_i m_i|
         merged = agreeing if merged is None else merged.add_(agreeing)
-    if normalize:  # where no model agrees, the divisor is 1 (the sum is 0 there)
-        merged.div_(divisor.add_(torch.abs(divisor).sign_().sub_(1).neg_()))
-    return merged.mul_(majority_sign)
+        if normalize:
+            if divisor is None:
+                divisor = torch.sign(agreeing).mul_(model_weight)
+            else:
+                divisor.add_(torch.sign(agreeing), alpha=model_weight)
+    if not normalize:
+        base.addcmul_(merged, majority_sign, value=scale)
+        return
+    # mergekit divides by 1 where |Σ w_i m_i| < 1e-8 (merged is 0 where no model agrees). With
+    # every weight above that, Σ w_i m_i is 0 or above it, so a clamp does the same in one op.
+    if min(weight) >= _ZERO_WEIGHT_SUM:
+        divisor.clamp_min_(_ZERO_WEIGHT_SUM)
+    else:
+        divisor = torch.where(divisor.abs() < _ZERO_WEIGHT_SUM, 1.0, divisor)
+    base.addcdiv_(merged, divisor.mul_(majority_sign), value=scale)  # s / d = 1 / (s d), s = ±1
 
 
 def merge_task_vectors(
@@ -71,16 +89,16 @@ def merge_task_vectors(
     sparsify: Sparsifier | None = None,
 ) -> torch.Tensor:
     """The merged tensor, written into the base's storage a chunk at a time, so that no temporary
-    is as large as the tensor."""
+    is as large as the tensor. Without sparsification, task vectors are made a chunk at a time too."""
     base = inputs.base
-    deltas = [
-        sparsify(tensor.sub_(base), index) if sparsify else tensor.sub_(base)
-        for index, tensor in enumerate(inputs.tensors)
-    ]
+    if sparsify:
+        deltas = [sparsify(tensor.sub_(base), index) for index, tensor in enumerate(inputs.tensors)]
+    else:
+        deltas = inputs.tensors
     combine = _sign_consensus_sum if sign_consensus else _weighted_sum
-    for base_chunk, *delta_chunks in zip(chunks(base), *(chunks(delta) for delta in deltas), strict=True):
-        merged_delta = combine(delta_chunks, weight, normalize)
-        if scale != 1:
-            merged_delta *= scale
-        base_chunk.add_(merged_delta)
+    pieces = zip(chunks(base), *(chunks(delta) for delta in deltas), strict=True)
+    for base_chunk, *delta_chunks in pieces:
+        if not sparsify:
+            delta_chunks = [delta_chunk.sub_(base_chunk) for delta_chunk in delta_chunks]
+        combine(base_chunk, delta_chunks, weight, normalize, scale)
     return base
