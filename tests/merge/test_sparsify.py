@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import exme.merge.methods.sparsify as sparsify
 from exme.merge.methods.sparsify import magnitude_outliers, magnitude_ranked_drop, top_k_mask
 
 
@@ -44,6 +45,24 @@ def test_top_k_edge_cases():
     assert torch.equal(top_k_mask(huge, 2), torch.tensor([True, False, True, False]))
 
 
+@pytest.mark.parametrize(
+    ("density", "in_sampled_ties"), [(0.01, False), (0.3, True), (0.5, True), (0.7, False), (0.99, True)]
+)
+def test_cutoffs_confirmed_among_sampled_ties_are_the_radix_selects(density, in_sampled_ties):
+    """In a bf16 task vector the cut-off mostly lies in a large group of equal magnitudes (at 0.99,
+    the zeros): one counting pass confirms what the sample shows, and it is what the radix select
+    finds. Not where the group is small (0.01) or the cut-off is at its edge (0.7), nor in a
+    continuous tensor: those are left to the radix select."""
+    entries = 2**18 + 3
+    generator = torch.Generator().manual_seed(0)
+    base = (torch.randn(entries, generator=generator) * 0.02).bfloat16().float()
+    delta = (base + torch.randn(entries, generator=generator) * 2e-4).bfloat16().float() - base
+    k = int(density * entries)
+    sampled = sparsify._cutoffs_in_sampled_ties(delta, [k])
+    assert sampled == (sparsify._radix_cutoffs(delta, [k]) if in_sampled_ties else {})
+    assert sparsify._cutoffs_in_sampled_ties(torch.randn(entries, generator=generator), [k]) == {}
+
+
 def test_breadcrumbs_drops_the_largest_outliers_and_the_smallest():
     delta = torch.arange(1, 101, dtype=torch.float32) * torch.tensor([1.0, -1.0]).repeat(50)
     kept = magnitude_outliers(delta.clone(), density=0.3, gamma=0.1, rescale=False) != 0
@@ -79,7 +98,6 @@ def test_della_rescale_restores_the_l1_norm_and_masks_follow_the_seed(rows):
 def test_passes_a_chunk_at_a_time_give_what_one_chunk_gives(monkeypatch):
     """Whole-tensor passes go a chunk at a time; ties at the cut-off may straddle chunks, and
     DARE's random numbers are drawn a chunk at a time."""
-    import exme.merge.methods.sparsify as sparsify
     from exme.merge.methods.registry import MethodInputs, get_method
 
     generator = torch.Generator().manual_seed(1)

@@ -3,7 +3,8 @@ outliers (Model Breadcrumbs), random drops (DARE) and magnitude-ranked random dr
 
 Top-k by magnitude needs only the k-th largest magnitude, not a sort: it is found by a radix select
 on the float bits (two 16-bit histograms), several times faster than mergekit's full argsort, a
-chunk at a time so that no temporary is as large as the tensor. Among entries whose magnitude equals
+chunk at a time so that no temporary is as large as the tensor; where a sample shows it among many
+equal magnitudes (bf16 task vectors), one counting pass confirms it. Among entries whose magnitude equals
 the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept; mergekit
 keeps whichever its unstable sort puts first, so the two may differ in those entries only.
 
@@ -14,6 +15,7 @@ multiplying by a boolean mask takes torch's type-promotion path, several times s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -33,6 +35,12 @@ _ONE = torch.ones(1, dtype=torch.int64)
 CHUNK = 2**16
 _GPU_CHUNK = 2**24
 _TIE_SEARCH_BLOCK = 4096
+# A cut-off is first looked for among ties seen in a sample of this many magnitudes, in tensors of
+# at least _SAMPLED_MIN_ENTRIES, where the sample's place of the k-th largest is trusted to within
+# _SAMPLE_MARGIN standard deviations.
+_SAMPLE_SIZE = 2**14
+_SAMPLED_MIN_ENTRIES = 2**18
+_SAMPLE_MARGIN = 4
 
 
 def chunks(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -174,18 +182,60 @@ def _step_from_top(bincounts: torch.Tensor, k: int) -> tuple[int, int]:
 
 
 def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
-    """The cut-offs of top-k selections of a contiguous tensor, found together by a radix select
-    on the float bits: one pass histograms the high 16 bits, one the low 16 bits within each bin
-    found."""
+    """The cut-offs of top-k selections of a contiguous tensor: where a sample shows the k-th
+    largest magnitude inside a large group of equal ones, by counting that group; else by a radix
+    select."""
     entries = values.numel()
     selecting = [k for k in ks if 0 < k < entries]
-    if not selecting:
-        return [_Cutoff(k, entries) for k in ks]
+    found = _cutoffs_in_sampled_ties(values, selecting) if entries >= _SAMPLED_MIN_ENTRIES else {}
+    missing = [k for k in selecting if k not in found]
+    if missing:
+        found.update(_radix_cutoffs(values, missing))
+    return [found.get(k, _Cutoff(k, entries)) for k in ks]
+
+
+def _cutoffs_in_sampled_ties(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:
+    """Cut-offs that fall inside a large group of equal magnitudes, as in most bf16 task vectors
+    (fine-tuning moves a weight a few bf16 steps): a random sample shows the group around the
+    k-th largest, and one counting pass confirms it, where a radix select makes two passes.
+    The cut-offs not confirmed are left out."""
+    entries = values.numel()
+    generator = torch.Generator(values.device).manual_seed(0)  # any sample gives exact cut-offs
+    picks = torch.randint(entries, (_SAMPLE_SIZE,), generator=generator, device=values.device)
+    sample = _magnitude_bits(values.view(-1)[picks]).sort().values
+    guesses = {}
+    for k in ks:
+        rank = (entries - k) / entries * _SAMPLE_SIZE  # the k-th largest's place in the sample
+        spread = _SAMPLE_MARGIN * math.sqrt(rank * (1 - rank / _SAMPLE_SIZE)) + 1
+        lowest = int(sample[max(0, math.floor(rank - spread))])
+        if lowest == int(sample[min(_SAMPLE_SIZE - 1, math.ceil(rank + spread))]):
+            guesses[k] = lowest
+    if not guesses:
+        return {}
+    zero = torch.zeros((), dtype=torch.int64, device=values.device)
+    larger, equal = dict.fromkeys(guesses.values(), zero), dict.fromkeys(guesses.values(), zero)
+    for chunk in chunks(values):
+        bits = _magnitude_bits(chunk)
+        for guess in larger:
+            larger[guess] = larger[guess] + torch.count_nonzero(bits > guess)
+            equal[guess] = equal[guess] + torch.count_nonzero(bits == guess)
+    cutoffs = {}
+    for k, guess in guesses.items():
+        above, tied = int(larger[guess]), int(equal[guess])
+        if above < k <= above + tied:
+            cutoffs[k] = _Cutoff(k, entries, guess, above, tied)
+    return cutoffs
+
+
+def _radix_cutoffs(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:
+    """Cut-offs by a radix select on the float bits, found together: one pass histograms the high
+    16 bits, one the low 16 bits within each bin found (0 < k < the entries)."""
+    entries = values.numel()
     high_counts = torch.zeros(1 << (31 - _HALF_BITS), dtype=torch.int64, device=values.device)
     for chunk in chunks(values):
         _count_into(high_counts, _magnitude_bits(chunk).bitwise_right_shift_(_HALF_BITS))
     high_bins = {}
-    for k in selecting:
+    for k in ks:
         step, larger = _step_from_top(high_counts, k)
         high_bins[k] = (len(high_counts) - 1 - step, larger)
     # Low halves of the patterns in each bin, as bins 0 .. 2^16 - 1; every other pattern differs in
@@ -198,17 +248,13 @@ def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
         bits = _magnitude_bits(chunk)
         for high, counts in low_counts.items():
             _count_into(counts, (bits ^ (high << _HALF_BITS)).clamp_max_(1 << _HALF_BITS))
-    cutoffs = []
-    for k in ks:
-        if k not in high_bins:
-            cutoffs.append(_Cutoff(k, entries))
-            continue
-        high, larger = high_bins[k]
+    cutoffs = {}
+    for k, (high, larger) in high_bins.items():
         counts = low_counts[high][:-1]
         low_step, larger_in_bin = _step_from_top(counts, k - larger)
         low = _LOW_MASK - low_step
         bits = (high << _HALF_BITS) | low
-        cutoffs.append(_Cutoff(k, entries, bits, larger + larger_in_bin, int(counts[low])))
+        cutoffs[k] = _Cutoff(k, entries, bits, larger + larger_in_bin, int(counts[low]))
     return cutoffs
 
 
