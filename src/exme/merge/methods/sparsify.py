@@ -4,9 +4,9 @@ outliers (Model Breadcrumbs), random drops (DARE) and magnitude-ranked random dr
 Top-k by magnitude needs only the k-th largest magnitude, not a sort: it is found by a radix select
 on the float bits (two 16-bit histograms), several times faster than mergekit's full argsort, a
 chunk at a time so that no temporary is as large as the tensor; where a sample shows it among many
-equal magnitudes (bf16 task vectors), one counting pass confirms it. Among entries whose magnitude equals
-the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept; mergekit
-keeps whichever its unstable sort puts first, so the two may differ in those entries only.
+equal magnitudes (bf16 task vectors), one counting pass confirms it. Among entries whose magnitude
+equals the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept;
+mergekit keeps whichever its unstable sort puts first, so the two may differ in those entries only.
 
 Dropping entries is one `hardshrink` (x where |x| > t, else 0) per chunk; masks, where a caller
 needs one, are floating-point 0/1 tensors built with arithmetic (sign, clamp), not comparisons:
