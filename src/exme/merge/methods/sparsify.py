@@ -25,8 +25,6 @@ import torch
 _RESCALE_EPS = 1e-7
 _HALF_BITS = 16
 _LOW_MASK = (1 << _HALF_BITS) - 1
-_INFINITY_BITS = 0x7F800000
-_ONE = torch.ones(1, dtype=torch.int64)
 
 
 # Entries per chunk of the passes over a whole tensor: on the CPU, few enough that a chunk's
@@ -128,7 +126,7 @@ class _Cutoff:
     @property
     def threshold(self) -> float:
         if self.k <= 0:
-            return _float_of_bits(_INFINITY_BITS)
+            return math.inf
         return 0.0 if self.k >= self.entries else _float_of_bits(self.bits)
 
     @property
@@ -171,7 +169,7 @@ def _after_nth_true(flags: torch.Tensor, n: int) -> int:
 def _count_into(counts: torch.Tensor, bins: torch.Tensor) -> None:
     """counts[b] += how many of `bins` are b. (bincount would allocate its counts and scan for the
     bins' range on every call, which costs more than the counting on a small chunk.)"""
-    counts.index_add_(0, bins, _ONE.to(counts.device).expand(len(bins)))
+    counts.index_add_(0, bins, counts.new_ones(()).expand(len(bins)))
 
 
 def _step_from_top(bincounts: torch.Tensor, k: int) -> tuple[int, int]:
