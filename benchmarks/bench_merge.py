@@ -3,7 +3,8 @@
 For each model size it writes a random bf16 Llama-architecture base and two fine-tunes (streamed
 to disk, never instantiated), then for each merge alternates the two tools N times and reports
 median wall time, median peak RSS of the child process and the engine's time over an I/O floor
-(reading every byte of the input models' files and writing the output's byte count once). The
+(reading every byte of the input models' files and writing the output's byte count once), both
+through the page cache and with O_DIRECT reads (as the engine reads large tensors). The
 models' files are evicted from the page cache before every run, so each run reads its inputs from
 disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), dare_ties at
 density 0.5 (a seeded random drop, then TIES's sign election), dare_linear (the drop alone),
@@ -26,11 +27,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 import yaml
 
+from exme.merge.io import direct_io
 from exme.merge.io.shard_writer import TensorSpec, plan_shards, write_shards
 
 HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
@@ -124,15 +127,36 @@ def run_measured(command: list[str]) -> tuple[float, float]:
         return wall, int(report.read()) / 1024
 
 
-def io_floor(inputs: list[Path], output_bytes: int, scratch: Path) -> float:
-    """Seconds to read every input byte and write `output_bytes` once."""
+def io_floor(inputs: list[Path], output_bytes: int, scratch: Path, direct: bool = False) -> float:
+    """Seconds to read every input byte and write `output_bytes` once: through the page cache, one
+    file after another, or (`direct`) with O_DIRECT, the models in parallel, as the engine reads
+    large tensors (no page-cache copy: the lower floor where the file system allows it)."""
     chunk = bytearray(16 * 2**20)
-    start = time.perf_counter()
-    for model in inputs:
+
+    def read_through_page_cache(model: Path) -> None:
         for file in sorted(model.glob("*.safetensors")):
             with open(file, "rb", buffering=0) as handle:
                 while handle.readinto(chunk):
                     pass
+
+    def read_direct(model: Path) -> None:
+        for file in sorted(model.glob("*.safetensors")):
+            descriptor = direct_io.open_direct(file)
+            try:
+                size, offset = file.stat().st_size, 0
+                while offset < size:
+                    count = min(len(chunk), size - offset)
+                    offset += len(direct_io.read_direct(descriptor, offset, count))
+            finally:
+                os.close(descriptor)
+
+    start = time.perf_counter()
+    if direct:
+        with ThreadPoolExecutor(len(inputs)) as pool:
+            list(pool.map(read_direct, inputs))
+    else:
+        for model in inputs:
+            read_through_page_cache(model)
     with open(scratch, "wb", buffering=0) as handle:
         remaining = output_bytes
         while remaining:
@@ -196,7 +220,7 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
             "mergekit": [str(bin_dir / "mergekit-yaml"), str(recipe_file), str(out),
                          "--no-copy-tokenizer"],
         }  # fmt: skip
-        times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": []}
+        times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": [], "direct floor": []}
         rss: dict[str, list[float]] = {"exme": [], "mergekit": []}
         for run in range(runs):
             order = ["exme", "mergekit"] if run % 2 == 0 else ["mergekit", "exme"]
@@ -207,8 +231,10 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
                 rss[tool].append(peak)
                 output_bytes = folder_bytes(out)
                 shutil.rmtree(out)
-            evict_from_page_cache(models)
-            times["floor"].append(io_floor(inputs_of(recipe, models), output_bytes, root / "floor.bin"))
+            for floor, direct in (("floor", False), ("direct floor", True)):
+                evict_from_page_cache(models)
+                scratch = root / "floor.bin"
+                times[floor].append(io_floor(inputs_of(recipe, models), output_bytes, scratch, direct))
             print(f"  {method} {size_gb} GB run {run + 1}: " + ", ".join(
                 f"{k} {v[-1]:.1f}s" for k, v in times.items()) + ", peak RSS " + ", ".join(
                 f"{k} {v[-1]:.0f} MB" for k, v in rss.items()), flush=True)  # fmt: skip
@@ -219,6 +245,7 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
             "exme_s": median(times["exme"]),
             "mergekit_s": median(times["mergekit"]),
             "floor_s": median(times["floor"]),
+            "direct_floor_s": median(times["direct floor"]),
             "exme_mb": median(rss["exme"]),
             "mergekit_mb": median(rss["mergekit"]),
         })  # fmt: skip
@@ -229,14 +256,15 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
 def table(rows: list[dict[str, float]]) -> str:
     lines = [
         "| merge | model size | exme time | mergekit time | time ratio | I/O floor | exme / floor "
-        "| exme peak RSS | mergekit peak RSS | RSS ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| direct floor | exme / direct floor | exme peak RSS | mergekit peak RSS | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['model_gb']:.2f} GB | {r['exme_s']:.1f} s | {r['mergekit_s']:.1f} s "
             f"| {r['exme_s'] / r['mergekit_s']:.2f} | {r['floor_s']:.1f} s "
-            f"| {r['exme_s'] / r['floor_s']:.2f} | {r['exme_mb']:.0f} MB "
+            f"| {r['exme_s'] / r['floor_s']:.2f} | {r['direct_floor_s']:.1f} s "
+            f"| {r['exme_s'] / r['direct_floor_s']:.2f} | {r['exme_mb']:.0f} MB "
             f"| {r['mergekit_mb']:.0f} MB | {r['exme_mb'] / r['mergekit_mb']:.2f} |"
         )
     return "\n".join(lines)

@@ -45,22 +45,49 @@ def test_top_k_edge_cases():
     assert torch.equal(top_k_mask(huge, 2), torch.tensor([True, False, True, False]))
 
 
-@pytest.mark.parametrize(
-    ("density", "in_sampled_ties"), [(0.01, False), (0.3, True), (0.5, True), (0.7, False), (0.99, True)]
-)
-def test_cutoffs_confirmed_among_sampled_ties_are_the_radix_selects(density, in_sampled_ties):
-    """In a bf16 task vector the cut-off mostly lies in a large group of equal magnitudes (at 0.99,
-    the zeros): one counting pass confirms what the sample shows, and it is what the radix select
-    finds. Not where the group is small (0.01) or the cut-off is at its edge (0.7), nor in a
-    continuous tensor: those are left to the radix select."""
+@pytest.fixture(scope="module")
+def bf16_task_vector() -> torch.Tensor:
+    """Fine-tuning's few-bf16-steps changes, over five CPU chunks."""
     entries = 2**18 + 3
     generator = torch.Generator().manual_seed(0)
     base = (torch.randn(entries, generator=generator) * 0.02).bfloat16().float()
-    delta = (base + torch.randn(entries, generator=generator) * 2e-4).bfloat16().float() - base
-    k = int(density * entries)
-    sampled = sparsify._cutoffs_in_sampled_ties(delta, [k])
-    assert sampled == (sparsify._radix_cutoffs(delta, [k]) if in_sampled_ties else {})
-    assert sparsify._cutoffs_in_sampled_ties(torch.randn(entries, generator=generator), [k]) == {}
+    return (base + torch.randn(entries, generator=generator) * 2e-4).bfloat16().float() - base
+
+
+@pytest.mark.parametrize(
+    ("density", "sampled"), [(0.001, False), (0.01, True), (0.5, True), (0.7, False), (0.99, True)]
+)
+def test_cutoffs_confirmed_among_sampled_magnitudes_are_the_radix_selects(bf16_task_vector, density, sampled):
+    """In a bf16 task vector the k-th largest magnitude is mostly one of a few values around its
+    place in the sample (at 0.99, zero): one counting pass confirms it, and it is what the radix
+    select finds, down to the ties in each chunk. Not where the sample shows too many values there
+    (0.001) or the k-th largest falls between two sampled ones (0.7): those are left to the radix
+    select."""
+    k = int(density * len(bf16_task_vector))
+    found = sparsify._cutoffs_in_sampled_ties(bf16_task_vector, [k])
+    assert found == (sparsify._radix_cutoffs(bf16_task_vector, [k]) if sampled else {})
+    if sampled:
+        magnitudes = bf16_task_vector.abs()
+        in_chunks = [int((chunk == found[k].threshold).sum()) for chunk in sparsify.chunks(magnitudes)]
+        assert found[k].equal_in_chunks == tuple(in_chunks)
+
+
+def test_sampled_cutoffs_are_declined_for_continuous_or_non_finite_values(bf16_task_vector):
+    k = len(bf16_task_vector) // 2
+    continuous = torch.randn(len(bf16_task_vector), generator=torch.Generator().manual_seed(1))
+    assert sparsify._cutoffs_in_sampled_ties(continuous, [k]) == {}
+    for bad in (float("nan"), float("inf")):  # sign(NaN) is 0: a NaN would count as a tie
+        with_bad = bf16_task_vector.clone()
+        with_bad[5] = bad
+        assert sparsify._cutoffs_in_sampled_ties(with_bad, [k]) == {}
+
+
+def test_top_k_keeps_the_first_ties_whichever_way_the_cutoff_was_found(bf16_task_vector, monkeypatch):
+    """The per-chunk tie counts of a sampled cut-off place the split where the tie search would."""
+    k = len(bf16_task_vector) // 2
+    sampled = top_k_mask(bf16_task_vector, k)
+    monkeypatch.setattr(sparsify, "_cutoffs_in_sampled_ties", lambda values, ks: {})
+    assert torch.equal(sampled, top_k_mask(bf16_task_vector, k))
 
 
 def test_breadcrumbs_drops_the_largest_outliers_and_the_smallest():

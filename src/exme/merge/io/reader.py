@@ -4,6 +4,7 @@ Safetensors tensors are read with positioned reads into fresh buffers instead of
 safetensors.safe_open's mmap: pages touched through a mapping stay in the process's resident set
 until the file is closed (measured: reading a 1 GB file through safe_open raised RSS by 1 GB), so
 memory would grow with model size; a plain read keeps it at the size of the tensors in flight.
+Large tensors the page cache does not hold are read with O_DIRECT (see direct_io.py).
 PyTorch pickles (`pytorch_model*.bin`) are opened with `torch.load(weights_only=True, mmap=True)`,
 which runs no code from the file and reads tensors only when they are used (their pages then count
 in the resident set: convert large ones to safetensors). A LoRA adapter is added to the weights it
@@ -24,6 +25,7 @@ from typing import Any
 import torch
 
 from exme.errors import ExmeError
+from exme.merge.io import direct_io
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -135,6 +137,8 @@ class TensorReader:
 
     def __init__(self) -> None:
         self._descriptors: dict[Path, int] = {}
+        self._direct_descriptors: dict[Path, int] = {}
+        self._buffered_only: set[Path] = set()  # no O_DIRECT on their file system
         self._pickles: dict[Path, dict[str, Any]] = {}
         self._opening = threading.Lock()
 
@@ -147,10 +151,41 @@ class TensorReader:
         if rows is not None:
             offset += rows.start * (location.end - location.start) // shape[0]
             shape = (len(rows), *shape[1:])
+        nbytes = tensor_nbytes(shape, location.dtype)
+        if nbytes >= direct_io.DIRECT_MIN_BYTES and offset % location.dtype.itemsize == 0:
+            data = self._read_direct(location, offset, nbytes)
+            if data is not None:
+                return data.view(location.dtype).view(shape)
         tensor = torch.empty(shape, dtype=location.dtype)
         if tensor.numel():
             self._read_into(location, memoryview(tensor.view(-1).view(torch.uint8).numpy()), offset)
         return tensor
+
+    def _read_direct(self, location: TensorLocation, offset: int, nbytes: int) -> torch.Tensor | None:
+        """The bytes read with O_DIRECT, or None where the page cache holds them or the file cannot
+        be read so (the file is then read through the page cache from now on)."""
+        file = location.file
+        with self._opening:
+            descriptor = self._direct_descriptors.get(file)
+            if descriptor is None and file not in self._buffered_only:
+                descriptor = direct_io.open_direct(file)
+                if descriptor is None:
+                    self._buffered_only.add(file)
+                else:
+                    self._direct_descriptors[file] = descriptor
+        if (
+            descriptor is None
+            or file in self._buffered_only
+            or direct_io.is_cached(descriptor, offset, nbytes)
+        ):
+            return None
+        try:
+            data = direct_io.read_direct(descriptor, offset, nbytes)
+        except EOFError:
+            raise ExmeError(f"{file}: truncated while reading {location.name!r}") from None
+        if data is None:
+            self._buffered_only.add(file)
+        return data
 
     def _read_pickled(self, location: TensorLocation, rows: range | None) -> torch.Tensor:
         with self._opening:
@@ -185,9 +220,11 @@ class TensorReader:
             done += count
 
     def close(self) -> None:
-        for descriptor in self._descriptors.values():
+        for descriptor in [*self._descriptors.values(), *self._direct_descriptors.values()]:
             os.close(descriptor)
         self._descriptors.clear()
+        self._direct_descriptors.clear()
+        self._buffered_only.clear()
         self._pickles.clear()
 
 

@@ -3,21 +3,23 @@ outliers (Model Breadcrumbs), random drops (DARE) and magnitude-ranked random dr
 
 Top-k by magnitude needs only the k-th largest magnitude, not a sort: it is found by a radix select
 on the float bits (two 16-bit histograms), several times faster than mergekit's full argsort, a
-chunk at a time so that no temporary is as large as the tensor; where a sample shows it among many
-equal magnitudes (bf16 task vectors), one counting pass confirms it. Among entries whose magnitude
+chunk at a time so that no temporary is as large as the tensor; where a sample shows it among a few
+distinct magnitudes (bf16 task vectors), one counting pass confirms which, with arithmetic rather
+than comparisons (see below), and counts the ties in each chunk. Among entries whose magnitude
 equals the k-th largest exactly (common when the inputs are bf16), the lowest-index ones are kept;
 mergekit keeps whichever its unstable sort puts first, so the two may differ in those entries only.
 
 Dropping entries is one `hardshrink` (x where |x| > t, else 0) per chunk; masks, where a caller
 needs one, are floating-point 0/1 tensors built with arithmetic (sign, clamp), not comparisons:
-multiplying by a boolean mask takes torch's type-promotion path, several times slower on the CPU.
+comparisons yield booleans, slow to make and to count, and multiplying by a boolean mask takes
+torch's type-promotion path, several times slower on the CPU.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -33,12 +35,15 @@ _LOW_MASK = (1 << _HALF_BITS) - 1
 CHUNK = 2**16
 _GPU_CHUNK = 2**24
 _TIE_SEARCH_BLOCK = 4096
-# A cut-off is first looked for among ties seen in a sample of this many magnitudes, in tensors of
-# at least _SAMPLED_MIN_ENTRIES, where the sample's place of the k-th largest is trusted to within
+# A cut-off is first looked for among the magnitudes of a sample of this many, in tensors of at
+# least _SAMPLED_MIN_ENTRIES, around the sample's place of the k-th largest, trusted to within
 # _SAMPLE_MARGIN standard deviations.
 _SAMPLE_SIZE = 2**14
 _SAMPLED_MIN_ENTRIES = 2**18
 _SAMPLE_MARGIN = 4
+# Distinct magnitudes of the samples' windows counted at most: each costs about a tenth of the
+# radix select's two passes.
+_MAX_SAMPLED_GUESSES = 8
 
 
 def chunks(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -94,14 +99,16 @@ def _above(chunk: torch.Tensor, threshold: float) -> torch.Tensor:
 @dataclass(frozen=True)
 class _Cutoff:
     """Where the top k of a tensor's magnitudes end: the bit pattern of the k-th largest, and how
-    many magnitudes are larger than it and equal to it. k ≤ 0 is a cut-off above infinity; k ≥ the
-    entries, one at 0 that keeps every entry equal to it."""
+    many magnitudes are larger than it and equal to it (and, where known, how many are equal to it
+    in each chunk). k ≤ 0 is a cut-off above infinity; k ≥ the entries, one at 0 that keeps every
+    entry equal to it."""
 
     k: int
     entries: int
     bits: int = 0
     larger: int = 0
     equal: int = 0
+    equal_in_chunks: tuple[int, ...] | None = field(default=None, compare=False)
 
     def _splits(self, values: torch.Tensor) -> Iterator[tuple[torch.Tensor, int]]:
         """Each chunk of the values, in order, with the position before which entries equal to the
@@ -114,13 +121,19 @@ class _Cutoff:
         else:
             tied_to_keep, equal = self.k - self.larger, self.equal
         threshold = self.threshold
-        for chunk in chunks(values):
+        pieces = chunks(values)
+        in_chunks = self.equal_in_chunks or [None] * len(pieces)
+        for chunk, known_in_chunk in zip(pieces, in_chunks, strict=True):
             if tied_to_keep in (0, equal):  # no tie, or every remaining one, is kept
                 yield chunk, len(chunk) if tied_to_keep else 0
                 continue
-            tied = chunk.float().abs() == threshold
-            in_chunk = int(torch.count_nonzero(tied))
-            yield chunk, _after_nth_true(tied, tied_to_keep) if in_chunk > tied_to_keep else len(chunk)
+            if known_in_chunk is not None and known_in_chunk <= tied_to_keep:
+                yield chunk, len(chunk)
+                in_chunk = known_in_chunk
+            else:
+                tied = chunk.float().abs() == threshold
+                in_chunk = known_in_chunk if known_in_chunk is not None else int(torch.count_nonzero(tied))
+                yield chunk, _after_nth_true(tied, tied_to_keep) if in_chunk > tied_to_keep else len(chunk)
             tied_to_keep, equal = tied_to_keep - min(in_chunk, tied_to_keep), equal - in_chunk
 
     @property
@@ -193,36 +206,64 @@ def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
 
 
 def _cutoffs_in_sampled_ties(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:
-    """Cut-offs that fall inside a large group of equal magnitudes, as in most bf16 task vectors
-    (fine-tuning moves a weight a few bf16 steps): a random sample shows the group around the
-    k-th largest, and one counting pass confirms it, where a radix select makes two passes.
-    The cut-offs not confirmed are left out."""
+    """Cut-offs among the few distinct magnitudes that a random sample shows around the k-th
+    largest's place, as in most bf16 task vectors (fine-tuning moves a weight a few bf16 steps): one
+    counting pass confirms which it is, where a radix select makes two passes. The cut-offs not
+    confirmed are left out."""
     entries = values.numel()
     generator = torch.Generator(values.device).manual_seed(0)  # any sample gives exact cut-offs
     picks = torch.randint(entries, (_SAMPLE_SIZE,), generator=generator, device=values.device)
     sample = _magnitude_bits(values.view(-1)[picks]).sort().values
-    guesses = {}
+    candidates: dict[int, list[int]] = {}
+    guesses: set[int] = set()
     for k in ks:
         rank = (entries - k) / entries * _SAMPLE_SIZE  # the k-th largest's place in the sample
         spread = _SAMPLE_MARGIN * math.sqrt(rank * (1 - rank / _SAMPLE_SIZE)) + 1
-        lowest = int(sample[max(0, math.floor(rank - spread))])
-        if lowest == int(sample[min(_SAMPLE_SIZE - 1, math.ceil(rank + spread))]):
-            guesses[k] = lowest
+        lowest, highest = max(0, math.floor(rank - spread)), min(_SAMPLE_SIZE - 1, math.ceil(rank + spread))
+        in_window = sample[lowest : highest + 1].unique().tolist()
+        if len(guesses.union(in_window)) <= _MAX_SAMPLED_GUESSES:
+            candidates[k] = in_window
+            guesses.update(in_window)
     if not guesses:
         return {}
-    zero = torch.zeros((), dtype=torch.int64, device=values.device)
-    larger, equal = dict.fromkeys(guesses.values(), zero), dict.fromkeys(guesses.values(), zero)
-    for chunk in chunks(values):
-        bits = _magnitude_bits(chunk)
-        for guess in larger:
-            larger[guess] = larger[guess] + torch.count_nonzero(bits > guess)
-            equal[guess] = equal[guess] + torch.count_nonzero(bits == guess)
+    counts = _larger_and_equal_in_chunks(values, sorted(guesses))
+    if counts is None:
+        return {}
     cutoffs = {}
-    for k, guess in guesses.items():
-        above, tied = int(larger[guess]), int(equal[guess])
-        if above < k <= above + tied:
-            cutoffs[k] = _Cutoff(k, entries, guess, above, tied)
+    for k, window in candidates.items():
+        for bits in window:
+            larger, equal_in_chunks = counts[bits]
+            equal = sum(equal_in_chunks)
+            if larger < k <= larger + equal:
+                cutoffs[k] = _Cutoff(k, entries, bits, larger, equal, equal_in_chunks)
     return cutoffs
+
+
+def _larger_and_equal_in_chunks(
+    values: torch.Tensor, guesses: list[int]
+) -> dict[int, tuple[int, tuple[int, ...]]] | None:
+    """For each magnitude bit pattern, how many magnitudes are larger than it, and how many equal to
+    it in each chunk, from s = sign(|x| − g): Σ s = larger − smaller and Σ s² = larger + smaller
+    (sums of small integers, exact in float32; several times faster than comparisons, which yield
+    bools). None if the values hold a NaN or an infinity (sign(NaN) is 0: it would count as equal)."""
+    thresholds = [_float_of_bits(bits) for bits in guesses]
+    sums: list[torch.Tensor] = []  # per chunk: Σ |x|, then Σ s and Σ s² for each guess
+    for chunk in chunks(values):
+        magnitudes = chunk.float().abs()
+        in_chunk = [magnitudes.sum()]
+        for threshold in thresholds:
+            signs = magnitudes.sub(threshold).sign_()
+            in_chunk += [signs.sum(), torch.dot(signs, signs)]
+        sums.append(torch.stack(in_chunk))
+    total, *per_guess = torch.stack(sums).T.tolist()
+    if not math.isfinite(sum(total)):
+        return None
+    lengths = [len(chunk) for chunk in chunks(values)]
+    counts = {}
+    for bits, signed, nonzero in zip(guesses, per_guess[::2], per_guess[1::2], strict=True):
+        equal_in_chunks = tuple(length - round(n) for length, n in zip(lengths, nonzero, strict=True))
+        counts[bits] = (round((sum(signed) + sum(nonzero)) / 2), equal_in_chunks)
+    return counts
 
 
 def _radix_cutoffs(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:

@@ -1,0 +1,171 @@
+"""Large tensors are read with O_DIRECT unless the page cache holds them: the same bytes either way,
+at any offset, with a clear error for a truncated file and the page cache where O_DIRECT is refused."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from exme.errors import ExmeError
+from exme.merge.io import direct_io
+from exme.merge.io.reader import ModelFolder, TensorReader
+
+_BIG = direct_io.DIRECT_MIN_BYTES
+
+
+def _evict(file: Path) -> None:
+    descriptor = os.open(file, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+        for _ in range(10):  # pages still being read ahead are dropped once read
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+            if not direct_io.is_cached(descriptor, 0, file.stat().st_size):
+                return
+            time.sleep(0.05)
+        pytest.skip("this file system keeps its files in the page cache (tmpfs)")
+    finally:
+        os.close(descriptor)
+
+
+def _direct(file: Path) -> int:
+    descriptor = direct_io.open_direct(file)
+    if descriptor is None:
+        pytest.skip("no O_DIRECT on this file system")
+    return descriptor
+
+
+@pytest.fixture
+def random_file(tmp_path: Path) -> tuple[Path, bytes]:
+    content = os.urandom(3 * _BIG + 777)  # ends inside a block
+    file = tmp_path / "data.bin"
+    file.write_bytes(content)
+    _evict(file)
+    return file, content
+
+
+@pytest.mark.parametrize(
+    ("offset", "nbytes"), [(0, _BIG), (4099, _BIG + 5), (3 * _BIG + 777 - _BIG - 3, _BIG + 3), (8190, 2)]
+)
+def test_direct_reads_return_the_bytes_at_any_offset(random_file, offset, nbytes):
+    file, content = random_file
+    descriptor = _direct(file)
+    try:
+        data = direct_io.read_direct(descriptor, offset, nbytes)
+    finally:
+        os.close(descriptor)
+    assert bytes(data.numpy()) == content[offset : offset + nbytes]
+
+
+def test_reading_past_the_end_of_the_file_is_an_error(random_file):
+    file, content = random_file
+    descriptor = _direct(file)
+    try:
+        with pytest.raises(EOFError):
+            direct_io.read_direct(descriptor, len(content) - 10, 4096 * 3)
+    finally:
+        os.close(descriptor)
+
+
+def test_is_cached_tells_ranges_in_the_page_cache_from_evicted_ones(random_file):
+    file, _ = random_file
+    descriptor = _direct(file)
+    try:
+        assert not direct_io.is_cached(descriptor, 4099, _BIG)
+        with open(file, "rb") as handle:
+            handle.read(2 * _BIG)
+        assert direct_io.is_cached(descriptor, 4099, _BIG)
+        _evict(file)
+        assert not direct_io.is_cached(descriptor, 4099, _BIG)
+    finally:
+        os.close(descriptor)
+
+
+@pytest.fixture
+def model(tmp_path: Path) -> tuple[ModelFolder, dict[str, torch.Tensor]]:
+    """A model whose large tensor starts at an offset no block size divides, and its tensors (not
+    loaded from the file: a mapping of its pages would keep them in the page cache)."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        "a.small": torch.randn(3, generator=generator).bfloat16(),
+        "b.large": torch.randn(_BIG // 2 + 5, generator=generator).bfloat16(),
+    }
+    save_file(tensors, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    folder = ModelFolder(tmp_path)
+    assert folder.tensors["b.large"].start % direct_io.DIRECT_ALIGNMENT
+    return folder, tensors
+
+
+def _spy_on_direct_reads(monkeypatch) -> list[int]:
+    calls = []
+    read_direct = direct_io.read_direct
+
+    def counted(descriptor: int, offset: int, nbytes: int):
+        calls.append(nbytes)
+        return read_direct(descriptor, offset, nbytes)
+
+    monkeypatch.setattr(direct_io, "read_direct", counted)
+    return calls
+
+
+def test_large_tensors_are_read_directly_unless_the_page_cache_holds_them(model, monkeypatch):
+    model, expected = model
+    file = model.path / "model.safetensors"
+    if direct_io.open_direct(file) is None:
+        pytest.skip("no O_DIRECT on this file system")
+    _evict(file)
+    direct_reads = _spy_on_direct_reads(monkeypatch)
+    reader = TensorReader()
+    try:
+        for name, location in model.tensors.items():
+            assert torch.equal(reader.read(location), expected[name])
+        assert direct_reads == [model.tensors["b.large"].end - model.tensors["b.large"].start]
+        rows = reader.read(model.tensors["b.large"], range(0, 1))  # a block of rows: too small
+        assert torch.equal(rows, expected["b.large"][:1])
+        file.read_bytes()  # now in the page cache: copied from it
+        assert torch.equal(reader.read(model.tensors["b.large"]), expected["b.large"])
+        assert len(direct_reads) == 1
+    finally:
+        reader.close()
+
+
+def test_a_file_system_refusing_direct_reads_is_read_through_the_page_cache(model, monkeypatch):
+    """Where O_DIRECT cannot be opened (or a read is refused with EINVAL, which a file system here
+    never does: stood in for by read_direct's None), the file is read through the page cache."""
+    model, tensors = model
+    expected, location = tensors["b.large"], model.tensors["b.large"]
+    for refusal in ("open", "read"):
+        _evict(location.file)
+        if refusal == "open":
+            monkeypatch.setattr(direct_io, "open_direct", lambda file: None)
+        else:
+            monkeypatch.setattr(direct_io, "read_direct", lambda descriptor, offset, nbytes: None)
+        reader = TensorReader()
+        try:
+            assert torch.equal(reader.read(location), expected)
+            direct_reads = _spy_on_direct_reads(monkeypatch)
+            _evict(location.file)
+            assert torch.equal(reader.read(location), expected)
+            assert direct_reads == []  # not tried again
+        finally:
+            reader.close()
+            monkeypatch.undo()
+
+
+def test_a_file_truncated_after_its_header_was_read_names_the_tensor(model):
+    location = model[0].tensors["b.large"]
+    if direct_io.open_direct(location.file) is None:
+        pytest.skip("no O_DIRECT on this file system")
+    os.truncate(location.file, location.end - 100)
+    _evict(location.file)
+    reader = TensorReader()
+    try:
+        with pytest.raises(ExmeError, match="truncated while reading 'b.large'"):
+            reader.read(location)
+    finally:
+        reader.close()
