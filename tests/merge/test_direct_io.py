@@ -105,9 +105,9 @@ def _spy_on_direct_reads(monkeypatch) -> list[int]:
     calls = []
     read_direct = direct_io.read_direct
 
-    def counted(descriptor: int, offset: int, nbytes: int):
+    def counted(descriptor: int, offset: int, nbytes: int, room: int = 0):
         calls.append(nbytes)
-        return read_direct(descriptor, offset, nbytes)
+        return read_direct(descriptor, offset, nbytes, room)
 
     monkeypatch.setattr(direct_io, "read_direct", counted)
     return calls
@@ -144,7 +144,7 @@ def test_a_file_system_refusing_direct_reads_is_read_through_the_page_cache(mode
         if refusal == "open":
             monkeypatch.setattr(direct_io, "open_direct", lambda file: None)
         else:
-            monkeypatch.setattr(direct_io, "read_direct", lambda descriptor, offset, nbytes: None)
+            monkeypatch.setattr(direct_io, "read_direct", lambda descriptor, offset, nbytes, room: None)
         reader = TensorReader()
         try:
             assert torch.equal(reader.read(location), expected)
@@ -167,5 +167,40 @@ def test_a_file_truncated_after_its_header_was_read_names_the_tensor(model):
     try:
         with pytest.raises(ExmeError, match="truncated while reading 'b.large'"):
             reader.read(location)
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("cached", [False, True])
+def test_half_precision_tensors_widened_in_their_read_buffer_equal_a_conversion(tmp_path, dtype, cached):
+    """Odd lengths, and starts no block size divides, through O_DIRECT and the page cache. A direct
+    read lands at the file offset's place within a block: 2 bytes from a multiple of 4, it cannot
+    be viewed as float32 and is handed out narrow (converted later, as without widening)."""
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        "a": torch.randn(1, generator=generator).to(dtype),
+        "b": torch.randn(_BIG // 2 + 7, generator=generator).to(dtype),  # starts 2 bytes past a's end
+        "c": torch.randn(2, generator=generator).to(dtype),
+        "d": torch.randn(_BIG + 1, generator=generator).to(dtype),
+    }
+    save_file(tensors, tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text("{}")
+    folder = ModelFolder(tmp_path)
+    starts = {name: location.start % 4 for name, location in folder.tensors.items()}
+    assert (starts["b"], starts["d"]) == (2, 0)
+    if not cached:
+        _evict(tmp_path / "model.safetensors")
+    reader = TensorReader()
+    try:
+        for name, location in folder.tensors.items():
+            widened = reader.read(location, widen_to=torch.float32)
+            read_directly = not cached and location.end - location.start >= _BIG
+            assert widened.dtype == (dtype if read_directly and starts[name] == 2 else torch.float32)
+            assert torch.equal(widened.float(), tensors[name].float())
+            if len(tensors[name]) > 3:
+                assert torch.equal(
+                    reader.read(location, range(1, 3), torch.float32), tensors[name][1:3].float()
+                )
     finally:
         reader.close()

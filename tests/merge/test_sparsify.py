@@ -55,16 +55,16 @@ def bf16_task_vector() -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("density", "sampled"), [(0.001, False), (0.01, True), (0.5, True), (0.7, False), (0.99, True)]
+    ("density", "sampled"), [(0.001, True), (0.01, True), (0.5, True), (0.7, False), (0.99, True)]
 )
 def test_cutoffs_confirmed_among_sampled_magnitudes_are_the_radix_selects(bf16_task_vector, density, sampled):
     """In a bf16 task vector the k-th largest magnitude is mostly one of a few values around its
-    place in the sample (at 0.99, zero): one counting pass confirms it, and it is what the radix
-    select finds, down to the ties in each chunk. Not where the sample shows too many values there
-    (0.001) or the k-th largest falls between two sampled ones (0.7): those are left to the radix
-    select."""
+    place in the sample (at 0.99, zero), or (a small k, 0.001) among the few magnitudes above the
+    sample's bound: one pass confirms it, and it is what the radix select finds, down to the ties
+    in each chunk. Not where the k-th largest of a large k falls between two sampled magnitudes
+    (0.7): that is left to the radix select."""
     k = int(density * len(bf16_task_vector))
-    found = sparsify._cutoffs_in_sampled_ties(bf16_task_vector, [k])
+    found = sparsify._sampled_cutoffs(bf16_task_vector, [k])
     assert found == (sparsify._radix_cutoffs(bf16_task_vector, [k]) if sampled else {})
     if sampled:
         magnitudes = bf16_task_vector.abs()
@@ -75,19 +75,45 @@ def test_cutoffs_confirmed_among_sampled_magnitudes_are_the_radix_selects(bf16_t
 def test_sampled_cutoffs_are_declined_for_continuous_or_non_finite_values(bf16_task_vector):
     k = len(bf16_task_vector) // 2
     continuous = torch.randn(len(bf16_task_vector), generator=torch.Generator().manual_seed(1))
-    assert sparsify._cutoffs_in_sampled_ties(continuous, [k]) == {}
+    assert sparsify._sampled_cutoffs(continuous, [k]) == {}
     for bad in (float("nan"), float("inf")):  # sign(NaN) is 0: a NaN would count as a tie
         with_bad = bf16_task_vector.clone()
         with_bad[5] = bad
-        assert sparsify._cutoffs_in_sampled_ties(with_bad, [k]) == {}
+        assert sparsify._sampled_cutoffs(with_bad, [k]) == {}
+        assert sparsify._sampled_cutoffs(with_bad, [k // 100]) == {}
+
+
+@pytest.mark.parametrize("share", [0.0005, 0.01, 0.04])
+@pytest.mark.parametrize("kind", ["bf16 task vector", "continuous"])
+def test_small_top_k_cutoffs_selected_among_gathered_candidates_are_the_radix_selects(
+    bf16_task_vector, share, kind
+):
+    """Breadcrumbs' outliers: the few magnitudes above the sample's bound hold the k-th largest,
+    and counting among them gives the radix select's cut-off, down to the ties in each chunk."""
+    values = bf16_task_vector if kind == "bf16 task vector" else torch.randn(len(bf16_task_vector))
+    k = int(share * len(values))
+    found = sparsify._sampled_cutoffs(values, [k])
+    assert found == sparsify._radix_cutoffs(values, [k])
+    in_chunks = [int((chunk == found[k].threshold).sum()) for chunk in sparsify.chunks(values.abs())]
+    assert found[k].equal_in_chunks == tuple(in_chunks)
+
+
+def test_candidates_are_declined_where_the_sample_overestimates_the_cutoff(bf16_task_vector):
+    k = len(bf16_task_vector) // 100
+    sample = sparsify._Sample(bf16_task_vector)
+    sample.bits = sample.bits.copy()
+    sample.bits[-2000:] = sample.bits[-1]  # as if the sample had seen only the very largest
+    assert sparsify._sampled_cutoffs(bf16_task_vector, [k], sample) == {}
 
 
 def test_top_k_keeps_the_first_ties_whichever_way_the_cutoff_was_found(bf16_task_vector, monkeypatch):
     """The per-chunk tie counts of a sampled cut-off place the split where the tie search would."""
-    k = len(bf16_task_vector) // 2
-    sampled = top_k_mask(bf16_task_vector, k)
-    monkeypatch.setattr(sparsify, "_cutoffs_in_sampled_ties", lambda values, ks: {})
-    assert torch.equal(sampled, top_k_mask(bf16_task_vector, k))
+    ks = [len(bf16_task_vector) // 2, len(bf16_task_vector) // 100]  # sampled ties; candidates
+    sampled = [top_k_mask(bf16_task_vector, k) for k in ks]
+    monkeypatch.setattr(sparsify, "_SAMPLED_MIN_ENTRIES", len(bf16_task_vector) + 1)
+    assert all(
+        torch.equal(mask, top_k_mask(bf16_task_vector, k)) for mask, k in zip(sampled, ks, strict=True)
+    )
 
 
 def test_breadcrumbs_drops_the_largest_outliers_and_the_smallest():

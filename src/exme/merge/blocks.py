@@ -219,7 +219,8 @@ class Block:
         self._values: dict[TensorSource, torch.Tensor] = dict(stored)
 
     def take(self, source: TensorSource, device: torch.device) -> torch.Tensor:
-        """A stored tensor on the CPU in its stored dtype, a nested one on `device` in its output dtype."""
+        """A stored tensor on the CPU as read (in its stored dtype, or widened: BlockReader.read), a
+        nested one on `device` in its output dtype."""
         if source not in self._values:
             self._values[source] = merge_block(source.model.plan, source.job, self, device, source.model.path)
         self._uses[source] -= 1
@@ -248,11 +249,14 @@ class BlockReader:
         self._reader = TensorReader()
         self._pool = ThreadPoolExecutor(_MAX_PARALLEL_READS, thread_name_prefix="exme-read")
 
-    def read(self, sources: Sequence[TensorSource], rows: range | None) -> Block:
-        """Inputs in their stored dtype (upcasting here would double what the prefetch queue holds)."""
+    def read(
+        self, sources: Sequence[TensorSource], rows: range | None, widen_to: torch.dtype | None = None
+    ) -> Block:
+        """Inputs in their stored dtype (upcasting here would double what the prefetch queue holds),
+        or half-precision ones widened to `widen_to` (see TensorReader.read)."""
         uses = _uses(sources)
         stored = [source for source in uses if isinstance(source, TensorLocation)]
-        tensors = self._pool.map(lambda location: self._reader.read(location, rows), stored)
+        tensors = self._pool.map(lambda location: self._reader.read(location, rows, widen_to), stored)
         return Block(rows, uses, dict(zip(stored, tensors, strict=True)))
 
     def __enter__(self) -> BlockReader:

@@ -61,6 +61,17 @@ class _Piece:
     def completes_tensor(self) -> bool:
         return self.rows is None or self.rows.stop == self.job.output.shape[0]
 
+    def read_dtype(self, plan: MergePlan, device: torch.device) -> torch.dtype | None:
+        """float32 where a whole tensor's half-precision inputs are merged on the CPU in float32:
+        converted within their read buffers, which memory_bytes already counts at that size; the
+        conversion's second buffer would raise the peak of the largest tensors (embeddings)."""
+        merged_in_float32 = (
+            plan.input_dtype is None
+            and self.job.merges_values
+            and not plan.method.is_copy(self.job.parameters)
+        )
+        return torch.float32 if device.type == "cpu" and self.rows is None and merged_in_float32 else None
+
 
 def _pieces(plan: MergePlan) -> Iterator[_Piece]:
     for job in plan.jobs:
@@ -68,10 +79,21 @@ def _pieces(plan: MergePlan) -> Iterator[_Piece]:
             yield _Piece(job, rows)
 
 
-def _merge_piece(plan: MergePlan, piece: _Piece, block: Block, device: torch.device) -> torch.Tensor:
-    """A block merged; a large whole tensor first hands back the memory that earlier merges freed."""
+def _release_before_large(piece: _Piece) -> None:
+    """Before a large whole tensor's inputs are read, and again before they are merged, hand back
+    the memory that earlier merges freed (the C allocator keeps it, and the large tensor's buffers
+    would come on top)."""
     if piece.rows is None and piece.memory_bytes() > _LARGE_TENSOR_BYTES:
         release_free_memory()
+
+
+def _read_piece(reader: BlockReader, plan: MergePlan, piece: _Piece, device: torch.device) -> Block:
+    _release_before_large(piece)
+    return reader.read(piece.job.locations, piece.rows, piece.read_dtype(plan, device))
+
+
+def _merge_piece(plan: MergePlan, piece: _Piece, block: Block, device: torch.device) -> torch.Tensor:
+    _release_before_large(piece)
     return merge_block(plan, piece.job, block, device)
 
 
@@ -98,7 +120,7 @@ def _results(
 
         for piece, block in prefetched(
             _pieces(plan),
-            lambda piece: reader.read(piece.job.locations, piece.rows),
+            lambda piece: _read_piece(reader, plan, piece, device),
             _Piece.memory_bytes,
             held=workers,
         ):

@@ -67,12 +67,14 @@ def is_cached(descriptor: int, offset: int, length: int) -> bool:
         _libc.munmap(address, span)
 
 
-def read_direct(descriptor: int, offset: int, nbytes: int) -> torch.Tensor | None:
-    """The `nbytes` bytes at `offset` as a uint8 tensor, read with O_DIRECT (a view into a slightly
-    larger aligned buffer), or None if the file system refuses this direct read."""
+def read_direct(descriptor: int, offset: int, nbytes: int, room: int = 0) -> torch.Tensor | None:
+    """The `nbytes` bytes at `offset`, read with O_DIRECT, at the start of a uint8 tensor of
+    max(nbytes, room) bytes (a view into a slightly larger aligned buffer), or None if the file
+    system refuses this direct read."""
     head = offset % DIRECT_ALIGNMENT
     length = -(-(head + nbytes) // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
-    raw = torch.empty(length + DIRECT_ALIGNMENT, dtype=torch.uint8)
+    size = max(nbytes, room)
+    raw = torch.empty(max(length, head + size) + DIRECT_ALIGNMENT, dtype=torch.uint8)
     pad = -raw.data_ptr() % DIRECT_ALIGNMENT
     buffer = memoryview(raw[pad : pad + length].numpy())
     done = 0
@@ -86,4 +88,4 @@ def read_direct(descriptor: int, offset: int, nbytes: int) -> torch.Tensor | Non
         if count == 0:
             raise EOFError(f"the file ends before byte {offset + nbytes}")
         done += count
-    return raw[pad + head : pad + head + nbytes]
+    return raw[pad + head : pad + head + size]

@@ -40,6 +40,35 @@ def tensor_nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
     return math.prod(shape) * dtype.itemsize
 
 
+def _widens(stored: torch.dtype, wide: torch.dtype | None) -> bool:
+    return (
+        wide is not None
+        and stored.is_floating_point
+        and wide.is_floating_point
+        and wide.itemsize == 2 * stored.itemsize
+    )
+
+
+# Entries converted at once when widening in place: small enough to stay in a core's cache.
+_WIDEN_CHUNK = 2**16
+
+
+def _widened_in_place(buffer: torch.Tensor, narrow: torch.dtype, wide: torch.dtype) -> torch.Tensor:
+    """The `narrow` values at the start of a uint8 buffer, as `wide` values (twice the size) filling
+    it: converted from the last entries down, a chunk [start, end) at a time, where its wide bytes
+    lie above its own narrow ones (end ≤ 2·start) and above every entry not yet converted."""
+    count = len(buffer) // wide.itemsize
+    source, target = buffer[: count * narrow.itemsize].view(narrow), buffer.view(wide)
+    end = count
+    while end > 1:
+        start = max((end + 1) // 2, end - _WIDEN_CHUNK)
+        target[start:end].copy_(source[start:end])
+        end = start
+    if count:
+        target[:1].copy_(source[:1].clone())  # the first entry's wide bytes overlap its narrow ones
+    return target
+
+
 @dataclass(frozen=True)
 class LoraPatch:
     """A LoRA update of one weight: scale · up @ down, transposed when the weight is stored
@@ -142,28 +171,46 @@ class TensorReader:
         self._pickles: dict[Path, dict[str, Any]] = {}
         self._opening = threading.Lock()
 
-    def read(self, location: TensorLocation, rows: range | None = None) -> torch.Tensor:
-        tensor = self._read_pickled(location, rows) if location.pickled else self._read_stored(location, rows)
+    def read(
+        self, location: TensorLocation, rows: range | None = None, widen_to: torch.dtype | None = None
+    ) -> torch.Tensor:
+        """The tensor (or block of rows) in its stored dtype; with `widen_to`, a floating-point dtype
+        twice as wide as a stored floating-point one (float16 or bfloat16 → float32), in that
+        dtype, converted within the buffer it was read into (half the memory of a second one)."""
+        if location.pickled:
+            tensor = self._read_pickled(location, rows)
+        else:
+            tensor = self._read_stored(
+                location, rows, widen_to if _widens(location.dtype, widen_to) else None
+            )
         return self._with_lora(tensor, location.lora, rows) if location.lora else tensor
 
-    def _read_stored(self, location: TensorLocation, rows: range | None) -> torch.Tensor:
+    def _read_stored(
+        self, location: TensorLocation, rows: range | None, widen_to: torch.dtype | None
+    ) -> torch.Tensor:
         shape, offset = location.shape, location.start
         if rows is not None:
             offset += rows.start * (location.end - location.start) // shape[0]
             shape = (len(rows), *shape[1:])
         nbytes = tensor_nbytes(shape, location.dtype)
+        room = 2 * nbytes if widen_to else nbytes
+        data = None
         if nbytes >= direct_io.DIRECT_MIN_BYTES and offset % location.dtype.itemsize == 0:
-            data = self._read_direct(location, offset, nbytes)
-            if data is not None:
-                return data.view(location.dtype).view(shape)
-        tensor = torch.empty(shape, dtype=location.dtype)
-        if tensor.numel():
-            self._read_into(location, memoryview(tensor.view(-1).view(torch.uint8).numpy()), offset)
-        return tensor
+            data = self._read_direct(location, offset, nbytes, room)
+        if data is None:
+            data = torch.empty(room, dtype=torch.uint8)
+            if nbytes:
+                self._read_into(location, memoryview(data[:nbytes].numpy()), offset)
+        if widen_to is not None and data.data_ptr() % widen_to.itemsize == 0:
+            return _widened_in_place(data, location.dtype, widen_to).view(shape)
+        return data[:nbytes].view(location.dtype).view(shape)
 
-    def _read_direct(self, location: TensorLocation, offset: int, nbytes: int) -> torch.Tensor | None:
-        """The bytes read with O_DIRECT, or None where the page cache holds them or the file cannot
-        be read so (the file is then read through the page cache from now on)."""
+    def _read_direct(
+        self, location: TensorLocation, offset: int, nbytes: int, room: int
+    ) -> torch.Tensor | None:
+        """The bytes read with O_DIRECT (at the start of `room` bytes), or None where the page cache
+        holds them or the file cannot be read so (the file is then read through the page cache from
+        now on)."""
         file = location.file
         with self._opening:
             descriptor = self._direct_descriptors.get(file)
@@ -180,7 +227,7 @@ class TensorReader:
         ):
             return None
         try:
-            data = direct_io.read_direct(descriptor, offset, nbytes)
+            data = direct_io.read_direct(descriptor, offset, nbytes, room)
         except EOFError:
             raise ExmeError(f"{file}: truncated while reading {location.name!r}") from None
         if data is None:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import numpy
 import torch
 
 # mergekit skips the rescale when either L1 norm is below this, to avoid dividing by ~0.
@@ -44,6 +45,9 @@ _SAMPLE_MARGIN = 4
 # Distinct magnitudes of the samples' windows counted at most: each costs about a tenth of the
 # radix select's two passes.
 _MAX_SAMPLED_GUESSES = 8
+# Top-k cut-offs of at most this share of the entries are selected among gathered candidates:
+# gathering costs about half the radix select's two passes.
+_CANDIDATE_SHARE = 0.05
 
 
 def chunks(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -193,61 +197,102 @@ def _step_from_top(bincounts: torch.Tensor, k: int) -> tuple[int, int]:
 
 
 def _cutoffs(values: torch.Tensor, ks: list[int]) -> list[_Cutoff]:
-    """The cut-offs of top-k selections of a contiguous tensor: where a sample shows the k-th
-    largest magnitude inside a large group of equal ones, by counting that group; else by a radix
-    select."""
+    """The cut-offs of top-k selections of a contiguous tensor: in a large tensor, first from a
+    sample (see _sampled_cutoffs), else, or where the sample misled, by a radix select."""
     entries = values.numel()
     selecting = [k for k in ks if 0 < k < entries]
-    found = _cutoffs_in_sampled_ties(values, selecting) if entries >= _SAMPLED_MIN_ENTRIES else {}
+    found = _sampled_cutoffs(values, selecting) if entries >= _SAMPLED_MIN_ENTRIES and selecting else {}
     missing = [k for k in selecting if k not in found]
     if missing:
         found.update(_radix_cutoffs(values, missing))
     return [found.get(k, _Cutoff(k, entries)) for k in ks]
 
 
-def _cutoffs_in_sampled_ties(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:
-    """Cut-offs among the few distinct magnitudes that a random sample shows around the k-th
-    largest's place, as in most bf16 task vectors (fine-tuning moves a weight a few bf16 steps): one
-    counting pass confirms which it is, where a radix select makes two passes. The cut-offs not
-    confirmed are left out."""
-    entries = values.numel()
-    generator = torch.Generator(values.device).manual_seed(0)  # any sample gives exact cut-offs
-    picks = torch.randint(entries, (_SAMPLE_SIZE,), generator=generator, device=values.device)
-    sample = _magnitude_bits(values.view(-1)[picks]).sort().values
-    candidates: dict[int, list[int]] = {}
-    guesses: set[int] = set()
-    for k in ks:
-        rank = (entries - k) / entries * _SAMPLE_SIZE  # the k-th largest's place in the sample
+class _Sample:
+    """Magnitudes (as float32 bit patterns) of a seeded random sample of a tensor's entries, sorted;
+    any sample gives exact cut-offs, as every guess it suggests is then confirmed by counting."""
+
+    def __init__(self, values: torch.Tensor) -> None:
+        self.entries = values.numel()
+        generator = torch.Generator(values.device).manual_seed(0)
+        picks = torch.randint(self.entries, (_SAMPLE_SIZE,), generator=generator, device=values.device)
+        # sorted by numpy: torch's CPU sort of a small array is an order of magnitude slower
+        self.bits = numpy.sort(_magnitude_bits(values.view(-1)[picks]).cpu().numpy())
+
+    def window(self, k: int) -> numpy.ndarray:
+        """The sorted sample's entries around the k-th largest's place, within its margin."""
+        rank = (self.entries - k) / self.entries * _SAMPLE_SIZE
         spread = _SAMPLE_MARGIN * math.sqrt(rank * (1 - rank / _SAMPLE_SIZE)) + 1
         lowest, highest = max(0, math.floor(rank - spread)), min(_SAMPLE_SIZE - 1, math.ceil(rank + spread))
-        in_window = sample[lowest : highest + 1].unique().tolist()
+        return self.bits[lowest : highest + 1]
+
+
+def _sampled_cutoffs(
+    values: torch.Tensor, ks: list[int], sample: _Sample | None = None
+) -> dict[int, _Cutoff]:
+    """Cut-offs found in one pass over the values, where a random sample of their magnitudes
+    shows about where each k-th largest lies; a radix select makes two. Where the sample's window
+    around the k-th largest's place holds a few distinct magnitudes (most bf16 task vectors:
+    fine-tuning moves a weight a few bf16 steps), the pass counts the magnitudes above and equal
+    to each, and one of them is confirmed as the k-th largest. Else, for a small k (Breadcrumbs'
+    outliers), the pass gathers every magnitude from the window's lowest up (a few more than k)
+    and the k-th largest is selected among them. The cut-offs not confirmed are left out."""
+    sample = sample or _Sample(values)
+    windows: dict[int, list[int]] = {}
+    guesses: set[int] = set()
+    for k in ks:
+        in_window = numpy.unique(sample.window(k)).tolist()
         if len(guesses.union(in_window)) <= _MAX_SAMPLED_GUESSES:
-            candidates[k] = in_window
+            windows[k] = in_window
             guesses.update(in_window)
-    if not guesses:
+    small = [k for k in ks if k not in windows and k <= _CANDIDATE_SHARE * sample.entries]
+    bound = min((int(sample.window(k)[0]) for k in small), default=None)
+    # room for twice the share of the sample at or above the bound, and a little more
+    capacity = 0 if bound is None else _candidate_capacity(sample, bound)
+    counted = _counting_pass(values, sorted(guesses), bound, capacity) if guesses or small else None
+    if counted is None:
         return {}
-    counts = _larger_and_equal_in_chunks(values, sorted(guesses))
-    if counts is None:
-        return {}
+    counts, gathered = counted
     cutoffs = {}
-    for k, window in candidates.items():
+    for k, window in windows.items():
         for bits in window:
             larger, equal_in_chunks = counts[bits]
             equal = sum(equal_in_chunks)
             if larger < k <= larger + equal:
-                cutoffs[k] = _Cutoff(k, entries, bits, larger, equal, equal_in_chunks)
+                cutoffs[k] = _Cutoff(k, sample.entries, bits, larger, equal, equal_in_chunks)
+    candidates = torch.cat(gathered) if gathered else None
+    for k in small:
+        if candidates is None or len(candidates) < k:  # more than room for, or fewer than k
+            continue
+        bits = candidates.kthvalue(len(candidates) - k + 1).values
+        equal_in_chunks = tuple(torch.stack([(chunk == bits).sum() for chunk in gathered]).tolist())
+        larger = int((candidates > bits).sum())
+        cutoffs[k] = _Cutoff(k, sample.entries, int(bits), larger, sum(equal_in_chunks), equal_in_chunks)
     return cutoffs
 
 
-def _larger_and_equal_in_chunks(
-    values: torch.Tensor, guesses: list[int]
-) -> dict[int, tuple[int, tuple[int, ...]]] | None:
-    """For each magnitude bit pattern, how many magnitudes are larger than it, and how many equal to
-    it in each chunk, from s = sign(|x| − g): Σ s = larger − smaller and Σ s² = larger + smaller
-    (sums of small integers, exact in float32; several times faster than comparisons, which yield
-    bools). None if the values hold a NaN or an infinity (sign(NaN) is 0: it would count as equal)."""
+def _candidate_capacity(sample: _Sample, bound: int) -> int:
+    """Room for the magnitudes of at least `bound`: twice the share the sample shows, and more."""
+    share = (len(sample.bits) - numpy.searchsorted(sample.bits, bound)) / len(sample.bits)
+    return min(sample.entries, int(2 * share * sample.entries) + 2 * CHUNK)
+
+
+def _counting_pass(
+    values: torch.Tensor, guesses: list[int], bound: int | None, capacity: int
+) -> tuple[dict[int, tuple[int, tuple[int, ...]]], list[torch.Tensor] | None] | None:
+    """One pass over the values: for each guessed magnitude (a float32 bit pattern) how many are
+    larger than it and, in each chunk, equal to it; and each chunk's magnitudes of at least
+    `bound`, as bit patterns (None if more than `capacity`). Counted from s = sign(|x| − g):
+    Σ s = larger − smaller and Σ s² = larger + smaller (sums of small integers, exact in float32;
+    several times faster than comparisons, which yield bools). None if the values hold a NaN or an
+    infinity (sign(NaN) is 0: it would count as equal)."""
     thresholds = [_float_of_bits(bits) for bits in guesses]
+    lowest = None if bound is None else _float_of_bits(bound)
     sums: list[torch.Tensor] = []  # per chunk: Σ |x|, then Σ s and Σ s² for each guess
+    # Gathered into one buffer: small tensors kept between each chunk's temporaries would
+    # fragment the C allocator's heap, which then holds several times the tensor's size.
+    gathered = torch.empty(capacity if lowest is not None else 0, dtype=torch.int32, device=values.device)
+    gathered_in_chunks: list[int] = []
     for chunk in chunks(values):
         magnitudes = chunk.float().abs()
         in_chunk = [magnitudes.sum()]
@@ -255,6 +300,14 @@ def _larger_and_equal_in_chunks(
             signs = magnitudes.sub(threshold).sign_()
             in_chunk += [signs.sum(), torch.dot(signs, signs)]
         sums.append(torch.stack(in_chunk))
+        if lowest is not None and gathered_in_chunks is not None:
+            picked = magnitudes[magnitudes >= lowest].view(torch.int32)
+            start = sum(gathered_in_chunks)
+            if start + len(picked) > capacity:
+                gathered_in_chunks = None
+            else:
+                gathered[start : start + len(picked)] = picked
+                gathered_in_chunks.append(len(picked))
     total, *per_guess = torch.stack(sums).T.tolist()
     if not math.isfinite(sum(total)):
         return None
@@ -263,7 +316,9 @@ def _larger_and_equal_in_chunks(
     for bits, signed, nonzero in zip(guesses, per_guess[::2], per_guess[1::2], strict=True):
         equal_in_chunks = tuple(length - round(n) for length, n in zip(lengths, nonzero, strict=True))
         counts[bits] = (round((sum(signed) + sum(nonzero)) / 2), equal_in_chunks)
-    return counts
+    if lowest is None or gathered_in_chunks is None:
+        return counts, None
+    return counts, list(gathered[: sum(gathered_in_chunks)].split(gathered_in_chunks))
 
 
 def _radix_cutoffs(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:
@@ -331,10 +386,11 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
 
     def keep_band() -> None:
         # the top k of a smaller k are among the top k of a larger one, ties included: the band is
-        # the difference of the two selections' values
-        pieces = zip(chunks(delta), upper.kept(delta, False), outliers.kept(delta, False), strict=True)
-        for chunk, upper_kept, outliers_kept in pieces:
-            torch.sub(upper_kept, outliers_kept, out=chunk)
+        # the difference of the two selections' values (each chunk's outliers taken first, as the
+        # wider selection then overwrites it)
+        pieces = zip(outliers.kept(delta, in_place=False), upper.kept(delta, in_place=True), strict=True)
+        for outliers_kept, upper_kept in pieces:
+            upper_kept.sub_(outliers_kept)
 
     return _dropping(delta, keep_band, rescale)
 
