@@ -213,18 +213,16 @@ class TensorReader:
         now on)."""
         file = location.file
         with self._opening:
+            if file in self._buffered_only:
+                return None
             descriptor = self._direct_descriptors.get(file)
-            if descriptor is None and file not in self._buffered_only:
+            if descriptor is None:
                 descriptor = direct_io.open_direct(file)
                 if descriptor is None:
                     self._buffered_only.add(file)
-                else:
-                    self._direct_descriptors[file] = descriptor
-        if (
-            descriptor is None
-            or file in self._buffered_only
-            or direct_io.is_cached(descriptor, offset, nbytes)
-        ):
+                    return None
+                self._direct_descriptors[file] = descriptor
+        if direct_io.is_cached(descriptor, offset, nbytes):
             return None
         try:
             data = direct_io.read_direct(descriptor, offset, nbytes, room)

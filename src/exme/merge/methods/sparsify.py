@@ -247,7 +247,6 @@ def _sampled_cutoffs(
             guesses.update(in_window)
     small = [k for k in ks if k not in windows and k <= _CANDIDATE_SHARE * sample.entries]
     bound = min((int(sample.window(k)[0]) for k in small), default=None)
-    # room for twice the share of the sample at or above the bound, and a little more
     capacity = 0 if bound is None else _candidate_capacity(sample, bound)
     counted = _counting_pass(values, sorted(guesses), bound, capacity) if guesses or small else None
     if counted is None:
@@ -289,10 +288,11 @@ def _counting_pass(
     thresholds = [_float_of_bits(bits) for bits in guesses]
     lowest = None if bound is None else _float_of_bits(bound)
     sums: list[torch.Tensor] = []  # per chunk: Σ |x|, then Σ s and Σ s² for each guess
-    # Gathered into one buffer: small tensors kept between each chunk's temporaries would
-    # fragment the C allocator's heap, which then holds several times the tensor's size.
+    # Gathered into one buffer: kept as a small tensor per chunk, they raised a merge's peak memory
+    # (in the C allocator's heap) by more than their size.
     gathered = torch.empty(capacity if lowest is not None else 0, dtype=torch.int32, device=values.device)
-    gathered_in_chunks: list[int] = []
+    gathered_in_chunks: list[int] | None = []  # None once they overflow the buffer
+    filled = 0
     for chunk in chunks(values):
         magnitudes = chunk.float().abs()
         in_chunk = [magnitudes.sum()]
@@ -302,12 +302,12 @@ def _counting_pass(
         sums.append(torch.stack(in_chunk))
         if lowest is not None and gathered_in_chunks is not None:
             picked = magnitudes[magnitudes >= lowest].view(torch.int32)
-            start = sum(gathered_in_chunks)
-            if start + len(picked) > capacity:
+            if filled + len(picked) > capacity:
                 gathered_in_chunks = None
             else:
-                gathered[start : start + len(picked)] = picked
+                gathered[filled : filled + len(picked)] = picked
                 gathered_in_chunks.append(len(picked))
+                filled += len(picked)
     total, *per_guess = torch.stack(sums).T.tolist()
     if not math.isfinite(sum(total)):
         return None
@@ -318,7 +318,7 @@ def _counting_pass(
         counts[bits] = (round((sum(signed) + sum(nonzero)) / 2), equal_in_chunks)
     if lowest is None or gathered_in_chunks is None:
         return counts, None
-    return counts, list(gathered[: sum(gathered_in_chunks)].split(gathered_in_chunks))
+    return counts, list(gathered[:filled].split(gathered_in_chunks))
 
 
 def _radix_cutoffs(values: torch.Tensor, ks: list[int]) -> dict[int, _Cutoff]:
