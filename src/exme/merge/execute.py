@@ -43,6 +43,9 @@ from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
 _LARGE_TENSOR_BYTES = 64 * 2**20  # a whole tensor this large first releases freed memory
+# Blocks handed to the workers beyond one each: a worker that finishes before the oldest merge (whose
+# result is written first) starts on the next block at once.
+_QUEUED_MERGES = 2
 
 
 @dataclass(frozen=True)
@@ -118,15 +121,18 @@ def _results(
             progress.update(int(piece.completes_tensor))
             return piece.job.output.name, merged if keep_on_device else merged.cpu()
 
+        in_flight = workers + _QUEUED_MERGES
         for piece, block in prefetched(
             _pieces(plan),
             lambda piece: _read_piece(reader, plan, piece, device),
             _Piece.memory_bytes,
-            held=workers,
+            held=in_flight,
         ):
             merging.append((piece, pool.submit(_merge_piece, plan, piece, block, device)))
             del block
-            if len(merging) == workers:
+            # Results are written in order, as soon as they are done; the next block is submitted
+            # while the oldest is still merging, so a worker that finishes early is not idle.
+            while merging and (merging[0][1].done() or len(merging) == in_flight):
                 yield finished()
         while merging:
             yield finished()

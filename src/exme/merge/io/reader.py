@@ -49,19 +49,17 @@ def _widens(stored: torch.dtype, wide: torch.dtype | None) -> bool:
     )
 
 
-# Entries converted at once when widening in place: small enough to stay in a core's cache.
-_WIDEN_CHUNK = 2**16
-
-
 def _widened_in_place(buffer: torch.Tensor, narrow: torch.dtype, wide: torch.dtype) -> torch.Tensor:
     """The `narrow` values at the start of a uint8 buffer, as `wide` values (twice the size) filling
-    it: converted from the last entries down, a chunk [start, end) at a time, where its wide bytes
-    lie above its own narrow ones (end ≤ 2·start) and above every entry not yet converted."""
+    it: converted from the last entries down, the upper half of those left at a time, whose wide
+    bytes lie above its own narrow ones (end ≤ 2·start) and above every entry not yet converted.
+    Halves rather than small chunks: each conversion is one torch call, and with several threads
+    each call waits for the GIL on its way out."""
     count = len(buffer) // wide.itemsize
     source, target = buffer[: count * narrow.itemsize].view(narrow), buffer.view(wide)
     end = count
     while end > 1:
-        start = max((end + 1) // 2, end - _WIDEN_CHUNK)
+        start = (end + 1) // 2
         target[start:end].copy_(source[start:end])
         end = start
     if count:

@@ -160,8 +160,10 @@ class _Cutoff:
             return
         for chunk, end in self._splits(values):
             out = chunk if in_place else torch.empty_like(chunk)
-            _shrink(chunk[:end], just_below, out[:end])
-            _shrink(chunk[end:], threshold, out[end:])
+            if end:
+                _shrink(chunk[:end], just_below, out[:end])
+            if end < len(chunk):
+                _shrink(chunk[end:], threshold, out[end:])
             yield out
 
     def masks(self, values: torch.Tensor) -> Iterator[torch.Tensor]:
