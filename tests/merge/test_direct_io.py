@@ -1,19 +1,23 @@
 """Large tensors are read with O_DIRECT unless the page cache holds them: the same bytes either way,
-at any offset, with a clear error for a truncated file and the page cache where O_DIRECT is refused."""
+at any offset, with a clear error for a truncated file and the page cache where O_DIRECT is refused.
+Output shards are written with O_DIRECT a staging buffer at a time, with the same fallback."""
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from exme.errors import ExmeError
-from exme.merge.io import direct_io
+from exme.merge.execute import build_state_dict, merge_to_dir
+from exme.merge.io import direct_io, shard_writer
 from exme.merge.io.reader import ModelFolder, TensorReader
+from exme.merge.recipe import recipe_from_dict
 
 _BIG = direct_io.DIRECT_MIN_BYTES
 
@@ -204,3 +208,96 @@ def test_half_precision_tensors_widened_in_their_read_buffer_equal_a_conversion(
                 )
     finally:
         reader.close()
+
+
+# Output shards: written a staging buffer at a time with O_DIRECT, else through the page cache.
+_STAGING = 2 * direct_io.DIRECT_ALIGNMENT
+
+
+def _pieces() -> list[torch.Tensor]:
+    """Writes that start and end inside staging buffers, fill one exactly and span several."""
+    sizes = [13, _STAGING - 13, 5, 3 * _STAGING + 1, _STAGING, 700]
+    return [torch.randint(0, 256, (size,), dtype=torch.uint8) for size in sizes]
+
+
+def _write(path: Path, pieces: list[torch.Tensor]) -> None:
+    with shard_writer.ShardFile(path) as file:
+        for piece in pieces:
+            file.write(piece)
+
+
+def _spy_on_writes(monkeypatch) -> list[tuple[int, int]]:
+    """(offset, length) of each positioned write (the direct ones)."""
+    calls = []
+    pwrite = os.pwrite
+
+    def counted(descriptor, data, offset):
+        calls.append((offset, len(data)))
+        return pwrite(descriptor, data, offset)
+
+    monkeypatch.setattr(shard_writer.os, "pwrite", counted)
+    return calls
+
+
+def _skip_without_direct_writes(folder: Path) -> None:
+    probe = folder / "probe"
+    probe.touch()
+    descriptor = direct_io.open_direct(probe, writing=True)
+    if descriptor is None:
+        pytest.skip("no O_DIRECT on this file system")
+    os.close(descriptor)
+
+
+def test_shard_files_are_written_directly_a_staging_buffer_at_a_time(tmp_path, monkeypatch):
+    _skip_without_direct_writes(tmp_path)
+    monkeypatch.setattr(shard_writer, "STAGING_BYTES", _STAGING)
+    pieces = _pieces()
+    direct_writes = _spy_on_writes(monkeypatch)
+    _write(tmp_path / "shard.bin", pieces)
+    expected = b"".join(piece.numpy().tobytes() for piece in pieces)
+    assert (tmp_path / "shard.bin").read_bytes() == expected
+    full = len(expected) // _STAGING
+    assert direct_writes == [(index * _STAGING, _STAGING) for index in range(full)]
+
+
+@pytest.mark.parametrize("refusal", ["open", "first write", "second write", "short write"])
+def test_shard_files_refused_direct_writes_go_through_the_page_cache(tmp_path, monkeypatch, refusal):
+    """Refused at open (no O_DIRECT here), or a write refused with EINVAL (stood in for here): the
+    same bytes, the rest through the page cache; a short direct write is continued."""
+    monkeypatch.setattr(shard_writer, "STAGING_BYTES", _STAGING)
+    pwrite, calls = os.pwrite, []
+
+    def refusing(descriptor, data, offset):
+        calls.append(offset)
+        if refusal == "short write" and len(calls) == 1:
+            return pwrite(descriptor, data[: direct_io.DIRECT_ALIGNMENT], offset)
+        if len(calls) == {"first write": 1, "second write": 2}.get(refusal):
+            raise OSError(errno.EINVAL, "refused")
+        return pwrite(descriptor, data, offset)
+
+    if refusal == "open":
+        monkeypatch.setattr(direct_io, "open_direct", lambda file, writing=False: None)
+    else:
+        _skip_without_direct_writes(tmp_path)
+    monkeypatch.setattr(shard_writer.os, "pwrite", refusing)
+    pieces = _pieces()
+    _write(tmp_path / "shard.bin", pieces)
+    expected = b"".join(piece.numpy().tobytes() for piece in pieces)
+    assert (tmp_path / "shard.bin").read_bytes() == expected
+    full = len(expected) // _STAGING
+    assert len(calls) == {"open": 0, "first write": 1, "second write": 2, "short write": full + 1}[refusal]
+
+
+def test_merged_shards_written_directly_load_as_the_merge_in_memory(family, tmp_path, monkeypatch):
+    monkeypatch.setattr(shard_writer, "STAGING_BYTES", _STAGING)
+    recipe = recipe_from_dict(
+        {"merge_method": "linear", "models": [{"model": str(m), "parameters": {"weight": 1.0}}
+                                              for m in (family.ft_a, family.ft_b)]}
+    )  # fmt: skip
+    out = merge_to_dir(recipe, tmp_path / "m", shard_size="30KB")
+    written = {
+        name: tensor for shard in out.glob("model-*.safetensors") for name, tensor in load_file(shard).items()
+    }
+    expected = build_state_dict(recipe, device="cpu")
+    assert written.keys() == expected.keys()
+    assert all(torch.equal(written[name], expected[name]) for name in expected)

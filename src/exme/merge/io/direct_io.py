@@ -1,12 +1,15 @@
-"""Reading large tensors with O_DIRECT where the page cache does not already hold them.
+"""Reading large tensors with O_DIRECT where the page cache does not already hold them, and writing
+output shards with it.
 
 A buffered read makes the kernel allocate page-cache pages and copy them into the reader's buffer:
 for a merge reading a few GB that copy costs about as much CPU as the merge's own arithmetic (see
 benchmarks/RESULTS.md), on the same cores. A direct read lets the disk write into the buffer and
 costs the CPU almost nothing. Ranges the page cache holds whole (a model read moments ago, one a
 workflow merges again with other parameters, the CLI's start-up readahead) are still copied from
-it: reading them from the disk again would be slower there. No library offers this, hence the
-system calls here (mincore through ctypes, as Python's mmap module does not expose it).
+it: reading them from the disk again would be slower there. Buffered writes cost the same copy,
+and leave the kernel's flusher threads writing the dirty pages on the same cores afterwards. No
+library offers this, hence the system calls here (mincore through ctypes, as Python's mmap module
+does not expose it).
 """
 
 from __future__ import annotations
@@ -40,14 +43,23 @@ _libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
 _MAP_FAILED = ctypes.c_void_p(-1).value
 
 
-def open_direct(file: os.PathLike[str] | str) -> int | None:
-    """A descriptor reading `file` with O_DIRECT, or None where the system or file system has none."""
+def open_direct(file: os.PathLike[str] | str, writing: bool = False) -> int | None:
+    """A descriptor reading (or writing, an existing file) `file` with O_DIRECT, or None where the
+    system or file system has none."""
     if not hasattr(os, "O_DIRECT"):
         return None
     try:
-        return os.open(file, os.O_RDONLY | os.O_DIRECT)
+        return os.open(file, (os.O_WRONLY if writing else os.O_RDONLY) | os.O_DIRECT)
     except OSError:
         return None
+
+
+def aligned_buffer(nbytes: int) -> torch.Tensor:
+    """A uint8 tensor of `nbytes` bytes starting at a multiple of DIRECT_ALIGNMENT (a view into a
+    slightly larger one)."""
+    raw = torch.empty(nbytes + DIRECT_ALIGNMENT, dtype=torch.uint8)
+    pad = -raw.data_ptr() % DIRECT_ALIGNMENT
+    return raw[pad : pad + nbytes]
 
 
 def is_cached(descriptor: int, offset: int, length: int) -> bool:
@@ -74,9 +86,8 @@ def read_direct(descriptor: int, offset: int, nbytes: int, room: int = 0) -> tor
     head = offset % DIRECT_ALIGNMENT
     length = -(-(head + nbytes) // DIRECT_ALIGNMENT) * DIRECT_ALIGNMENT
     size = max(nbytes, room)
-    raw = torch.empty(max(length, head + size) + DIRECT_ALIGNMENT, dtype=torch.uint8)
-    pad = -raw.data_ptr() % DIRECT_ALIGNMENT
-    buffer = memoryview(raw[pad : pad + length].numpy())
+    aligned = aligned_buffer(max(length, head + size))
+    buffer = memoryview(aligned[:length].numpy())
     done = 0
     while done < head + nbytes:  # the last block may reach past the end of the file: a short read
         try:
@@ -88,4 +99,4 @@ def read_direct(descriptor: int, offset: int, nbytes: int, room: int = 0) -> tor
         if count == 0:
             raise EOFError(f"the file ends before byte {offset + nbytes}")
         done += count
-    return raw[pad + head : pad + head + size]
+    return aligned[head : head + size]

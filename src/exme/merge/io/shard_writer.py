@@ -3,25 +3,31 @@
 No library streams safetensors writes (safetensors.torch.save_file needs every tensor of the file
 in memory), so the header is written from the known names, dtypes and shapes first and each
 tensor's bytes are appended as soon as it is computed: memory stays at one tensor, not one shard.
+The bytes go through an aligned staging buffer written with O_DIRECT (see direct_io.py), where the
+file system allows it; the last partial block, and everything on other file systems, buffered.
 Format: 8-byte little-endian header length, JSON header padded with spaces to a multiple of 8,
 then the tensors' bytes in header order.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 import torch
 
+from exme.merge.io import direct_io
 from exme.merge.io.reader import SAFETENSORS_DTYPES, tensor_nbytes
 
 _DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
+# Bytes written per direct write: large enough that the disk streams, small next to a merge's blocks.
+STAGING_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,71 @@ def _header(specs: list[TensorSpec]) -> bytes:
     return len(encoded).to_bytes(8, "little") + encoded
 
 
-def _write_tensor(file: BinaryIO, spec: TensorSpec, blocks: Iterator[tuple[str, torch.Tensor]]) -> None:
+class ShardFile:
+    """A new file written front to back: a staging buffer at a time with O_DIRECT, where the file
+    system allows it, and the rest (a last partial buffer, or all of it) through the page cache."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 (held open across writes, closed by close())
+        self._direct = direct_io.open_direct(path, writing=True)
+        self._staging = direct_io.aligned_buffer(STAGING_BYTES) if self._direct is not None else None
+        self._staged = 0
+        self._flushed = 0  # bytes written directly, all before the staged ones
+
+    def write(self, data: torch.Tensor) -> None:
+        """Append the bytes of a flat uint8 tensor."""
+        if self._direct is None:
+            self._file.write(data.numpy())
+            return
+        done = 0
+        while done < len(data) and self._direct is not None:
+            count = min(len(data) - done, STAGING_BYTES - self._staged)
+            self._staging[self._staged : self._staged + count].copy_(data[done : done + count])
+            self._staged += count
+            done += count
+            if self._staged == STAGING_BYTES:
+                self._write_staged()
+        if done < len(data):  # direct writes were refused on the way
+            self._file.write(data[done:].numpy())
+
+    def _write_staged(self) -> None:
+        staged = memoryview(self._staging.numpy())[: self._staged]
+        start = 0
+        try:
+            while start < len(staged):
+                written = os.pwrite(self._direct, staged[start:], self._flushed)
+                start += written
+                self._flushed += written
+        except OSError as error:
+            if error.errno != errno.EINVAL:  # alignment or direct I/O not supported here
+                raise
+            self._to_page_cache(staged[start:])
+            return
+        self._staged = 0
+
+    def _to_page_cache(self, pending: memoryview) -> None:
+        """From here on through the page cache, starting with the bytes not yet written."""
+        os.close(self._direct)
+        self._direct = None
+        self._file.seek(self._flushed)
+        self._file.write(pending)
+
+    def __enter__(self) -> ShardFile:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Write what is left and close the file."""
+        try:
+            if self._direct is not None:
+                self._to_page_cache(memoryview(self._staging.numpy())[: self._staged])
+        finally:
+            self._file.close()
+
+
+def _write_tensor(file: ShardFile, spec: TensorSpec, blocks: Iterator[tuple[str, torch.Tensor]]) -> None:
     """Append the tensor's bytes, taking as many row blocks as it needs from `blocks`."""
     written = 0
     while True:  # every tensor, even an empty one, arrives as at least one block
@@ -77,7 +147,7 @@ def _write_tensor(file: BinaryIO, spec: TensorSpec, blocks: Iterator[tuple[str, 
         if name != spec.name or block.dtype != spec.dtype:
             raise RuntimeError(f"expected {spec.dtype} tensor {spec.name}, got {name}")
         if block.numel():
-            file.write(block.contiguous().view(-1).view(torch.uint8).numpy())
+            file.write(block.contiguous().view(-1).view(torch.uint8))
         written += block.numel() * block.dtype.itemsize
         if written >= spec.nbytes:
             break
@@ -93,8 +163,8 @@ def write_shards(
     """Write the tensors, arriving as (name, block of rows) in shard order; an index if >1 shard."""
     names = shard_file_names(len(shards))
     for file_name, specs in zip(names, shards, strict=True):
-        with open(directory / file_name, "wb") as file:
-            file.write(_header(specs))
+        with ShardFile(directory / file_name) as file:
+            file.write(torch.frombuffer(bytearray(_header(specs)), dtype=torch.uint8))
             for spec in specs:
                 _write_tensor(file, spec, blocks)
     if len(shards) > 1:
