@@ -4,7 +4,7 @@ No library streams safetensors writes (safetensors.torch.save_file needs every t
 in memory), so the header is written from the known names, dtypes and shapes first and each
 tensor's bytes are appended as soon as it is computed: memory stays at one tensor, not one shard.
 The bytes go through an aligned staging buffer written with O_DIRECT (see direct_io.py), where the
-file system allows it; the last partial block, and everything on other file systems, buffered.
+file system allows it; the last partial buffer, and everything on other file systems, buffered.
 Format: 8-byte little-endian header length, JSON header padded with spaces to a multiple of 8,
 then the tensors' bytes in header order.
 """
@@ -88,9 +88,6 @@ class ShardFile:
 
     def write(self, data: torch.Tensor) -> None:
         """Append the bytes of a flat uint8 tensor."""
-        if self._direct is None:
-            self._file.write(data.numpy())
-            return
         done = 0
         while done < len(data) and self._direct is not None:
             count = min(len(data) - done, STAGING_BYTES - self._staged)
@@ -99,7 +96,7 @@ class ShardFile:
             done += count
             if self._staged == STAGING_BYTES:
                 self._write_staged()
-        if done < len(data):  # direct writes were refused on the way
+        if done < len(data):  # no direct writes here, or refused on the way
             self._file.write(data[done:].numpy())
 
     def _write_staged(self) -> None:
