@@ -5,6 +5,7 @@ Output shards are written with O_DIRECT a staging buffer at a time, with the sam
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -221,18 +222,24 @@ def _pieces() -> list[torch.Tensor]:
 
 
 def _write(path: Path, pieces: list[torch.Tensor]) -> None:
+    path.touch()
     with shard_writer.ShardFile(path) as file:
         for piece in pieces:
             file.write(piece)
 
 
+def _is_direct(descriptor: int) -> bool:
+    return bool(fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_DIRECT)
+
+
 def _spy_on_writes(monkeypatch) -> list[tuple[int, int]]:
-    """(offset, length) of each positioned write (the direct ones)."""
+    """(offset, length) of each direct write."""
     calls = []
     pwrite = os.pwrite
 
     def counted(descriptor, data, offset):
-        calls.append((offset, len(data)))
+        if _is_direct(descriptor):
+            calls.append((offset, len(data)))
         return pwrite(descriptor, data, offset)
 
     monkeypatch.setattr(shard_writer.os, "pwrite", counted)
@@ -260,6 +267,29 @@ def test_shard_files_are_written_directly_a_staging_buffer_at_a_time(tmp_path, m
     assert direct_writes == [(index * _STAGING, _STAGING) for index in range(full)]
 
 
+def test_ranges_of_one_file_filled_apart_write_directly_only_whole_aligned_pages(tmp_path, monkeypatch):
+    """Writers filling neighbouring ranges from unaligned offsets (as merge processes do): the same
+    bytes; the pages two ranges share go through the page cache."""
+    _skip_without_direct_writes(tmp_path)
+    monkeypatch.setattr(shard_writer, "STAGING_BYTES", _STAGING)
+    direct_writes = _spy_on_writes(monkeypatch)
+    expected = torch.randint(0, 256, (6 * _STAGING + 123,), dtype=torch.uint8)
+    bounds = [0, 77, 77 + _STAGING + 5, 4 * _STAGING, len(expected)]
+    path = tmp_path / "shard.bin"
+    with open(path, "wb") as file:
+        file.truncate(len(expected))
+    for start, stop in reversed(list(zip(bounds, bounds[1:]))):
+        with shard_writer.ShardFile(path, start) as file:
+            file.write(expected[start : start + 3])
+            file.write(expected[start + 3 : stop])
+    assert path.read_bytes() == expected.numpy().tobytes()
+    assert direct_writes and all(
+        offset % direct_io.DIRECT_ALIGNMENT == 0 and any(a <= offset and offset + n <= b for a, b in
+                                                         zip(bounds, bounds[1:]))
+        for offset, n in direct_writes
+    )  # fmt: skip
+
+
 @pytest.mark.parametrize("refusal", ["open", "first write", "second write", "short write"])
 def test_shard_files_refused_direct_writes_go_through_the_page_cache(tmp_path, monkeypatch, refusal):
     """Refused at open (no O_DIRECT here), or a write refused with EINVAL (stood in for here): the
@@ -268,6 +298,8 @@ def test_shard_files_refused_direct_writes_go_through_the_page_cache(tmp_path, m
     pwrite, calls = os.pwrite, []
 
     def refusing(descriptor, data, offset):
+        if not _is_direct(descriptor):
+            return pwrite(descriptor, data, offset)
         calls.append(offset)
         if refusal == "short write" and len(calls) == 1:
             return pwrite(descriptor, data[: direct_io.DIRECT_ALIGNMENT], offset)

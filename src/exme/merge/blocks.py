@@ -60,9 +60,12 @@ def prefetched(
     load: Callable[[Item], Loaded],
     size_of: Callable[[Item], int] | None = None,
     held: int = 1,
+    max_bytes: int | None = None,
 ) -> Iterator[tuple[Item, Loaded]]:
     """Yield (item, load(item)) with loads running ahead in a thread, at most a few items and (with
-    `size_of`) PREFETCH_BYTES at a time, counting the last `held` items handed out (those in use)."""
+    `size_of`) `max_bytes` (PREFETCH_BYTES by default) at a time, counting the last `held` items
+    handed out (those in use)."""
+    max_bytes = PREFETCH_BYTES if max_bytes is None else max_bytes
     results: queue.Queue = queue.Queue()
     stopped = threading.Event()
     finished = object()
@@ -71,7 +74,7 @@ def prefetched(
     in_flight = {"items": 0, "bytes": 0, "awaited": False}
 
     def fits(size: int) -> bool:
-        room = in_flight["bytes"] == 0 or in_flight["bytes"] + size <= PREFETCH_BYTES
+        room = in_flight["bytes"] == 0 or in_flight["bytes"] + size <= max_bytes
         # with nothing read ahead, an awaited item is read whatever the budget: the consumer may
         # hold its items until it has that one
         must_read = in_flight["awaited"] and in_flight["items"] == 0

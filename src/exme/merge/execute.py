@@ -7,12 +7,15 @@ a bounded number of bytes), and results are appended straight into the output sh
 
 from __future__ import annotations
 
+import bisect
+import functools
 import importlib
+import itertools
 import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +26,7 @@ from tqdm import tqdm
 from exme.errors import ExmeError
 from exme.files import staged_dir
 from exme.merge.blocks import (
+    PREFETCH_BYTES,
     Block,
     BlockReader,
     block_bytes,
@@ -36,13 +40,17 @@ from exme.merge.blocks import (
     splits,
 )
 from exme.merge.io.output_folder import write_metadata_files
-from exme.merge.io.shard_writer import plan_shards, write_shards
+from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
+from exme.merge.processes import forked
 from exme.merge.recipe import Recipe
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
 _LARGE_TENSOR_BYTES = 64 * 2**20  # a whole tensor this large first releases freed memory
+# Merges reading fewer bytes run in one process, its workers threads: another process holds its own
+# blocks and heap, much next to a small merge's memory, for a gain of a few seconds at most.
+PARALLEL_PROCESSES_MIN_BYTES = 2**30
 # Blocks handed to the workers beyond one each: a worker that finishes before the oldest merge (whose
 # result is written first) starts on the next block at once.
 _QUEUED_MERGES = 2
@@ -76,10 +84,27 @@ class _Piece:
         return torch.float32 if device.type == "cpu" and self.rows is None and merged_in_float32 else None
 
 
-def _pieces(plan: MergePlan) -> Iterator[_Piece]:
-    for job in plan.jobs:
+def _pieces(plan: MergePlan, jobs: range | None = None) -> Iterator[_Piece]:
+    """The pieces of the plan's jobs (of those at these positions)."""
+    for job in plan.jobs[jobs.start : jobs.stop] if jobs else plan.jobs:
         for rows in row_blocks(job.output.shape, splits(plan.method, job)):
             yield _Piece(job, rows)
+
+
+def _parts(plan: MergePlan, workers: int) -> list[range]:
+    """Runs of consecutive jobs, one per process, about equal in the bytes they read: one per worker
+    for a merge reading PARALLEL_PROCESSES_MIN_BYTES or more, else one."""
+    cumulative = list(itertools.accumulate(max(1, block_bytes(job.locations, None)) for job in plan.jobs))
+    if not cumulative or cumulative[-1] < PARALLEL_PROCESSES_MIN_BYTES:
+        return [range(len(cumulative))]
+    cuts = set()
+    for k in range(1, workers):
+        ideal = cumulative[-1] * k / workers
+        after = bisect.bisect_left(cumulative, ideal)  # the job in which the ideal cut falls
+        before_bytes = cumulative[after - 1] if after else 0
+        cuts.add(after if ideal - before_bytes < cumulative[after] - ideal else after + 1)
+    bounds = [0, *sorted(cut for cut in cuts if 0 < cut < len(cumulative)), len(cumulative)]
+    return [range(start, stop) for start, stop in itertools.pairwise(bounds)]
 
 
 def _release_before_large(piece: _Piece) -> None:
@@ -101,32 +126,39 @@ def _merge_piece(plan: MergePlan, piece: _Piece, block: Block, device: torch.dev
 
 
 def _results(
-    plan: MergePlan, device: torch.device, show_progress: bool | None, keep_on_device: bool = False
+    plan: MergePlan,
+    device: torch.device,
+    pieces: Iterator[_Piece],
+    workers: int,
+    processes: int = 1,
+    on_tensor: Callable[[], None] | None = None,
+    keep_on_device: bool = False,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """(tensor name, block of its rows) in output order; a tensor's blocks are consecutive. On the
-    CPU, or with keep_on_device on the compute device."""
-    disable = not sys.stderr.isatty() if show_progress is None else not show_progress
-    workers = compute_workers(device)
+    """(tensor name, block of its rows) of the pieces, in order (a tensor's blocks are consecutive),
+    merged by `workers` threads in each of `processes` merging at once, which share the cores and
+    the prefetch budget; on the CPU, or with keep_on_device on the compute device. `on_tensor` is
+    called as each tensor is complete."""
     with (
-        compute_threads(device, workers),
+        compute_threads(device, workers * processes),
         BlockReader() as reader,
         ThreadPoolExecutor(workers, thread_name_prefix="exme-merge") as pool,
-        tqdm(total=len(plan.jobs), unit="tensor", disable=disable) as progress,
     ):
         merging: deque[tuple[_Piece, Future[torch.Tensor]]] = deque()
 
         def finished() -> tuple[str, torch.Tensor]:
             piece, future = merging.popleft()
             merged = future.result()
-            progress.update(int(piece.completes_tensor))
+            if on_tensor and piece.completes_tensor:
+                on_tensor()
             return piece.job.output.name, merged if keep_on_device else merged.cpu()
 
         in_flight = workers + _QUEUED_MERGES
         for piece, block in prefetched(
-            _pieces(plan),
+            pieces,
             lambda piece: _read_piece(reader, plan, piece, device),
             _Piece.memory_bytes,
             held=in_flight,
+            max_bytes=PREFETCH_BYTES // processes,
         ):
             merging.append((piece, pool.submit(_merge_piece, plan, piece, block, device)))
             del block
@@ -144,9 +176,8 @@ def build_state_dict(
     """Merge into memory: {tensor name: tensor in the output dtype}, on the CPU, or with
     keep_on_device on the compute device (a model evaluated there then needs no copy)."""
     blocks: dict[str, list[torch.Tensor]] = {}
-    results = _results(
-        plan_merge(recipe), compute_device(device), show_progress=False, keep_on_device=keep_on_device
-    )
+    plan, device = plan_merge(recipe), compute_device(device)
+    results = _results(plan, device, _pieces(plan), compute_workers(device), keep_on_device=keep_on_device)
     for name, block in results:
         blocks.setdefault(name, []).append(block)
     return {name: parts[0] if len(parts) == 1 else torch.cat(parts) for name, parts in blocks.items()}
@@ -171,12 +202,30 @@ def merge_to_dir(
     if out_dir.exists() and not overwrite:
         raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
     max_shard_bytes = parse_size(shard_size)
-    # The model card's library takes a noticeable time to import: do it while the tensors stream.
-    threading.Thread(target=importlib.import_module, args=("huggingface_hub.repocard",), daemon=True).start()
     plan = plan_merge(recipe, allow_crimes=allow_crimes)
     device = compute_device(device)
-    with staged_dir(out_dir) as staging:
+    workers = compute_workers(device)
+    parts = _parts(plan, workers)
+    disable = not sys.stderr.isatty() if show_progress is None else not show_progress
+    with (
+        staged_dir(out_dir) as staging,
+        tqdm(total=len(plan.jobs), unit="tensor", disable=disable) as progress,
+    ):
         shards = plan_shards((job.output for job in plan.jobs), max_shard_bytes)
-        write_shards(staging, shards, _results(plan, device, show_progress))
+        create_shard_files(staging, shards)
+
+        def fill(jobs: range, on_tensor: Callable[[], None]) -> None:
+            """Merge these jobs and write their tensors: one process's part of the output."""
+            threads = max(1, workers // len(parts))
+            results = _results(plan, device, _pieces(plan, jobs), threads, len(parts), on_tensor)
+            fill_shards(staging, shards, results, jobs)
+
+        with forked([functools.partial(fill, jobs) for jobs in parts[1:]], progress.update) as others:
+            # The model card's library takes a noticeable time to import: do it while the tensors
+            # stream (here, after the fork: an import under way would stay locked in the children).
+            threading.Thread(
+                target=importlib.import_module, args=("huggingface_hub.repocard",), daemon=True
+            ).start()
+            fill(parts[0], lambda: progress.update(1 + others.steps()))
         write_metadata_files(plan, staging, title=out_dir.name, copy_tokenizer=copy_tokenizer)
     return out_dir

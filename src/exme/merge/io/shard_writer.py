@@ -1,10 +1,11 @@
 """Writing safetensors shards tensor by tensor.
 
 No library streams safetensors writes (safetensors.torch.save_file needs every tensor of the file
-in memory), so the header is written from the known names, dtypes and shapes first and each
-tensor's bytes are appended as soon as it is computed: memory stays at one tensor, not one shard.
+in memory), so the files are first made at their full size with headers written from the known
+names, dtypes and shapes, and each tensor's bytes are written at their place as soon as they are
+computed: memory stays at one tensor, not one shard, and several processes can fill one file.
 The bytes go through an aligned staging buffer written with O_DIRECT (see direct_io.py), where the
-file system allows it; the last partial buffer, and everything on other file systems, buffered.
+file system allows it; unaligned ends, and everything on other file systems, buffered.
 Format: 8-byte little-endian header length, JSON header padded with spaces to a multiple of 8,
 then the tensors' bytes in header order.
 """
@@ -76,19 +77,26 @@ def _header(specs: list[TensorSpec]) -> bytes:
 
 
 class ShardFile:
-    """A new file written front to back: a staging buffer at a time with O_DIRECT, where the file
-    system allows it, and the rest (a last partial buffer, or all of it) through the page cache."""
+    """Consecutive bytes written into an existing file from `start` on: a staging buffer at a time
+    with O_DIRECT at aligned offsets, where the file system allows it; the bytes before the first
+    aligned offset, a last partial buffer, and everything on other file systems through the page
+    cache. Several processes may so fill disjoint ranges of one file: a page two ranges share is
+    written through the page cache by both, never directly."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = open(path, "wb")  # noqa: SIM115 (held open across writes, closed by close())
+    def __init__(self, path: Path, start: int = 0) -> None:
+        self._buffered = os.open(path, os.O_WRONLY)
         self._direct = direct_io.open_direct(path, writing=True)
         self._staging = direct_io.aligned_buffer(STAGING_BYTES) if self._direct is not None else None
         self._staged = 0
-        self._flushed = 0  # bytes written directly, all before the staged ones
+        self._position = start  # where the staged bytes (or, without staging, the next ones) go
+        self._unaligned = -start % direct_io.DIRECT_ALIGNMENT  # bytes before the first aligned offset
 
     def write(self, data: torch.Tensor) -> None:
         """Append the bytes of a flat uint8 tensor."""
-        done = 0
+        done = min(len(data), self._unaligned)
+        if done:
+            self._to_page_cache(memoryview(data[:done].numpy()))
+            self._unaligned -= done
         while done < len(data) and self._direct is not None:
             count = min(len(data) - done, STAGING_BYTES - self._staged)
             self._staging[self._staged : self._staged + count].copy_(data[done : done + count])
@@ -97,29 +105,29 @@ class ShardFile:
             if self._staged == STAGING_BYTES:
                 self._write_staged()
         if done < len(data):  # no direct writes here, or refused on the way
-            self._file.write(data[done:].numpy())
+            self._to_page_cache(memoryview(data[done:].numpy()))
 
     def _write_staged(self) -> None:
         staged = memoryview(self._staging.numpy())[: self._staged]
         start = 0
         try:
             while start < len(staged):
-                written = os.pwrite(self._direct, staged[start:], self._flushed)
+                written = os.pwrite(self._direct, staged[start:], self._position)
                 start += written
-                self._flushed += written
+                self._position += written
         except OSError as error:
             if error.errno != errno.EINVAL:  # alignment or direct I/O not supported here
                 raise
+            os.close(self._direct)
+            self._direct = None  # from here on through the page cache
             self._to_page_cache(staged[start:])
-            return
         self._staged = 0
 
-    def _to_page_cache(self, pending: memoryview) -> None:
-        """From here on through the page cache, starting with the bytes not yet written."""
-        os.close(self._direct)
-        self._direct = None
-        self._file.seek(self._flushed)
-        self._file.write(pending)
+    def _to_page_cache(self, data: memoryview) -> None:
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._buffered, data[done:], self._position + done)
+        self._position += done
 
     def __enter__(self) -> ShardFile:
         return self
@@ -131,9 +139,10 @@ class ShardFile:
         """Write what is left and close the file."""
         try:
             if self._direct is not None:
+                os.close(self._direct)
                 self._to_page_cache(memoryview(self._staging.numpy())[: self._staged])
         finally:
-            self._file.close()
+            os.close(self._buffered)
 
 
 def _write_tensor(file: ShardFile, spec: TensorSpec, blocks: Iterator[tuple[str, torch.Tensor]]) -> None:
@@ -152,18 +161,26 @@ def _write_tensor(file: ShardFile, spec: TensorSpec, blocks: Iterator[tuple[str,
         raise RuntimeError(f"tensor {spec.name}: wrote {written} bytes, planned {spec.nbytes}")
 
 
-def write_shards(
-    directory: Path,
-    shards: list[list[TensorSpec]],
-    blocks: Iterator[tuple[str, torch.Tensor]],
-) -> None:
-    """Write the tensors, arriving as (name, block of rows) in shard order; an index if >1 shard."""
+def tensor_places(shards: list[list[TensorSpec]]) -> list[tuple[str, int, TensorSpec]]:
+    """(shard file name, offset of its first byte, spec) of each tensor, in shard order."""
+    places = []
+    for file_name, specs in zip(shard_file_names(len(shards)), shards, strict=True):
+        offset = len(_header(specs))
+        for spec in specs:
+            places.append((file_name, offset, spec))
+            offset += spec.nbytes
+    return places
+
+
+def create_shard_files(directory: Path, shards: list[list[TensorSpec]]) -> None:
+    """The shard files at their full size with their headers (the tensors' bytes to be filled in by
+    fill_shards), and an index if there is more than one."""
     names = shard_file_names(len(shards))
     for file_name, specs in zip(names, shards, strict=True):
-        with ShardFile(directory / file_name) as file:
-            file.write(torch.frombuffer(bytearray(_header(specs)), dtype=torch.uint8))
-            for spec in specs:
-                _write_tensor(file, spec, blocks)
+        header = _header(specs)
+        with open(directory / file_name, "wb") as file:
+            file.write(header)
+            file.truncate(len(header) + sum(spec.nbytes for spec in specs))
     if len(shards) > 1:
         index = {
             "metadata": {"total_size": sum(s.nbytes for shard in shards for s in shard)},
@@ -172,3 +189,38 @@ def write_shards(
             },
         }
         (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+
+def fill_shards(
+    directory: Path,
+    shards: list[list[TensorSpec]],
+    blocks: Iterator[tuple[str, torch.Tensor]],
+    tensors: range | None = None,
+) -> None:
+    """Write the bytes of the tensors at these positions in shard order (all by default), arriving
+    as (name, block of rows) in that order, into the files create_shard_files made."""
+    places = tensor_places(shards)
+    file: ShardFile | None = None
+    next_byte = None  # (file name, offset) the open file writes next
+    try:
+        for file_name, offset, spec in places[tensors.start : tensors.stop] if tensors else places:
+            if (file_name, offset) != next_byte:  # the next shard file
+                if file is not None:
+                    file.close()
+                file = None
+                file = ShardFile(directory / file_name, offset)
+            _write_tensor(file, spec, blocks)
+            next_byte = (file_name, offset + spec.nbytes)
+    finally:
+        if file is not None:
+            file.close()
+
+
+def write_shards(
+    directory: Path,
+    shards: list[list[TensorSpec]],
+    blocks: Iterator[tuple[str, torch.Tensor]],
+) -> None:
+    """Write the tensors, arriving as (name, block of rows) in shard order; an index if >1 shard."""
+    create_shard_files(directory, shards)
+    fill_shards(directory, shards, blocks)
