@@ -2,7 +2,8 @@
 
 For each model size it writes a random bf16 Llama-architecture base and two fine-tunes (streamed
 to disk, never instantiated), then for each merge alternates the two tools N times and reports
-median wall time, median peak RSS of the child process and the engine's time over an I/O floor
+median wall time, median peak memory (the tool's peak RSS or, where larger, the peak of the
+proportional set sizes summed over its processes) and the engine's time over an I/O floor
 (reading every byte of the input models' files and writing the output's byte count once), both
 through the page cache and with O_DIRECT reads (as the engine reads large tensors). The
 models' files are evicted from the page cache before every run, so each run reads its inputs from
@@ -25,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -100,6 +102,7 @@ def evict_from_page_cache(folders: list[Path]) -> None:
 # Runs a command and writes its peak RSS (KB) to a file. A child's ru_maxrss starts at its parent's
 # resident size when forked (Linux keeps that high-water mark across exec), so the tools are
 # forked from this small process, not from the benchmark, which holds models in memory.
+_SAMPLE_SECONDS = 0.02
 _PEAK_RSS_PROBE = """
 import os, sys
 pid = os.fork()
@@ -112,19 +115,55 @@ sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+    return [*children, *(grandchild for child in children for grandchild in _descendants(child))]
+
+
+def _proportional_kb(pid: int) -> int:
+    """The process's proportional set size: its resident pages, each shared one divided by the
+    processes sharing it (a forked process shares its parent's pages until either writes them)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def run_measured(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and the command's own peak RSS in MB."""
+    """Wall seconds and the command's peak memory in MB: its own peak RSS or, if larger, the peak
+    of the proportional set sizes summed over its processes (merge processes forked from it),
+    sampled every _SAMPLE_SECONDS."""
     with tempfile.NamedTemporaryFile("r") as report:
         start = time.perf_counter()
-        process = subprocess.run(
+        process = subprocess.Popen(
             [sys.executable, "-c", _PEAK_RSS_PROBE, report.name, *command],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        peak_tree_kb = 0
+        done = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak_tree_kb
+            while not done.wait(_SAMPLE_SECONDS):
+                tree_kb = sum(_proportional_kb(pid) for pid in _descendants(process.pid))
+                peak_tree_kb = max(peak_tree_kb, tree_kb)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        _, stderr = process.communicate()
         wall = time.perf_counter() - start
+        done.set()
+        sampler.join()
         if process.returncode != 0:
-            sys.exit(f"{command[0]} failed: {process.stderr.decode()[-2000:]}")
-        return wall, int(report.read()) / 1024
+            sys.exit(f"{command[0]} failed: {stderr.decode()[-2000:]}")
+        return wall, max(int(report.read()), peak_tree_kb) / 1024
 
 
 def io_floor(inputs: list[Path], output_bytes: int, scratch: Path, direct: bool = False) -> float:
