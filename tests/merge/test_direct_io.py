@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import itertools
 import os
 import time
 from pathlib import Path
@@ -278,14 +279,14 @@ def test_ranges_of_one_file_filled_apart_write_directly_only_whole_aligned_pages
     path = tmp_path / "shard.bin"
     with open(path, "wb") as file:
         file.truncate(len(expected))
-    for start, stop in reversed(list(zip(bounds, bounds[1:]))):
+    for start, stop in reversed(list(itertools.pairwise(bounds))):
         with shard_writer.ShardFile(path, start) as file:
             file.write(expected[start : start + 3])
             file.write(expected[start + 3 : stop])
     assert path.read_bytes() == expected.numpy().tobytes()
     assert direct_writes and all(
         offset % direct_io.DIRECT_ALIGNMENT == 0 and any(a <= offset and offset + n <= b for a, b in
-                                                         zip(bounds, bounds[1:]))
+                                                         itertools.pairwise(bounds))
         for offset, n in direct_writes
     )  # fmt: skip
 
