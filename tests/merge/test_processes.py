@@ -48,20 +48,29 @@ def _written(out) -> dict[str, torch.Tensor]:
     return {name: tensor for shard in out.glob("*.safetensors") for name, tensor in load_file(shard).items()}
 
 
-@pytest.mark.parametrize("method", ["ties", "task_arithmetic"])
+@pytest.mark.parametrize(
+    ("method", "large_first"), [("ties", False), ("task_arithmetic", False), ("ties", True)]
+)
 @pytest.mark.parametrize("shard_size", ["30KB", "5GB"])
 def test_a_merge_in_processes_writes_what_the_merge_in_memory_computes(
-    make_family, tmp_path, in_processes, method, shard_size
+    make_family, tmp_path, in_processes, method, shard_size, large_first, monkeypatch
 ):
-    """Whole tensors (TIES) and blocks of rows (task arithmetic), parts within and across shards."""
+    """Whole tensors (TIES) and blocks of rows (task arithmetic), parts within and across shards,
+    and (`large_first`, TIES) the larger tensors in the first process, away from their neighbours."""
     family = make_family(dtype=torch.bfloat16, layers=4)
     recipe = recipe_from_dict({
         "merge_method": method, "base_model": str(family.base),
         "models": [{"model": str(m), "parameters": {"weight": 0.6}} for m in (family.ft_a, family.ft_b)],
         "parameters": {"density": 0.5} if method == "ties" else {},
     })  # fmt: skip
+    if large_first:
+        plan = plan_merge(recipe)
+        sizes = sorted({execute._whole_tensor_bytes(plan, index) for index in range(len(plan.jobs))})
+        monkeypatch.setattr(execute, "PREFETCH_BYTES", _PROCESSES * sizes[-2] - 1)  # the two largest
+        first = execute._parts(plan, _PROCESSES)[0]
+        assert first != list(range(first[0], first[-1] + 1))
     out = merge_to_dir(recipe, tmp_path / "merged", shard_size=shard_size)
-    assert in_processes == [_PROCESSES - 1]
+    assert in_processes == [len(execute._parts(plan_merge(recipe), _PROCESSES)) - 1] != [0]
     written, expected = _written(out), build_state_dict(recipe, device="cpu")
     assert written.keys() == expected.keys()
     assert all(torch.equal(written[name], expected[name]) for name in expected)
@@ -98,10 +107,17 @@ def test_small_merges_run_in_one_process(family, tmp_path, forked_tasks):
     assert forked_tasks == [0]
 
 
-def test_parts_are_consecutive_jobs_about_equal_in_bytes_read(family, monkeypatch):
+def _plan(family, method: str):
+    return plan_merge(recipe_from_dict({
+        "merge_method": method, "base_model": str(family.base),
+        "models": [{"model": str(m), "parameters": {"weight": 0.5}} for m in (family.ft_a, family.ft_b)],
+        "parameters": {"density": 0.5} if method == "ties" else {},
+    }))  # fmt: skip
+
+
+def test_parts_are_runs_of_consecutive_jobs_about_equal_in_bytes_read(family, monkeypatch):
     monkeypatch.setattr(execute, "PARALLEL_PROCESSES_MIN_BYTES", 0)
-    plan = plan_merge(recipe_from_dict({"merge_method": "linear", "models": [
-        {"model": str(m), "parameters": {"weight": 0.5}} for m in (family.ft_a, family.ft_b)]}))  # fmt: skip
+    plan = _plan(family, "task_arithmetic")  # every tensor in blocks of rows: none is large
     read = [blocks.block_bytes(job.locations, None) for job in plan.jobs]
     for count in (2, 3):
         parts = execute._parts(plan, count)
@@ -110,7 +126,22 @@ def test_parts_are_consecutive_jobs_about_equal_in_bytes_read(family, monkeypatc
         shares = [sum(read[index] for index in part) for part in parts]
         assert all(abs(share - sum(read) / count) <= max(read) for share in shares)
     monkeypatch.setattr(execute, "PARALLEL_PROCESSES_MIN_BYTES", sum(read) + 1)
-    assert execute._parts(plan, 2) == [range(len(plan.jobs))]
+    assert execute._parts(plan, 2) == [list(range(len(plan.jobs)))]
+
+
+def test_whole_tensors_larger_than_a_share_of_the_prefetch_budget_go_to_the_first_process(
+    family, monkeypatch
+):
+    """One process merges them one at a time: two processes would hold two at once."""
+    monkeypatch.setattr(execute, "PARALLEL_PROCESSES_MIN_BYTES", 0)
+    plan = _plan(family, "ties")  # whole tensors
+    largest = max(execute._whole_tensor_bytes(plan, index) for index in range(len(plan.jobs)))
+    monkeypatch.setattr(execute, "PREFETCH_BYTES", 2 * largest - 1)  # a share of 2: only the largest
+    large = [index for index in range(len(plan.jobs)) if execute._whole_tensor_bytes(plan, index) == largest]
+    first, second = execute._parts(plan, 2)
+    assert set(large) <= set(first) and not set(large) & set(second)
+    assert sorted(first + second) == list(range(len(plan.jobs))) and first == sorted(first)
+    assert second == list(range(second[0], second[-1] + 1))
 
 
 # The process runner on its own.

@@ -84,27 +84,39 @@ class _Piece:
         return torch.float32 if device.type == "cpu" and self.rows is None and merged_in_float32 else None
 
 
-def _pieces(plan: MergePlan, jobs: range | None = None) -> Iterator[_Piece]:
+def _pieces(plan: MergePlan, jobs: list[int] | None = None) -> Iterator[_Piece]:
     """The pieces of the plan's jobs (of those at these positions)."""
-    for job in plan.jobs[jobs.start : jobs.stop] if jobs else plan.jobs:
+    for job in plan.jobs if jobs is None else [plan.jobs[index] for index in jobs]:
         for rows in row_blocks(job.output.shape, splits(plan.method, job)):
             yield _Piece(job, rows)
 
 
-def _parts(plan: MergePlan, workers: int) -> list[range]:
-    """Runs of consecutive jobs, one per process, about equal in the bytes they read: one per worker
-    for a merge reading PARALLEL_PROCESSES_MIN_BYTES or more, else one."""
-    cumulative = list(itertools.accumulate(max(1, block_bytes(job.locations, None)) for job in plan.jobs))
-    if not cumulative or cumulative[-1] < PARALLEL_PROCESSES_MIN_BYTES:
-        return [range(len(cumulative))]
-    cuts = set()
-    for k in range(1, workers):
-        ideal = cumulative[-1] * k / workers
-        after = bisect.bisect_left(cumulative, ideal)  # the job in which the ideal cut falls
-        before_bytes = cumulative[after - 1] if after else 0
-        cuts.add(after if ideal - before_bytes < cumulative[after] - ideal else after + 1)
-    bounds = [0, *sorted(cut for cut in cuts if 0 < cut < len(cumulative)), len(cumulative)]
-    return [range(start, stop) for start, stop in itertools.pairwise(bounds)]
+def _parts(plan: MergePlan, workers: int) -> list[list[int]]:
+    """The jobs (their positions) of each process merging at once: for a merge reading
+    PARALLEL_PROCESSES_MIN_BYTES or more, one process per worker, else one. Whole tensors larger
+    than a process's share of the prefetch budget all go to the first: a process merges one such
+    tensor at a time, which bounds the peak memory as in one process; the other jobs are split in
+    runs of consecutive jobs, so that each process reads about the same number of bytes."""
+    read = [max(1, block_bytes(job.locations, None)) for job in plan.jobs]
+    if sum(read) < PARALLEL_PROCESSES_MIN_BYTES:
+        return [list(range(len(plan.jobs)))]
+    share = PREFETCH_BYTES // workers
+    large = {index for index in range(len(plan.jobs)) if _whole_tensor_bytes(plan, index) > share}
+    others = [index for index in range(len(plan.jobs)) if index not in large]
+    # bytes read by the first process through each of the other jobs, taken in order
+    cumulative = list(itertools.accumulate((read[index] for index in others),
+                                           initial=sum(read[index] for index in large)))  # fmt: skip
+    cuts = [bisect.bisect_left(cumulative, sum(read) * k / workers) for k in range(1, workers)]
+    bounds = [0, *cuts, len(others)]
+    parts = [others[start:stop] for start, stop in itertools.pairwise(bounds)]
+    parts[0] = sorted([*large, *parts[0]])
+    return [part for part in parts if part]
+
+
+def _whole_tensor_bytes(plan: MergePlan, index: int) -> int:
+    """The memory merging a job's tensor takes if it is merged whole, else 0."""
+    job = plan.jobs[index]
+    return 0 if splits(plan.method, job) else _Piece(job, None).memory_bytes()
 
 
 def _release_before_large(piece: _Piece) -> None:
@@ -214,7 +226,7 @@ def merge_to_dir(
         shards = plan_shards((job.output for job in plan.jobs), max_shard_bytes)
         create_shard_files(staging, shards)
 
-        def fill(jobs: range, on_tensor: Callable[[], None]) -> None:
+        def fill(jobs: list[int], on_tensor: Callable[[], None]) -> None:
             """Merge these jobs and write their tensors: one process's part of the output."""
             threads = max(1, workers // len(parts))
             results = _results(plan, device, _pieces(plan, jobs), threads, len(parts), on_tensor)

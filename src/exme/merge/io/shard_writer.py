@@ -195,7 +195,7 @@ def fill_shards(
     directory: Path,
     shards: list[list[TensorSpec]],
     blocks: Iterator[tuple[str, torch.Tensor]],
-    tensors: range | None = None,
+    tensors: list[int] | None = None,
 ) -> None:
     """Write the bytes of the tensors at these positions in shard order (all by default), arriving
     as (name, block of rows) in that order, into the files create_shard_files made."""
@@ -203,8 +203,8 @@ def fill_shards(
     file: ShardFile | None = None
     next_byte = None  # (file name, offset) the open file writes next
     try:
-        for file_name, offset, spec in places[tensors.start : tensors.stop] if tensors else places:
-            if (file_name, offset) != next_byte:  # the next shard file
+        for file_name, offset, spec in places if tensors is None else [places[i] for i in tensors]:
+            if (file_name, offset) != next_byte:  # another file, or a gap another process fills
                 if file is not None:
                     file.close()
                 file = None
