@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -202,3 +204,29 @@ def test_a_task_killed_from_outside_is_an_error():
 
     with pytest.raises(ExmeError, match="ended with status"), forked([killed], lambda steps: None):
         pass
+
+
+def test_tasks_end_when_the_parent_is_killed_outright(tmp_path):
+    pid_file = tmp_path / "pid"
+
+    def slow(step) -> None:
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(30)
+
+    parent = os.fork()
+    if parent == 0:  # a merge's process, killed below while its task runs
+        try:
+            with forked([slow], lambda steps: None):
+                time.sleep(30)
+        finally:
+            os._exit(0)
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(parent, signal.SIGKILL)
+    os.waitpid(parent, 0)
+    task = Path(f"/proc/{pid_file.read_text()}/stat")
+    while task.exists() and task.read_text().split(") ")[1][0] != "Z":  # gone, or dead and unreaped
+        assert time.monotonic() < deadline
+        time.sleep(0.01)

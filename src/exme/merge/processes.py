@@ -12,6 +12,7 @@ would pickle every task and result, and a pool of forked workers outlives the me
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from exme.errors import ExmeError
 Task = Callable[[Callable[[], None]], None]  # runs one part, calling its argument after each step
 
 _STEP = b"."
+_PR_SET_PDEATHSIG = 1
 _FAILED = b"!"
 
 
@@ -39,10 +41,12 @@ class ForkedTasks:
 
     def _start(self, task: Task) -> None:
         read_end, write_end = os.pipe()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the child: never returns into the parent's code (its cleanups are not ours)
             status = 1
             try:
+                _end_with(parent)
                 os.close(read_end)
                 task(lambda: os.write(write_end, _STEP))
                 status = 0
@@ -103,6 +107,15 @@ class ForkedTasks:
             os.waitpid(pid, 0)
             os.close(read_end)
         self._children = []
+
+
+def _end_with(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux's prctl), so that a merge
+    killed outright leaves no process running on."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the request
+        os._exit(1)
 
 
 @contextlib.contextmanager
