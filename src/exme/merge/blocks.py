@@ -36,7 +36,8 @@ from exme.merge.plan import MergePlan, NestedTensor, TensorJob, TensorSource
 BLOCK_ELEMENTS = 4 * 2**20
 _PREFETCH_DEPTH = 2  # blocks read ahead: enough to keep the disk busy, few enough to stay small
 # Whole tensors (non-elementwise methods, vocabularies) can be far larger than a block: the blocks
-# read ahead and those being merged may hold this many bytes together (one block at least).
+# read ahead and those being merged may hold this many bytes together (one block at least), shared
+# among the processes of a merge.
 PREFETCH_BYTES = 384 * 2**20
 # Reads in flight at once: a disk serves several requests faster than one stream (see
 # benchmarks/RESULTS.md). Threads start on demand, one per stored tensor a block reads, up to this.

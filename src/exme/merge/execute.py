@@ -2,7 +2,9 @@
 
 Memory stays at a few blocks of tensors whatever the model size: elementwise methods work on
 blocks of rows of large tensors (see blocks.py, which also prefetches the next blocks' inputs, in
-a bounded number of bytes), and results are appended straight into the output shard files.
+a bounded number of bytes), and results are written straight into the output shard files. A large
+merge on the CPU runs in forked processes, each merging and writing its part of the tensors (see
+processes.py).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from exme.sizes import parse_size
 DEFAULT_SHARD_SIZE = 5 * 10**9
 _LARGE_TENSOR_BYTES = 64 * 2**20  # a whole tensor this large first releases freed memory
 # Merges reading fewer bytes run in one process, its workers threads: another process holds its own
-# blocks and heap, much next to a small merge's memory, for a gain of a few seconds at most.
+# blocks and heap, much next to a small merge's memory, for little time saved on a merge that short.
 PARALLEL_PROCESSES_MIN_BYTES = 2**30
 # Blocks handed to the workers beyond one each: a worker that finishes before the oldest merge (whose
 # result is written first) starts on the next block at once.
