@@ -22,8 +22,8 @@ from exme.errors import ExmeError
 Task = Callable[[Callable[[], None]], None]  # runs one part, calling its argument after each step
 
 _STEP = b"."
-_PR_SET_PDEATHSIG = 1
 _FAILED = b"!"
+_PR_SET_PDEATHSIG = 1
 
 
 class ForkedTasks:
@@ -57,7 +57,6 @@ class ForkedTasks:
             finally:
                 os._exit(status)
         os.close(write_end)
-        os.set_blocking(read_end, False)
         self._children.append((pid, read_end))
         self._received[read_end] = b""
 
