@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -68,6 +69,24 @@ def test_merge_help_lists_methods(capsys):
 def test_cli_error_is_one_line_with_exit_code_2(tmp_path, capsys):
     assert main(["merge", str(tmp_path / "nope.yml"), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: cannot read recipe")
+
+
+def test_the_exme_command_ends_without_teardown_yet_flushes_and_keeps_its_exit_code(tmp_path):
+    """The command is run(): its buffered output reaches a pipe and its status is main()'s,
+    although the process ends by os._exit."""
+    (command,) = importlib.metadata.entry_points(group="console_scripts", name="exme")
+    assert command.value == "exme.merge.cli:run"
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+
+    def exme(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "exme.merge.cli", *arguments],
+                              capture_output=True, text=True, env=buffered)  # fmt: skip
+
+    listed = exme("methods")
+    assert listed.returncode == 0 and "task_arithmetic" in listed.stdout
+    failed = exme("merge", str(tmp_path / "nope.yml"), str(tmp_path / "out"))
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("error: cannot read recipe") and "nope.yml" in failed.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
