@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from exme import __version__
 from exme.errors import ExmeError
+from exme.process_exit import exit_without_teardown
 
 # Bytes of input weights the kernel is asked to read ahead while Python imports torch: enough to
 # cover the import on a small merge, little enough not to churn the page cache on a huge one.
@@ -249,14 +250,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run() -> NoReturn:
-    """The `exme` command: main(), then an exit without the interpreter's teardown, which with
-    torch loaded takes a noticeable share of a small merge's time (its libraries' destructors) and
-    does nothing a finished command needs: its files are closed by then. An exception still ends
-    the process the usual way."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    """The `exme` command: main(), then an exit without the interpreter's teardown (see
+    exit_without_teardown). An exception still ends the process the usual way."""
+    exit_without_teardown(main())
 
 
 if __name__ == "__main__":
