@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from exme.merge.cli import main
+from tests.test_process_exit import BUFFERED
 from tests.tiny_models import load_folder, write_yaml
 
 
@@ -76,11 +77,10 @@ def test_the_exme_command_ends_without_teardown_yet_flushes_and_keeps_its_exit_c
     although the process ends by os._exit."""
     (command,) = importlib.metadata.entry_points(group="console_scripts", name="exme")
     assert command.value == "exme.merge.cli:run"
-    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
 
     def exme(*arguments: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "exme.merge.cli", *arguments],
-                              capture_output=True, text=True, env=buffered)  # fmt: skip
+                              capture_output=True, text=True, env=BUFFERED)  # fmt: skip
 
     listed = exme("methods")
     assert listed.returncode == 0 and "task_arithmetic" in listed.stdout
