@@ -5,7 +5,8 @@ to disk, never instantiated), then for each merge alternates the two tools N tim
 median wall time, median peak memory (the tool's peak RSS or, where larger, the peak of the
 proportional set sizes summed over its processes) and the engine's time over an I/O floor
 (reading every byte of the input models' files and writing the output's byte count once), both
-through the page cache and with O_DIRECT reads (as the engine reads large tensors). The
+through the page cache and with O_DIRECT reads (as the engine reads large tensors), and the
+start-up any torch program pays before its first read (the interpreter and `import torch`). The
 models' files are evicted from the page cache before every run, so each run reads its inputs from
 disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), dare_ties at
 density 0.5 (a seeded random drop, then TIES's sign election), dare_linear (the drop alone),
@@ -265,7 +266,8 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
             "mergekit": [str(bin_dir / "mergekit-yaml"), str(recipe_file), str(out),
                          "--no-copy-tokenizer"],
         }  # fmt: skip
-        times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": [], "direct floor": []}
+        times: dict[str, list[float]] = {"exme": [], "mergekit": [], "floor": [], "direct floor": [],
+                                         "start-up": []}  # fmt: skip
         rss: dict[str, list[float]] = {"exme": [], "mergekit": []}
         for run in range(runs):
             order = ["exme", "mergekit"] if run % 2 == 0 else ["mergekit", "exme"]
@@ -280,6 +282,7 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
                 evict_from_page_cache(models)
                 scratch = root / "floor.bin"
                 times[floor].append(io_floor(inputs_of(recipe, models), output_bytes, scratch, direct))
+            times["start-up"].append(run_measured([sys.executable, "-c", "import torch"])[0])
             print(f"  {method} {size_gb} GB run {run + 1}: " + ", ".join(
                 f"{k} {v[-1]:.1f}s" for k, v in times.items()) + ", peak RSS " + ", ".join(
                 f"{k} {v[-1]:.0f} MB" for k, v in rss.items()), flush=True)  # fmt: skip
@@ -291,6 +294,7 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
             "mergekit_s": median(times["mergekit"]),
             "floor_s": median(times["floor"]),
             "direct_floor_s": median(times["direct floor"]),
+            "startup_s": median(times["start-up"]),
             "exme_mb": median(rss["exme"]),
             "mergekit_mb": median(rss["mergekit"]),
         })  # fmt: skip
@@ -301,15 +305,17 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
 def table(rows: list[dict[str, float]]) -> str:
     lines = [
         "| merge | model size | exme time | mergekit time | time ratio | I/O floor | exme / floor "
-        "| direct floor | exme / direct floor | exme peak RSS | mergekit peak RSS | RSS ratio |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| direct floor | exme / direct floor | start-up | (exme − start-up) / floor | exme peak RSS "
+        "| mergekit peak RSS | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['model_gb']:.2f} GB | {r['exme_s']:.1f} s | {r['mergekit_s']:.1f} s "
             f"| {r['exme_s'] / r['mergekit_s']:.2f} | {r['floor_s']:.1f} s "
             f"| {r['exme_s'] / r['floor_s']:.2f} | {r['direct_floor_s']:.1f} s "
-            f"| {r['exme_s'] / r['direct_floor_s']:.2f} | {r['exme_mb']:.0f} MB "
+            f"| {r['exme_s'] / r['direct_floor_s']:.2f} | {r['startup_s']:.1f} s "
+            f"| {(r['exme_s'] - r['startup_s']) / r['floor_s']:.2f} | {r['exme_mb']:.0f} MB "
             f"| {r['mergekit_mb']:.0f} MB | {r['exme_mb'] / r['mergekit_mb']:.2f} |"
         )
     return "\n".join(lines)
