@@ -100,6 +100,14 @@ def _recipe(method: str, family) -> dict:
                                     "parameters": {"filter_wise": True}},
         "sce": {"merge_method": "sce", **base_only},
         "sce-top-half": {"merge_method": "sce", **base_only, "parameters": {"select_topk": 0.5}},
+        # epsilon about the median |task vector| entry: entries moved by neither, one or both models
+        "ram": {"merge_method": "ram", **base_only, "parameters": {"epsilon": 0.008}},
+        "ram-default": {"merge_method": "ram", **base_only},
+        "ramplus_tl": {"merge_method": "ramplus_tl", **base_only,
+                       "parameters": {"epsilon": 0.008, "r": 0.5, "alpha": 0.3}},
+        "ramplus_tl-default": {"merge_method": "ramplus_tl", **base_only},
+        "arcee_fusion": {"merge_method": "arcee_fusion", "base_model": str(family.base),
+                         "models": [{"model": str(family.ft_a)}]},
         "nearswap": {"merge_method": "nearswap", "base_model": str(family.base),
                      "models": [{"model": str(family.ft_a)}], "parameters": {"t": 0.005}},
         "passthrough": {"merge_method": "passthrough",
@@ -161,6 +169,7 @@ METHODS = [
     "dare_linear", "dare_ties", "della", "della_linear", "breadcrumbs", "breadcrumbs_ties", "gradients",
     "slerp", "nuslerp", "nuslerp-base-row-wise", "nuslerp-columns", "multislerp", "multislerp-base",
     "karcher", "model_stock", "model_stock-filter-wise", "sce", "sce-top-half", "nearswap", "passthrough",
+    "ram", "ram-default", "ramplus_tl", "ramplus_tl-default", "arcee_fusion",
 ]  # fmt: skip
 
 

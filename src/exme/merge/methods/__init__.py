@@ -1,6 +1,7 @@
 """Merge methods, one file each; importing this package registers them all (see registry.py)."""
 
 from exme.merge.methods import (  # noqa: F401
+    arcee_fusion,
     breadcrumbs,
     dare,
     della,
@@ -13,6 +14,7 @@ from exme.merge.methods import (  # noqa: F401
     nearswap,
     nuslerp,
     passthrough,
+    ram,
     sce,
     slerp,
     task_arithmetic,
