@@ -45,13 +45,26 @@ def models_here(tmp_path, four_layer_models, vocabulary_models, monkeypatch) -> 
 
 
 def _run_mergekit(example: Path, out: Path) -> dict[str, torch.Tensor]:
+    """mergekit-yaml's result, or for a multi-document recipe mergekit-multi's final merge (the
+    unnamed one, else the last)."""
     import yaml
     from mergekit.config import MergeConfiguration
     from mergekit.merge import MergeOptions, run_merge
 
-    config = MergeConfiguration.model_validate(yaml.safe_load(example.read_text()))
-    run_merge(config, str(out), options=MergeOptions(write_model_card=False, quiet=True))
-    return load_folder(out)
+    documents = list(yaml.safe_load_all(example.read_text()))
+    if len(documents) == 1:
+        config = MergeConfiguration.model_validate(documents[0])
+        run_merge(config, str(out), options=MergeOptions(write_model_card=False, quiet=True))
+        return load_folder(out)
+    from click.testing import CliRunner
+    from mergekit.scripts.multimerge import main as mergekit_multi
+
+    intermediates = out.parent / "mergekit_intermediates"
+    arguments = [str(example), "--intermediate-dir", str(intermediates), "--out-path", str(out), "--quiet"]
+    result = CliRunner().invoke(mergekit_multi, arguments, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    unnamed = any(document.get("name") is None for document in documents)
+    return load_folder(out if unnamed else intermediates / documents[-1]["name"])
 
 
 def _rows_by_token(folder: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

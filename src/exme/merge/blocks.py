@@ -20,7 +20,6 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TypeVar
 
 import torch
@@ -226,7 +225,8 @@ class Block:
         """A stored tensor on the CPU as read (in its stored dtype, or widened: BlockReader.read), a
         nested one on `device` in its output dtype."""
         if source not in self._values:
-            self._values[source] = merge_block(source.model.plan, source.job, self, device, source.model.path)
+            nested = source.model
+            self._values[source] = merge_block(nested.plan, source.job, self, device, nested.origin)
         self._uses[source] -= 1
         return self._values[source].clone() if self._uses[source] else self._values.pop(source)
 
@@ -283,10 +283,10 @@ def _all_finite(result: torch.Tensor, output: torch.Tensor) -> bool:
 
 
 def merge_block(
-    plan: MergePlan, job: TensorJob, block: Block, device: torch.device, recipe_file: Path | None = None
+    plan: MergePlan, job: TensorJob, block: Block, device: torch.device, nested: str | None = None
 ) -> torch.Tensor:
-    """A block of a job's output tensor, on `device` in the output dtype; `recipe_file` names the
-    nested recipe the job belongs to, in errors."""
+    """A block of a job's output tensor, on `device` in the output dtype; `nested` names the nested
+    merge the job belongs to (a NestedModel's origin), in errors."""
     compute_dtype = torch.float64 if plan.input_dtype == torch.float64 else torch.float32
 
     def prepared(tensor: torch.Tensor) -> torch.Tensor:
@@ -300,7 +300,7 @@ def merge_block(
     if plan.method.is_copy(job.parameters) and plan.input_dtype is None and job.vocabulary is None:
         copied = block.take(job.locations[0], device).to(device=device, dtype=job.output.dtype)
         if not _all_finite(copied, copied):
-            raise ExmeError(_non_finite_message(plan, job, block.rows, recipe_file))
+            raise ExmeError(_non_finite_message(plan, job, block.rows, nested))
         return copied
     tensors = [prepared(block.take(source, device)) for source in job.locations]
     if job.vocabulary:
@@ -315,7 +315,7 @@ def merge_block(
     del tensors, inputs
     output = result.to(job.output.dtype)
     if not _all_finite(result, output):
-        raise ExmeError(_non_finite_message(plan, job, block.rows, recipe_file))
+        raise ExmeError(_non_finite_message(plan, job, block.rows, nested))
     return output
 
 
@@ -343,7 +343,7 @@ def _model_name(plan: MergePlan, location: TensorLocation) -> str:
     )
 
 
-def _non_finite_message(plan: MergePlan, job: TensorJob, rows: range | None, recipe_file: Path | None) -> str:
+def _non_finite_message(plan: MergePlan, job: TensorJob, rows: range | None, nested: str | None) -> str:
     """Names the stored inputs holding NaN/Inf (a nested input was checked when it was computed)."""
     reader = TensorReader()  # inputs afresh: the method may have overwritten them
     culprits = [
@@ -352,6 +352,6 @@ def _non_finite_message(plan: MergePlan, job: TensorJob, rows: range | None, rec
         if isinstance(source, TensorLocation) and not bool(torch.isfinite(reader.read(source, rows)).all())
     ]
     reader.close()
-    of_recipe = f" of recipe {recipe_file}" if recipe_file else ""
+    of_recipe = f" of {nested}" if nested else ""
     cause = f"; non-finite input in {', '.join(culprits)}" if culprits else ""
     return f"result tensor {job.output.name!r}{of_recipe} has NaN or Inf values{cause}"

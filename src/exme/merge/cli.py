@@ -63,11 +63,13 @@ def _start_reading_inputs(config: str) -> None:
     import yaml
 
     try:
-        recipe = yaml.safe_load(Path(config).read_text())
-        sources = [source for piece in recipe.get("slices") or [] for source in piece.get("sources", [])]
-        entries = [*(recipe.get("models") or []), *sources]
-        folders = [recipe.get("base_model"), *(entry.get("model") for entry in entries)]
-        files = [file for folder in filter(None, folders) for file in Path(folder).glob("*.safetensors")]
+        folders = []
+        for recipe in yaml.safe_load_all(Path(config).read_text()):  # a multi-document one's merges too
+            sources = [source for piece in recipe.get("slices") or [] for source in piece.get("sources", [])]
+            entries = [*(recipe.get("models") or []), *sources]
+            folders += [recipe.get("base_model"), *(entry.get("model") for entry in entries)]
+        folders = list(dict.fromkeys(filter(None, folders)))
+        files = [file for folder in folders for file in Path(folder).glob("*.safetensors")]
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
         return
     if files:
@@ -167,7 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
         "The recipe uses mergekit's YAML format (merge_method, base_model, models or\n"
         "slices, parameters, dtype, out_dtype, tokenizer_source or tokenizer,\n"
         "chat_template) plus an optional random_seed that seeds the random drop masks\n"
-        "of DARE and DELLA (default 0). mergekit-yaml's options are accepted too.",
+        "of DARE and DELLA (default 0). A recipe of several YAML documents is\n"
+        "mergekit-multi's: named merges that later ones use as models, computed as\n"
+        "they are read; only the final merge is written. mergekit-yaml's options are\n"
+        "accepted too.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     merge.add_argument("config", metavar="CONFIG.yml", help="the merge recipe")

@@ -133,10 +133,11 @@ class NestedTensor:
 
 @dataclass(frozen=True, eq=False)
 class NestedModel:
-    """A recipe file in place of a model folder: the config, tensors and tokenizer of the folder its
-    merge would write. `name` is the recipe file as the outer recipe names it."""
+    """A recipe file or a multi-document recipe's named merge in place of a model folder: the config,
+    tensors and tokenizer of the folder its merge would write. `origin` says which (`recipe FILE`,
+    `merge 'NAME'`), `name` is how the outer recipe names it."""
 
-    path: Path
+    origin: str
     name: str
     plan: MergePlan
     adapter: None = None  # no LoRA adapter: a folder's only
@@ -166,48 +167,57 @@ def names_recipe(model: str | Path) -> bool:
 
 
 class ModelOpener:
-    """Opens the models recipes name, folders, Hub ids or recipe files, each once: a recipe named in
-    several places of a recipe tree becomes one NestedModel, and a recipe that names itself is an
-    error. Nested recipes are planned with the same `allow_crimes`."""
+    """Opens the models recipes name, folders, Hub ids, recipe files or a multi-document recipe's
+    named merges, each once: a recipe named in several places of a recipe tree becomes one
+    NestedModel, and a recipe that names itself is an error. Nested recipes are planned with the
+    same `allow_crimes`."""
 
     def __init__(self, allow_crimes: bool = False) -> None:
         self.allow_crimes = allow_crimes
-        self._opened: dict[Path | str, ModelSource] = {}
-        self._planning: list[Path] = []  # the recipe files being planned, outermost first
+        self._opened: dict[Any, ModelSource] = {}
+        self._planning: dict[Any, str] = {}  # the nested recipes being planned (key: name), outermost first
 
-    def open(self, model: str) -> ModelSource:
-        if not names_recipe(model):
+    def open(self, model: str, stages: Mapping[str, Recipe] | None = None) -> ModelSource:
+        """The model a recipe names; `stages` are the named merges that recipe may name."""
+        if stages and model in stages:
+            key, origin = ("merge", model), f"merge {model!r}"
+        elif names_recipe(model):
+            key, origin = Path(model).resolve(), f"recipe {model}"
+        else:
             if model not in self._opened:
                 self._opened[model] = open_model(model)
             return self._opened[model]
-        path = Path(model)
-        key = path.resolve()
         if key in self._planning:
-            cycle = [*self._planning[self._planning.index(key) :], key]
-            raise ExmeError(f"recipe {path} includes itself: {' -> '.join(map(str, cycle))}")
+            planning = list(self._planning)
+            cycle = [self._planning[planned] for planned in planning[planning.index(key) :]]
+            raise ExmeError(f"{origin} includes itself: {' -> '.join([*cycle, model])}")
         if key not in self._opened:
-            self._opened[key] = self._nested(model, path, key)
+            recipe = stages[model] if stages and model in stages else self._recipe_file(Path(model))
+            self._opened[key] = self._nested(model, key, origin, recipe)
         return self._opened[key]
 
-    def _nested(self, model: str, path: Path, key: Path) -> NestedModel:
+    @staticmethod
+    def _recipe_file(path: Path) -> Recipe:
         if not path.is_file():
             raise ExmeError(f"recipe file {path} does not exist")
         try:
-            recipe = load_recipe(path)
+            return load_recipe(path)
         except ExmeError as error:
             raise ExmeError(f"recipe {path}: {error}") from None
-        self._planning.append(key)
+
+    def _nested(self, model: str, key: Any, origin: str, recipe: Recipe) -> NestedModel:
+        self._planning[key] = model
         try:
             plan = _plan(recipe, self)
         finally:
-            self._planning.pop()
+            del self._planning[key]
         if plan.vocabulary is not None:
             raise ExmeError(
-                f"recipe {path} re-indexes the vocabulary (tokenizer union, tokens or "
-                "pad_to_multiple_of), which a nested recipe cannot do: its tokenizer exists only once "
-                "written; merge it into a folder first and name that folder"
+                f"{origin} re-indexes the vocabulary (tokenizer union, tokens or pad_to_multiple_of), "
+                "which a nested merge cannot do: its tokenizer exists only once written; merge it into "
+                "a folder first and name that folder"
             )
-        return NestedModel(path, model, plan)
+        return NestedModel(origin, model, plan)
 
 
 def layer_count(folder: ModelSource) -> int | None:
@@ -314,7 +324,7 @@ class _Planner:
     def __init__(self, recipe: Recipe, opener: ModelOpener):
         self.recipe = recipe
         self.method = recipe.method
-        self.folders = {name: opener.open(name) for name in recipe.referenced_models}
+        self.folders = {name: opener.open(name, recipe.stages) for name in recipe.referenced_models}
         self.config_source = self.folders[recipe.config_model]
         settings = recipe.tokenizer_settings
         self.vocabulary = None
@@ -322,7 +332,7 @@ class _Planner:
         if settings is not None:
             source = None
             if settings.source not in ("base", "union"):
-                source = self.folders.get(settings.source) or opener.open(settings.source)
+                source = self.folders.get(settings.source) or opener.open(settings.source, recipe.stages)
                 self.tokenizer_folder = source.tokenizer_folder
             self.vocabulary = output_vocabulary(
                 settings, self.config_source, list(self.folders.values()), source

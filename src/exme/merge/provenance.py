@@ -3,9 +3,9 @@ rerun) and the model card, whose `base_model` and `base_model_relation: merge` t
 
 EXPO and ExMe recipes are written to mergekit_config.yml in their task_arithmetic form (or linear,
 when ExMe's weights neither sum to 1 nor are normalized), which exists when their parameters are
-plain numbers; exme's own keys (random_seed, metadata) are left out. A recipe naming other recipe
-files (nested recipes, exme's) has no mergekit form; its card's base_model lists the Hub models of
-the whole recipe tree.
+plain numbers; exme's own keys (random_seed, metadata) are left out. A multi-document recipe is
+written as mergekit-multi's documents. A recipe naming other recipe files (nested recipes, exme's)
+has no mergekit form; its card's base_model lists the Hub models of the whole recipe tree.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from exme.merge.plan import ModelSource, NestedModel, names_recipe
 from exme.merge.recipe import Recipe
 
 MERGEKIT_CONFIG_FILE = "mergekit_config.yml"
-_EXME_ONLY_KEYS = ("random_seed", "metadata")
+_EXME_ONLY_KEYS = ("random_seed", "metadata", "name")  # a name: mergekit-multi's, given back above
 _EXME_METHODS = ("extrapolate", "exme")
 _UNIT_SUM = 1e-9
 
@@ -60,21 +60,28 @@ def _as_task_arithmetic(recipe: Recipe) -> dict[str, Any] | None:
     return form
 
 
-def mergekit_form(recipe: Recipe) -> dict[str, Any] | None:
-    """The recipe as mergekit writes it, or None when mergekit has no equivalent."""
-    settings = recipe.tokenizer_settings
-    named = [*recipe.referenced_models, *([settings.source] if settings else [])]
-    if any(names_recipe(model) for model in named):
+def mergekit_documents(recipe: Recipe) -> list[dict[str, Any]] | None:
+    """The recipe as mergekit runs it: one document (mergekit-yaml's) or, with named merges, those
+    of mergekit-multi, the final one without its name so that mergekit-multi's --out-path receives
+    it; None when mergekit has no equivalent."""
+    forms = [*(_mergekit_form(stage, named=True) for stage in recipe.stages.values()),
+             _mergekit_form(recipe, named=False)]  # fmt: skip
+    return None if None in forms else forms
+
+
+def _mergekit_form(recipe: Recipe, named: bool) -> dict[str, Any] | None:
+    if any(names_recipe(model) for model in recipe.named_models):
         return None
     data = recipe.to_dict()
+    name = {"name": recipe.name} if named else {}
     if recipe.merge_method in _EXME_METHODS:
         form = _as_task_arithmetic(recipe)
         if form is None:
             return None
         kept = {key: data[key] for key in ("dtype", "out_dtype", "tokenizer_source", "tokenizer",
                                            "chat_template") if key in data}  # fmt: skip
-        return {**form, **kept}
-    return {key: value for key, value in data.items() if key not in _EXME_ONLY_KEYS}
+        return {**name, **form, **kept}
+    return {**name, **{key: value for key, value in data.items() if key not in _EXME_ONLY_KEYS}}
 
 
 def hub_ids(folders: Mapping[str, ModelSource]) -> list[str]:
@@ -100,7 +107,7 @@ def model_card(
     method_name: str,
     reference_url: str | None,
     inputs: Sequence[str],
-    mergekit_config: dict[str, Any] | None,
+    mergekit_config: list[dict[str, Any]] | None,
 ) -> Any:
     """A huggingface_hub ModelCard (imported here: it takes a noticeable time, see execute.py)."""
     from huggingface_hub import ModelCard, ModelCardData
@@ -113,11 +120,11 @@ def model_card(
         base_model_relation="merge" if bases else None,
     )
     link = f"[{method_name}]({reference_url})" if reference_url else method_name
-    rerun = (
-        [f"`{MERGEKIT_CONFIG_FILE}` reruns it with mergekit: `mergekit-yaml {MERGEKIT_CONFIG_FILE} OUT`.", ""]
-        if mergekit_config
-        else []
-    )
+    if mergekit_config and len(mergekit_config) > 1:
+        command = f"mergekit-multi {MERGEKIT_CONFIG_FILE} --intermediate-dir DIR --out-path OUT"
+    else:
+        command = f"mergekit-yaml {MERGEKIT_CONFIG_FILE} OUT"
+    rerun = [f"`{MERGEKIT_CONFIG_FILE}` reruns it with mergekit: `{command}`.", ""] if mergekit_config else []
     body = [
         f"# {title}",
         "",
@@ -129,7 +136,7 @@ def model_card(
         *rerun,
         "## Recipe",
         "```yaml",
-        yaml.safe_dump(recipe.to_dict(), sort_keys=False).rstrip(),
+        yaml.safe_dump_all(recipe.to_documents(), sort_keys=False).rstrip(),
         "```",
         "",
     ]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -33,12 +33,11 @@ from exme.merge.methods.registry import BasePolicy, MergeMethod, Parameter, Scop
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 _KEYS = {
     "merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
-    "tokenizer_source", "tokenizer", "chat_template", "random_seed", "metadata",
+    "tokenizer_source", "tokenizer", "chat_template", "random_seed", "metadata", "name",
 }  # fmt: skip
 _NOT_SUPPORTED = {
     "modules": "'modules' (separate merges per module of a multimodal model) is not supported; "
     "use 'models' or 'slices'",
-    "name": "'name' belongs to multi-stage recipes (mergekit-multi), which exme merge does not run",
 }
 _MODEL_KEYS = {"model", "parameters"}
 _SOURCE_KEYS = {"model", "layer_range", "parameters"}
@@ -128,6 +127,9 @@ class Recipe:
     chat_template: str | None = None
     random_seed: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None  # a merge's name in a multi-document recipe (mergekit-multi's)
+    # The other named merges of its multi-document recipe, which it (and they) may name as models.
+    stages: Mapping[str, Recipe] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def method(self) -> MergeMethod:
@@ -183,7 +185,18 @@ class Recipe:
             "metadata": dict(self.metadata) or None,
         }
         result.update({key: value for key, value in optional.items() if value is not None})
-        return result
+        return result if self.name is None else {"name": self.name, **result}
+
+    def to_documents(self) -> list[dict[str, Any]]:
+        """The recipe's YAML documents: its named merges, in the order they were given, then itself."""
+        return [*(stage.to_dict() for stage in self.stages.values()), self.to_dict()]
+
+    @property
+    def named_models(self) -> tuple[str, ...]:
+        """Every model the recipe names: those it merges and a tokenizer source."""
+        settings = self.tokenizer_settings
+        source = settings.source if settings and settings.source not in ("base", "union") else None
+        return tuple(dict.fromkeys([*self.referenced_models, *([source] if source else [])]))
 
 
 def _with_parameters(entry: dict[str, Any], parameters: Mapping[str, Any]) -> dict[str, Any]:
@@ -410,6 +423,9 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     metadata = data.get("metadata") or {}
     if not isinstance(metadata, Mapping):
         raise ExmeError(f"metadata must be a mapping, got {metadata!r}")
+    name = data.get("name")
+    if name is not None and (not isinstance(name, str) or not name):
+        raise ExmeError(f"a merge's name must be a non-empty string, got {name!r}")
     tokenizer_source, tokenizer = _tokenizer(data)
     recipe = Recipe(
         merge_method=method.name,
@@ -424,6 +440,7 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
         chat_template=check_chat_template(data.get("chat_template")),
         random_seed=seed,
         metadata=dict(metadata),
+        name=name,
     )
     _validate(recipe, method)
     return recipe
@@ -475,6 +492,8 @@ def _validate(recipe: Recipe, method: MergeMethod) -> None:
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """A recipe file: one merge, or (mergekit-multi's form) several YAML documents, each a merge with
+    a `name` by which later ones use its result as a model, and the final merge."""
     try:
         with open(path, encoding="utf-8") as file:
             documents = list(yaml.safe_load_all(file))
@@ -482,14 +501,55 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         raise ExmeError(f"cannot read recipe {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise ExmeError(f"recipe {path} is not valid YAML: {error}") from error
-    if len(documents) > 1:
+    if len(documents) <= 1:
+        return recipe_from_dict(documents[0] if documents else None)
+    recipes = []
+    for number, document in enumerate(documents, start=1):
+        try:
+            recipes.append(recipe_from_dict(document))
+        except ExmeError as error:
+            raise ExmeError(f"document {number} of recipe {path}: {error}") from None
+    return _final_merge(recipes, path)
+
+
+def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
+    """The merge a multi-document recipe writes, the others its stages: the one merge without a
+    name, else the one that no other names. Every other merge must be used by it, directly or not:
+    exme computes them as it reads them, and writes only the final merge."""
+    names = [recipe.name for recipe in recipes if recipe.name is not None]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ExmeError(f"recipe {path}: more than one merge is named {repeated[0]!r}")
+    if len(names) < len(recipes) - 1:
         raise ExmeError(
-            f"recipe {path} holds {len(documents)} YAML documents (a multi-stage mergekit-multi "
-            "recipe); exme merge runs one merge per recipe"
+            f"recipe {path} holds {len(recipes) - len(names)} merges without a name; only the final "
+            "merge may have none"
         )
-    return recipe_from_dict(documents[0] if documents else None)
+    uses = {recipe.name: [m for m in recipe.named_models if m in names] for recipe in recipes}
+    used = {name for named in uses.values() for name in named}
+    finals = [r for r in recipes if r.name is None] or [r for r in recipes if r.name not in used]
+    if len(finals) != 1:
+        unused = ", ".join(repr(recipe.name) for recipe in finals) or "none"
+        raise ExmeError(
+            f"recipe {path}: no one final merge (the merge without a name, or the one merge that "
+            f"no other uses; unused: {unused})"
+        )
+    final = finals[0]
+    reached, waiting = set(), [final.name]
+    while waiting:
+        for name in uses[waiting.pop()]:
+            if name not in reached:
+                reached.add(name)
+                waiting.append(name)
+    if unused := [name for name in names if name not in reached and name != final.name]:
+        raise ExmeError(
+            f"recipe {path}: the final merge does not use {', '.join(map(repr, unused))}; exme merge "
+            "writes only the final merge (run the others as recipes of their own)"
+        )
+    stages: dict[str, Recipe] = {}
+    stages.update((r.name, replace(r, stages=stages)) for r in recipes if r is not final and r.name)
+    return replace(final, stages=stages)
 
 
 def write_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
     """Write atomically: a reader never sees a half-written recipe."""
-    write_text(path, yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    write_text(path, yaml.safe_dump_all(recipe.to_documents(), sort_keys=False))

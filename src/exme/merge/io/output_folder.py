@@ -12,7 +12,7 @@ import yaml
 from exme.errors import ExmeError
 from exme.merge.chat_templates import resolve_chat_template
 from exme.merge.plan import MergePlan
-from exme.merge.provenance import MERGEKIT_CONFIG_FILE, mergekit_form, model_card
+from exme.merge.provenance import MERGEKIT_CONFIG_FILE, mergekit_documents, model_card
 from exme.merge.recipe import write_recipe
 from exme.merge.vocabulary import add_new_tokens
 
@@ -71,9 +71,9 @@ def write_metadata_files(plan: MergePlan, directory: Path, title: str, copy_toke
     if plan.recipe.chat_template:
         _write_chat_template(plan, directory)
     write_recipe(plan.recipe, directory / RECIPE_FILE)
-    mergekit_config = mergekit_form(plan.recipe)
+    mergekit_config = mergekit_documents(plan.recipe)
     if mergekit_config is not None:
-        text = yaml.safe_dump(mergekit_config, sort_keys=False)
+        text = yaml.safe_dump_all(mergekit_config, sort_keys=False)
         (directory / MERGEKIT_CONFIG_FILE).write_text(text, encoding="utf-8")
     card = model_card(
         plan.recipe,
