@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # GPU check of exme, about 5 minutes on one GPU; run from anywhere on a CUDA machine where the package
-# is installed (pip install -e . with a CUDA build of torch 2.13.0). Downloads nothing: it trains the
+# is installed (pip install -e ".[test]" with a CUDA build of torch 2.13.0). Downloads nothing: it trains the
 # embedded demo's tiny model. Sections:
 #   1. the CI-sized demo pipeline on CUDA, fine-tuning in bf16 (a config override of the CI config);
 #   2. the 2-GPU fine-tuning launch command, and where two GPUs exist, a DDP and an FSDP run of it;
-#   3. `exme merge --device cuda` against `--device cpu` on the run's ExMe recipe, tensor by tensor.
+#   3. `exme merge --device cuda` against `--device cpu` on the run's ExMe recipe, tensor by tensor;
+#   4. every merge method (the mergekit parity tests' recipes) on CUDA against the CPU.
 # Findings go to stdout and to $OUT/gpu_check.log ($OUT: an empty folder, default benchmarks/out/gpu_check),
 # with the run's scores, benchmarks and logs beside it. Exit status 0 only if every check passed.
 set -euo pipefail
@@ -137,6 +138,32 @@ if [[ -f $RUN/recipes/exme.yaml ]]; then
 else
   echo "FAIL no ExMe recipe from section 1"; failures=$((failures + 1))
 fi
+
+section "4. every merge method on CUDA against the CPU"
+every_method() {  # the parity tests' recipes on tiny fp32 models (their random drops at density 1)
+  (cd "$REPO" && "$PYTHON" - "$WORK/family" <<'PY'
+import sys
+from pathlib import Path
+from exme.merge.execute import build_state_dict
+from exme.merge.recipe import recipe_from_dict
+from tests.merge.test_mergekit_parity import METHODS, _recipe
+from tests.tiny_models import ModelFamily, save_llama
+root = Path(sys.argv[1])
+base = save_llama(root / "base", 0, num_hidden_layers=2)
+family = ModelFamily(base, *(save_llama(root / n, s, base=base, num_hidden_layers=2) for n, s in (("ft_a", 1), ("ft_b", 2))))
+failed = []
+for method in METHODS:
+    recipe = recipe_from_dict({**_recipe(method, family), "dtype": "float32"})
+    cpu, cuda = build_state_dict(recipe, device="cpu"), build_state_dict(recipe, device="cuda")
+    worst = max((cpu[name] - cuda[name]).abs().max().item() for name in cpu)
+    print(f"  {method}: largest difference {worst:.3g}")
+    if cpu.keys() != cuda.keys() or worst > 1e-5:
+        failed.append(method)
+assert not failed, f"CUDA and CPU differ by more than 1e-5: {failed}"
+PY
+  )
+}
+check "every merge method on CUDA equals the CPU" every_method
 
 section "summary"
 echo "failures: $failures (full log: $OUT/gpu_check.log)"
