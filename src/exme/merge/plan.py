@@ -179,8 +179,8 @@ class ModelOpener:
 
     def open(self, model: str, stages: Mapping[str, Recipe] | None = None) -> ModelSource:
         """The model a recipe names; `stages` are the named merges that recipe may name."""
-        if stages and model in stages:
-            key, origin = ("merge", model), f"merge {model!r}"
+        if stages and model in stages:  # keyed by the merge itself: a nested file may reuse a name
+            key, origin = ("merge", id(stages[model])), f"merge {model!r}"
         elif names_recipe(model):
             key, origin = Path(model).resolve(), f"recipe {model}"
         else:

@@ -4,9 +4,10 @@ Keys (mergekit's): merge_method; exactly one of `models` ([{model, parameters}])
 ([{sources: [{model, layer_range: [FIRST, END), parameters}], base_model, parameters}]); base_model;
 parameters (global); dtype (input/arithmetic precision); out_dtype; tokenizer_source (a model,
 "base" or "union") or tokenizer ({source, tokens, pad_to_multiple_of}); chat_template (a name, "auto"
-or a Jinja template). exme's own keys: random_seed (seeds the random drop masks of DARE and DELLA;
-default 0) and metadata (a free mapping describing the merged model, e.g. for a pipeline's score
-table; the engine carries it along and ignores it).
+or a Jinja template); name (a merge's name in a multi-document recipe, mergekit-multi's form, where
+later merges use earlier ones by name). exme's own keys: random_seed (seeds the random drop masks of
+DARE and DELLA; default 0) and metadata (a free mapping describing the merged model, e.g. for a
+pipeline's score table; the engine carries it along and ignores it).
 
 A model is a local folder, a Hub id ORG/NAME[@REVISION], either optionally followed by +LORA. A
 parameter value is, as in mergekit, a scalar, a gradient list interpolated over layer depth
