@@ -109,3 +109,14 @@ def test_merges_using_each_other_in_a_cycle_are_an_error_naming_it(family, tmp_p
     recipe = load_recipe(_write(tmp_path / "multi.yml", first, second, _linear({"first": 1.0})))
     with pytest.raises(ExmeError, match="merge 'first' includes itself: first -> second -> first"):
         plan_merge(recipe)
+
+
+def test_a_nested_recipe_file_keeps_its_own_names(family, tmp_path):
+    inner = _write(tmp_path / "inner.yml", _slerp(str(family.base), str(family.ft_b), 0.9, name="step"),
+                   _linear({"step": 1.0}))  # fmt: skip
+    outer = _write(tmp_path / "outer.yml", _slerp(str(family.base), str(family.ft_a), 0.1, name="step"),
+                   _linear({"step": 0.5, inner: 0.5}))  # fmt: skip
+    plan = plan_merge(load_recipe(outer))
+    inner_step = plan.folders[str(inner)].plan.folders["step"]
+    assert inner_step is not plan.folders["step"]
+    assert inner_step.plan.recipe.models[-1].model == str(family.ft_b)
