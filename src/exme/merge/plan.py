@@ -179,8 +179,9 @@ class ModelOpener:
 
     def open(self, model: str, stages: Mapping[str, Recipe] | None = None) -> ModelSource:
         """The model a recipe names; `stages` are the named merges that recipe may name."""
-        if stages and model in stages:  # keyed by the merge itself: a nested file may reuse a name
-            key, origin = ("merge", id(stages[model])), f"merge {model!r}"
+        stage = (stages or {}).get(model)
+        if stage is not None:  # keyed by the merge itself: a nested file may reuse a name
+            key, origin = ("merge", id(stage)), f"merge {model!r}"
         elif names_recipe(model):
             key, origin = Path(model).resolve(), f"recipe {model}"
         else:
@@ -192,7 +193,7 @@ class ModelOpener:
             cycle = [self._planning[planned] for planned in planning[planning.index(key) :]]
             raise ExmeError(f"{origin} includes itself: {' -> '.join([*cycle, model])}")
         if key not in self._opened:
-            recipe = stages[model] if stages and model in stages else self._recipe_file(Path(model))
+            recipe = stage if stage is not None else self._recipe_file(Path(model))
             self._opened[key] = self._nested(model, key, origin, recipe)
         return self._opened[key]
 

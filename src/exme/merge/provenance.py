@@ -21,7 +21,8 @@ from exme.merge.plan import ModelSource, NestedModel, names_recipe
 from exme.merge.recipe import Recipe
 
 MERGEKIT_CONFIG_FILE = "mergekit_config.yml"
-_EXME_ONLY_KEYS = ("random_seed", "metadata", "name")  # a name: mergekit-multi's, given back above
+# Left out of a mergekit form; a merge's name is given back where a later merge uses it (_mergekit_form).
+_EXME_ONLY_KEYS = ("random_seed", "metadata", "name")
 _EXME_METHODS = ("extrapolate", "exme")
 _UNIT_SUM = 1e-9
 
