@@ -1,5 +1,6 @@
 """Multi-document recipes (mergekit-multi's): named merges that later ones use as models, computed
-as they are read, with only the final merge written."""
+as they are read, with only the final merge written; or, with --intermediate-dir, each written to a
+folder of its own and read from there."""
 
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ def test_the_written_folder_reruns_with_exme_and_with_mergekit_multi(family, tmp
     for name, tensor in theirs.items():
         assert (ours[name] - tensor).abs().max() <= 1e-6, name
 
+    # mergekit-multi's command line, unchanged, writes the same intermediate and final models
+    exme_arguments = [str(config), "-I", str(tmp_path / "our_steps"), "--out-path", str(tmp_path / "ours")]
+    assert main(["merge", *exme_arguments, "--quiet"]) == 0
+    for folder, mergekit_folder in (("ours", "mk"), ("our_steps/halfway", "steps/halfway")):
+        written, expected = load_folder(tmp_path / folder), load_folder(tmp_path / mergekit_folder)
+        assert written.keys() == expected.keys()
+        for name, tensor in expected.items():
+            assert (written[name] - tensor).abs().max() <= 1e-6, f"{folder}: {name}"
+
 
 @pytest.mark.parametrize(
     ("documents", "message"),
@@ -120,3 +130,87 @@ def test_a_nested_recipe_file_keeps_its_own_names(family, tmp_path):
     inner_step = plan.folders[str(inner)].plan.folders["step"]
     assert inner_step is not plan.folders["step"]
     assert inner_step.plan.recipe.models[-1].model == str(family.ft_b)
+
+
+def _chain(family) -> tuple[dict, dict, dict]:
+    """Two named merges, the second using the first, and a final merge using both."""
+    halfway = _slerp(str(family.base), str(family.ft_a), 0.5, name="halfway")
+    onward = _slerp("halfway", str(family.ft_b), 0.3, name="onward")
+    return halfway, onward, _linear({"onward": 0.5, "halfway": 0.5})
+
+
+def _stamps(folder: Path) -> dict[str, int]:
+    """When each named merge's folder was written."""
+    return {child.name: (child / "config.json").stat().st_mtime_ns for child in sorted(folder.iterdir())}
+
+
+def test_intermediate_dir_holds_each_named_merge_and_the_final_merge_is_unchanged(family, tmp_path, capsys):
+    recipe_file = _write(tmp_path / "multi.yml", _linear({"onward": 0.5, "halfway": 0.5}),
+                         *reversed(_chain(family)[:2]))  # fmt: skip
+    steps = tmp_path / "steps"
+    assert main(["merge", str(recipe_file), str(tmp_path / "out"), "--intermediate-dir", str(steps)]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        f"merge 'halfway': {steps / 'halfway'} merged",  # the one the other uses, first
+        f"merge 'onward': {steps / 'onward'} merged",
+    ]
+    nested = build_state_dict(load_recipe(recipe_file))  # computed as read, nothing written
+    written = load_folder(tmp_path / "out")
+    assert written.keys() == nested.keys()
+    assert all(torch.equal(written[name], tensor) for name, tensor in nested.items())
+
+    halfway = merge_to_dir(recipe_from_dict(_chain(family)[0]), tmp_path / "halfway")
+    assert all(torch.equal(load_folder(steps / "halfway")[n], t) for n, t in load_folder(halfway).items())
+    onward_recipe = list(yaml.safe_load_all((steps / "onward" / "merge_recipe.yml").read_text()))
+    assert [document["name"] for document in onward_recipe] == ["halfway", "onward"]  # what it reads
+    # the final merge's own record keeps every document, not the intermediate folders
+    final_recipe = list(yaml.safe_load_all((tmp_path / "out" / "merge_recipe.yml").read_text()))
+    assert [document.get("name") for document in final_recipe] == ["onward", "halfway", None]
+
+
+def test_intermediate_merges_are_kept_unless_they_or_their_inputs_changed(family, tmp_path, capsys):
+    halfway, onward, final = _chain(family)
+    steps = tmp_path / "steps"
+
+    def run(*documents: dict, lazy: str = "--lazy") -> dict[str, int]:
+        recipe_file = _write(tmp_path / "multi.yml", *documents)
+        arguments = [str(recipe_file), str(tmp_path / "out"), "-I", str(steps), lazy, "--overwrite", "-q"]
+        assert main(["merge", *arguments]) == 0
+        return _stamps(steps)
+
+    first = run(halfway, onward, final)
+    capsys.readouterr()
+    assert run(halfway, onward, final) == first
+    assert capsys.readouterr().err.count("kept (already merged)") == 2
+    changed = run(halfway, {**onward, "parameters": {"t": 0.7}}, final)
+    assert changed["halfway"] == first["halfway"] and changed["onward"] > first["onward"]
+    # a changed merge is merged again, and so is the merge reading it
+    again = run({**halfway, "parameters": {"t": 0.2}}, {**onward, "parameters": {"t": 0.7}}, final)
+    assert again["halfway"] > changed["halfway"] and again["onward"] > changed["onward"]
+    capsys.readouterr()
+    assert run(halfway, onward, final, lazy="--no-lazy").keys() == first.keys()
+    assert "kept" not in capsys.readouterr().err
+    expected = build_state_dict(load_recipe(tmp_path / "multi.yml"))
+    assert all(torch.equal(load_folder(tmp_path / "out")[n], t) for n, t in expected.items())
+
+
+def test_a_named_merge_of_vocabularies_needs_an_intermediate_dir(vocabulary_models, tmp_path):
+    union = _linear({vocabulary_models["base"]: 0.5, vocabulary_models["other"]: 0.5}, name="union",
+                    tokenizer_source="union")  # fmt: skip
+    final = _linear({"union": 0.7, vocabulary_models["other"]: 0.3}, tokenizer_source="union")
+    recipe_file = _write(tmp_path / "multi.yml", union, final)
+    with pytest.raises(ExmeError, match="re-indexes the vocabulary .* exme merge --intermediate-dir"):
+        plan_merge(load_recipe(recipe_file))
+
+    assert main(["merge", str(recipe_file), str(tmp_path / "out"), "-I", str(tmp_path / "steps"), "-q"]) == 0
+    written = _linear({tmp_path / "steps" / "union": 0.7, vocabulary_models["other"]: 0.3},
+                      tokenizer_source="union")  # fmt: skip
+    expected = build_state_dict(recipe_from_dict(written))
+    assert all(torch.equal(load_folder(tmp_path / "out")[n], t) for n, t in expected.items())
+    assert (tmp_path / "steps" / "union" / "tokenizer.json").exists()
+
+
+def test_the_output_folder_is_given_once(family, tmp_path, capsys):
+    recipe_file = _write(tmp_path / "multi.yml", *_stages(family))
+    for arguments in ([], [str(tmp_path / "a"), "--out-path", str(tmp_path / "b")]):
+        assert main(["merge", str(recipe_file), *arguments]) == 2
+        assert "give the output folder once: as OUT_DIR or as --out-path" in capsys.readouterr().err

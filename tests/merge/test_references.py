@@ -209,3 +209,23 @@ def test_a_cached_hub_model_is_used_where_the_hub_cannot_be_reached(family, hub_
     assert sorted(path.name for path in linked.iterdir()) == sorted(
         path.name for path in family.base.iterdir()
     )
+
+
+@pytest.mark.parametrize("intermediate", [False, True], ids=["nested", "intermediate-dir"])
+def test_a_named_merge_passes_its_hub_models_on_to_the_final_card(family, hub_cache, tmp_path, intermediate):
+    from exme.merge.execute import write_stages
+    from exme.merge.recipe import load_recipe
+
+    cache_model(hub_cache, "tiny-org/base", family.base)
+    cache_model(hub_cache, "tiny-org/tuned", family.ft_a)
+    stage = {"name": "stage", **_task_arithmetic("tiny-org/base", "tiny-org/tuned")}
+    halves = [{"model": model, "parameters": {"weight": 0.5}} for model in ("stage", str(family.ft_b))]
+    final = {"merge_method": "linear", "models": halves}
+    recipe_file = tmp_path / "multi.yml"
+    recipe_file.write_text(yaml.safe_dump_all([stage, final]))
+    recipe = load_recipe(recipe_file)
+    if intermediate:
+        recipe = write_stages(recipe, tmp_path / "steps")
+    out = merge_to_dir(recipe, tmp_path / "merged")
+    metadata = yaml.safe_load((out / "README.md").read_text().split("---")[1])
+    assert metadata["base_model"] == ["tiny-org/base", "tiny-org/tuned"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -109,23 +110,32 @@ def _merge(args: argparse.Namespace) -> None:
     _start_reading_inputs(args.config)
     from dataclasses import replace
 
-    from exme.merge.execute import merge_to_dir
-    from exme.merge.recipe import load_recipe
+    from exme.merge.execute import merge_to_dir, write_stages
+    from exme.merge.recipe import load_recipe, with_stages
 
+    if (args.out_dir is None) == (args.out_path is None):
+        raise ExmeError("give the output folder once: as OUT_DIR or as --out-path (mergekit-multi's)")
     recipe = load_recipe(args.config)
-    if args.random_seed is not None:
-        recipe = replace(recipe, random_seed=args.random_seed)
-    out_dir = merge_to_dir(
-        recipe,
-        args.out_dir,
-        shard_size=shard_size,
-        overwrite=args.overwrite,
-        device="cuda" if args.cuda else args.device,
-        show_progress=False if args.no_progress or args.quiet else None,
-        allow_crimes=args.allow_crimes,
-        copy_tokenizer=args.copy_tokenizer,
-    )
-    print(out_dir)
+    if args.random_seed is not None:  # as mergekit's global seed, for the named merges too
+        reseeded = functools.partial(replace, random_seed=args.random_seed)
+        recipe = reseeded(with_stages(recipe, reseeded))
+    options = {
+        "shard_size": shard_size,
+        "device": "cuda" if args.cuda else args.device,
+        "show_progress": False if args.no_progress or args.quiet else None,
+        "allow_crimes": args.allow_crimes,
+        "copy_tokenizer": args.copy_tokenizer,
+    }
+    if args.intermediate_dir is not None:
+        recipe = write_stages(
+            recipe, args.intermediate_dir, lazy=args.lazy, on_stage=_report_stage, **options
+        )
+    print(merge_to_dir(recipe, args.out_dir or args.out_path, overwrite=args.overwrite, **options))
+
+
+def _report_stage(name: str, folder: Path, kept: bool) -> None:
+    done = "kept (already merged)" if kept else "merged"
+    print(f"merge {name!r}: {folder} {done}", file=sys.stderr, flush=True)
 
 
 def _kinship(args: argparse.Namespace) -> None:
@@ -171,12 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
         "chat_template) plus an optional random_seed that seeds the random drop masks\n"
         "of DARE and DELLA (default 0). A recipe of several YAML documents is\n"
         "mergekit-multi's: named merges that later ones use as models, computed as\n"
-        "they are read; only the final merge is written. mergekit-yaml's options are\n"
-        "accepted too.",
+        "they are read; only the final merge is written, unless --intermediate-dir is\n"
+        "given. mergekit-yaml's and mergekit-multi's options are accepted too.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     merge.add_argument("config", metavar="CONFIG.yml", help="the merge recipe")
-    merge.add_argument("out_dir", metavar="OUT_DIR", help="the model folder to create")
+    merge.add_argument("out_dir", metavar="OUT_DIR", nargs="?", help="the model folder to create")
+    merge.add_argument("--out-path", metavar="OUT_DIR", help="same as OUT_DIR (mergekit-multi's spelling)")
+    merge.add_argument(
+        "--intermediate-dir",
+        "-I",
+        metavar="DIR",
+        help="write each named merge of a multi-document recipe to DIR/NAME, and read it from there",
+    )
+    merge.add_argument(
+        "--lazy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --intermediate-dir, keep a named merge already in DIR/NAME unless its recipe or "
+        "inputs changed (default: yes)",
+    )
     merge.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
     merge.add_argument(
         "--shard-size",

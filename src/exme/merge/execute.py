@@ -19,8 +19,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -41,11 +42,12 @@ from exme.merge.blocks import (
     row_blocks,
     splits,
 )
-from exme.merge.io.output_folder import write_metadata_files
+from exme.merge.io.output_folder import RECIPE_FILE, write_metadata_files
+from exme.merge.io.reader import holds_weights
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
-from exme.merge.recipe import Recipe
+from exme.merge.recipe import Recipe, load_recipe, stage_order, standalone_stage, with_stages
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -243,3 +245,50 @@ def merge_to_dir(
             fill(parts[0], lambda: progress.update(1 + others.steps()))
         write_metadata_files(plan, staging, title=out_dir.name, copy_tokenizer=copy_tokenizer)
     return out_dir
+
+
+def write_stages(
+    recipe: Recipe,
+    directory: str | os.PathLike[str],
+    *,
+    lazy: bool = True,
+    on_stage: Callable[[str, Path, bool], None] | None = None,
+    **options: Any,
+) -> Recipe:
+    """mergekit-multi's --intermediate-dir: each named merge of a multi-document recipe merged into
+    directory/NAME (merge_to_dir's `options`), after those it uses, which it reads from their folders;
+    a merge that re-indexes the vocabulary can then be a stage. With `lazy` (mergekit-multi's
+    --lazy), a folder that holds the merge already is kept (see _holds_merge). `on_stage(name,
+    folder, kept)` follows each. Returns the recipe reading its named merges from their folders."""
+    folders: dict[str, Path] = {}
+
+    def written(stage: Recipe) -> Recipe:
+        return replace(stage, folder=str(folders[stage.name]) if stage.name in folders else None)
+
+    for name in stage_order(recipe):
+        stage = with_stages(standalone_stage(recipe, name), written)
+        folder = Path(directory) / name
+        inputs = [folders[model] for model in stage.named_models if model in folders]
+        kept = lazy and _holds_merge(folder, stage, inputs)
+        if not kept:
+            merge_to_dir(stage, folder, overwrite=True, **options)
+        folders[name] = folder
+        if on_stage:
+            on_stage(name, folder, kept)
+    return with_stages(recipe, written)
+
+
+def _holds_merge(folder: Path, stage: Recipe, inputs: list[Path]) -> bool:
+    """Whether a folder holds a model (as mergekit-multi checks: a config and weights) that is this
+    merge, as far as its merge_recipe.yml (if any) tells, made after the named merges it reads: a
+    changed merge, or one whose inputs were merged again, is merged again."""
+    config = folder / "config.json"
+    if not config.is_file() or not holds_weights(folder):
+        return False
+    if any(config.stat().st_mtime < (used / "config.json").stat().st_mtime for used in inputs):
+        return False
+    recorded = folder / RECIPE_FILE
+    try:
+        return not recorded.exists() or load_recipe(recorded).to_documents() == stage.to_documents()
+    except ExmeError:
+        return False

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,11 @@ class ModelOpener:
     def open(self, model: str, stages: Mapping[str, Recipe] | None = None) -> ModelSource:
         """The model a recipe names; `stages` are the named merges that recipe may name."""
         stage = (stages or {}).get(model)
+        if stage is not None and stage.folder is not None:  # written already: a folder by that name
+            key = ("written", stage.folder)
+            if key not in self._opened:
+                self._opened[key] = replace(open_model(stage.folder), name=model)
+            return self._opened[key]
         if stage is not None:  # keyed by the merge itself: a nested file may reuse a name
             key, origin = ("merge", id(stage)), f"merge {model!r}"
         elif names_recipe(model):
@@ -216,7 +221,7 @@ class ModelOpener:
             raise ExmeError(
                 f"{origin} re-indexes the vocabulary (tokenizer union, tokens or pad_to_multiple_of), "
                 "which a nested merge cannot do: its tokenizer exists only once written; merge it into "
-                "a folder first and name that folder"
+                "a folder first and name that folder (for a named merge: exme merge --intermediate-dir)"
             )
         return NestedModel(origin, model, plan)
 

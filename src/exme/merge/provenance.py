@@ -11,6 +11,7 @@ has no mergekit form; its card's base_model lists the Hub models of the whole re
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -21,6 +22,7 @@ from exme.merge.plan import ModelSource, NestedModel, names_recipe
 from exme.merge.recipe import Recipe
 
 MERGEKIT_CONFIG_FILE = "mergekit_config.yml"
+CARD_FILE = "README.md"
 # Left out of a mergekit form; a merge's name is given back where a later merge uses it (_mergekit_form).
 _EXME_ONLY_KEYS = ("random_seed", "metadata", "name")
 _EXME_METHODS = ("extrapolate", "exme")
@@ -85,19 +87,30 @@ def _mergekit_form(recipe: Recipe, named: bool) -> dict[str, Any] | None:
     return {**name, **{key: value for key, value in data.items() if key not in _EXME_ONLY_KEYS}}
 
 
-def hub_ids(folders: Mapping[str, ModelSource]) -> list[str]:
-    """The Hub ids of the inputs (and of their LoRA adapters; a nested recipe's own inputs'), for the
-    card's base_model."""
+def hub_ids(folders: Mapping[str, ModelSource], stages: Mapping[str, Recipe]) -> list[str]:
+    """The Hub ids of the inputs (and of their LoRA adapters; a nested recipe's own inputs', and those
+    a named merge written to a folder names in its card), for the card's base_model; `stages` are the
+    named merges the recipe may name."""
     ids = []
     for name, folder in folders.items():
         if isinstance(folder, NestedModel):
-            ids.extend(hub_ids(folder.plan.folders))
-            continue
-        reference = parse_reference(name)
-        ids.append(hub_id(reference.model, folder.path))
-        if reference.lora and folder.adapter:
-            ids.append(hub_id(reference.lora, folder.adapter))
+            ids.extend(hub_ids(folder.plan.folders, folder.plan.recipe.stages))
+        elif name in stages:
+            ids.extend(_card_base_models(folder.path))
+        else:
+            reference = parse_reference(name)
+            ids.append(hub_id(reference.model, folder.path))
+            if reference.lora and folder.adapter:
+                ids.append(hub_id(reference.lora, folder.adapter))
     return list(dict.fromkeys(i for i in ids if i))
+
+
+def _card_base_models(folder: Path) -> list[str]:
+    """The base_model of the model card in a folder exme merged into."""
+    from huggingface_hub import ModelCard
+
+    base_model = ModelCard.load(folder / CARD_FILE).data.base_model
+    return [base_model] if isinstance(base_model, str) else list(base_model or [])
 
 
 def model_card(
@@ -113,7 +126,7 @@ def model_card(
     """A huggingface_hub ModelCard (imported here: it takes a noticeable time, see execute.py)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    bases = hub_ids(folders)
+    bases = hub_ids(folders, recipe.stages)
     data = ModelCardData(
         library_name="transformers",
         tags=["merge", "exme"],

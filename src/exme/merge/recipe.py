@@ -19,7 +19,7 @@ most specific place: a slice source's or model's own, the slice's, then the glob
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -131,6 +131,8 @@ class Recipe:
     name: str | None = None  # a merge's name in a multi-document recipe (mergekit-multi's)
     # The other named merges of its multi-document recipe, which it (and they) may name as models.
     stages: Mapping[str, Recipe] = field(default_factory=dict, compare=False, repr=False)
+    # Where this named merge was written (exme merge --intermediate-dir): merges naming it read it there.
+    folder: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def method(self) -> MergeMethod:
@@ -549,6 +551,48 @@ def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
     stages: dict[str, Recipe] = {}
     stages.update((r.name, replace(r, stages=stages)) for r in recipes if r is not final and r.name)
     return replace(final, stages=stages)
+
+
+def with_stages(recipe: Recipe, change: Callable[[Recipe], Recipe]) -> Recipe:
+    """The recipe with `change` made to each of its named merges (which keep sharing one table)."""
+    stages: dict[str, Recipe] = {}
+    stages.update((name, replace(change(stage), stages=stages)) for name, stage in recipe.stages.items())
+    return replace(recipe, stages=stages)
+
+
+def stage_order(recipe: Recipe) -> list[str]:
+    """The names of the recipe's named merges, each after those it uses."""
+    order: list[str] = []
+    visiting: list[str] = []
+
+    def visit(name: str) -> None:
+        if name in visiting:
+            cycle = [*visiting[visiting.index(name) :], name]
+            raise ExmeError(f"merge {name!r} includes itself: {' -> '.join(cycle)}")
+        if name not in order:
+            visiting.append(name)
+            for used in recipe.stages[name].named_models:
+                if used in recipe.stages:
+                    visit(used)
+            order.append(visiting.pop())
+
+    for name in recipe.stages:
+        visit(name)
+    return order
+
+
+def standalone_stage(recipe: Recipe, name: str) -> Recipe:
+    """A named merge of the recipe as a recipe of its own: with only the named merges it uses."""
+    used: set[str] = set()
+    waiting = [name]
+    while waiting:
+        for model in recipe.stages[waiting.pop()].named_models:
+            if model in recipe.stages and model not in used:
+                used.add(model)
+                waiting.append(model)
+    stages: dict[str, Recipe] = {}
+    stages.update((n, replace(stage, stages=stages)) for n, stage in recipe.stages.items() if n in used)
+    return replace(recipe.stages[name], stages=stages)
 
 
 def write_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:

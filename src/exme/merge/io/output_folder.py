@@ -12,7 +12,7 @@ import yaml
 from exme.errors import ExmeError
 from exme.merge.chat_templates import resolve_chat_template
 from exme.merge.plan import MergePlan
-from exme.merge.provenance import MERGEKIT_CONFIG_FILE, mergekit_documents, model_card
+from exme.merge.provenance import CARD_FILE, MERGEKIT_CONFIG_FILE, mergekit_documents, model_card
 from exme.merge.recipe import write_recipe
 from exme.merge.vocabulary import add_new_tokens
 
@@ -84,4 +84,4 @@ def write_metadata_files(plan: MergePlan, directory: Path, title: str, copy_toke
         inputs=_input_lines(plan),
         mergekit_config=mergekit_config,
     )
-    card.save(directory / "README.md")
+    card.save(directory / CARD_FILE)

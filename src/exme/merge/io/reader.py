@@ -278,6 +278,11 @@ _WEIGHT_FORMATS = (
 )
 
 
+def holds_weights(folder: Path) -> bool:
+    """Whether a folder has weight files in a format exme reads."""
+    return any((folder / name).is_file() for formats in _WEIGHT_FORMATS for name in formats[:2])
+
+
 @dataclass(frozen=True)
 class ModelFolder:
     """A model folder: its config.json and where each of its tensors is stored.
