@@ -23,6 +23,7 @@ from it by noise (see write_real_models).
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import shutil
@@ -308,6 +309,15 @@ def floor_spread(size_gb: float | None, runs: int, workdir: Path) -> str:
         f"({', '.join(f'{t:.2f}' for t in v)})" for name, v in floors.items())  # fmt: skip
 
 
+def compile_exme() -> None:
+    """Bytecode for exme's modules, as mergekit's (pip compiles a wheel's modules when it installs
+    it): an editable install has none until a first import writes it, and none ever where
+    PYTHONDONTWRITEBYTECODE is set, so each run would compile exme's modules anew."""
+    import exme
+
+    compileall.compile_dir(Path(exme.__file__).parent, quiet=1)
+
+
 def bench_size(size_gb: float | None, runs: int, workdir: Path, methods: list[str]) -> list[dict[str, float]]:
     """The merges on random models of about `size_gb`, or (None) on the real model."""
     label, root, models, layers = write_models(size_gb, workdir)
@@ -400,6 +410,7 @@ def main() -> None:
             for size in sizes:
                 print(floor_spread(size, args.runs, workdir))
             return
+        compile_exme()
         rows = [row for size in sizes for row in bench_size(size, args.runs, workdir, args.methods)]
     finally:
         if args.workdir is None:
