@@ -12,7 +12,7 @@ import yaml
 
 from exme.errors import ExmeError
 from exme.merge.cli import main
-from exme.merge.execute import build_state_dict, merge_to_dir
+from exme.merge.execute import build_state_dict, merge_to_dir, write_stages
 from exme.merge.plan import plan_merge
 from exme.merge.recipe import load_recipe, recipe_from_dict
 from tests.tiny_models import load_folder
@@ -119,6 +119,9 @@ def test_merges_using_each_other_in_a_cycle_are_an_error_naming_it(family, tmp_p
     recipe = load_recipe(_write(tmp_path / "multi.yml", first, second, _linear({"first": 1.0})))
     with pytest.raises(ExmeError, match="merge 'first' includes itself: first -> second -> first"):
         plan_merge(recipe)
+    with pytest.raises(ExmeError, match="merge 'first' includes itself: first -> second -> first"):
+        write_stages(recipe, tmp_path / "steps")  # before anything is written
+    assert not (tmp_path / "steps").exists()
 
 
 def test_a_nested_recipe_file_keeps_its_own_names(family, tmp_path):

@@ -32,7 +32,7 @@ from exme.merge.io.reader import ModelFolder, TensorLocation
 from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
 from exme.merge.methods.registry import MergeMethod, Parameter, Scope
-from exme.merge.recipe import InputGroup, Recipe, load_recipe
+from exme.merge.recipe import InputGroup, Recipe, includes_itself, load_recipe
 from exme.merge.vocabulary import OutputVocabulary, VocabularyMap, is_vocabulary_tensor, output_vocabulary
 
 # When a model ties its output embedding to its input embedding, the output one may be absent;
@@ -196,7 +196,7 @@ class ModelOpener:
         if key in self._planning:
             planning = list(self._planning)
             cycle = [self._planning[planned] for planned in planning[planning.index(key) :]]
-            raise ExmeError(f"{origin} includes itself: {' -> '.join([*cycle, model])}")
+            raise includes_itself(origin, [*cycle, model])
         if key not in self._opened:
             recipe = stage if stage is not None else self._recipe_file(Path(model))
             self._opened[key] = self._nested(model, key, origin, recipe)

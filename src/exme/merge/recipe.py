@@ -560,6 +560,11 @@ def with_stages(recipe: Recipe, change: Callable[[Recipe], Recipe]) -> Recipe:
     return replace(recipe, stages=stages)
 
 
+def includes_itself(origin: str, chain: list[str]) -> ExmeError:
+    """The error for a merge that uses itself, through the merges of `chain` (first = last)."""
+    return ExmeError(f"{origin} includes itself: {' -> '.join(chain)}")
+
+
 def stage_order(recipe: Recipe) -> list[str]:
     """The names of the recipe's named merges, each after those it uses."""
     order: list[str] = []
@@ -567,8 +572,7 @@ def stage_order(recipe: Recipe) -> list[str]:
 
     def visit(name: str) -> None:
         if name in visiting:
-            cycle = [*visiting[visiting.index(name) :], name]
-            raise ExmeError(f"merge {name!r} includes itself: {' -> '.join(cycle)}")
+            raise includes_itself(f"merge {name!r}", [*visiting[visiting.index(name) :], name])
         if name not in order:
             visiting.append(name)
             for used in recipe.stages[name].named_models:
