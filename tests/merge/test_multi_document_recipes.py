@@ -217,3 +217,11 @@ def test_the_output_folder_is_given_once(family, tmp_path, capsys):
     for arguments in ([], [str(tmp_path / "a"), "--out-path", str(tmp_path / "b")]):
         assert main(["merge", str(recipe_file), *arguments]) == 2
         assert "give the output folder once: as OUT_DIR or as --out-path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["../outside", "/tmp/elsewhere"])
+def test_a_named_merge_must_stay_inside_the_intermediate_dir(family, tmp_path, name):
+    stage = _slerp(str(family.base), str(family.ft_a), 0.5, name=name)
+    recipe = load_recipe(_write(tmp_path / "multi.yml", stage, _linear({name: 1.0})))
+    with pytest.raises(ExmeError, match=f"merge {name!r}: a name must be a folder inside the intermediate"):
+        write_stages(recipe, tmp_path / "steps")

@@ -265,7 +265,10 @@ def write_stages(
     def written(stage: Recipe) -> Recipe:
         return replace(stage, folder=str(folders[stage.name]) if stage.name in folders else None)
 
-    for name in stage_order(recipe):
+    order = stage_order(recipe)
+    if outside := [name for name in order if Path(name).is_absolute() or ".." in Path(name).parts]:
+        raise ExmeError(f"merge {outside[0]!r}: a name must be a folder inside the intermediate folder")
+    for name in order:
         stage = with_stages(standalone_stage(recipe, name), written)
         folder = Path(directory) / name
         inputs = [folders[model] for model in stage.named_models if model in folders]
