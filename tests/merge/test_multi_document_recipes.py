@@ -225,3 +225,19 @@ def test_a_named_merge_must_stay_inside_the_intermediate_dir(family, tmp_path, n
     recipe = load_recipe(_write(tmp_path / "multi.yml", stage, _linear({name: 1.0})))
     with pytest.raises(ExmeError, match=f"merge {name!r}: a name must be a folder inside the intermediate"):
         write_stages(recipe, tmp_path / "steps")
+
+
+def test_random_seed_option_seeds_the_named_merges_too(family, tmp_path):
+    def documents(**seed) -> tuple[dict, dict]:
+        models = [{"model": str(m), "parameters": {"weight": 0.5}} for m in (family.ft_a, family.ft_b)]
+        dropped = {"name": "dropped", "merge_method": "dare_linear", "base_model": str(family.base),
+                   "models": models, "parameters": {"density": 0.5}, **seed}  # fmt: skip
+        return dropped, _linear({"dropped": 1.0}, **seed)
+
+    recipe_file = _write(tmp_path / "multi.yml", *documents())
+    assert main(["merge", str(recipe_file), str(tmp_path / "out"), "--random-seed", "7", "-q"]) == 0
+    written = load_folder(tmp_path / "out")
+    seeded = build_state_dict(load_recipe(_write(tmp_path / "seeded.yml", *documents(random_seed=7))))
+    unseeded = build_state_dict(load_recipe(recipe_file))
+    assert all(torch.equal(written[name], tensor) for name, tensor in seeded.items())
+    assert any(not torch.equal(written[name], tensor) for name, tensor in unseeded.items())
