@@ -60,7 +60,7 @@ def test_the_final_merge_may_be_named_and_a_stage_may_be_used_twice(family, tmp_
     assert plan.folders["halfway"] is plan.folders["other"].plan.folders["halfway"]  # one model
 
 
-def test_the_written_folder_reruns_with_exme_and_with_mergekit_multi(family, tmp_path, monkeypatch):
+def test_the_written_folder_reruns_with_exme_and_with_mergekit_multi(family, tmp_path, capsys):
     from click.testing import CliRunner
     from mergekit.scripts.multimerge import main as mergekit_multi
 
@@ -88,6 +88,12 @@ def test_the_written_folder_reruns_with_exme_and_with_mergekit_multi(family, tmp
         assert written.keys() == expected.keys()
         for name, tensor in expected.items():
             assert (written[name] - tensor).abs().max() <= 1e-6, f"{folder}: {name}"
+    # mergekit-multi's intermediate folder (no exme recipe in it) is kept, as mergekit-multi keeps it
+    capsys.readouterr()
+    assert main(["merge", str(config), str(tmp_path / "reused"), "-I", str(tmp_path / "steps"), "-q"]) == 0
+    assert f"merge 'halfway': {tmp_path / 'steps' / 'halfway'} kept" in capsys.readouterr().err
+    reused = load_folder(tmp_path / "reused")
+    assert all((reused[name] - tensor).abs().max() <= 1e-6 for name, tensor in theirs.items())
 
 
 @pytest.mark.parametrize(

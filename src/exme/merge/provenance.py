@@ -106,9 +106,11 @@ def hub_ids(folders: Mapping[str, ModelSource], stages: Mapping[str, Recipe]) ->
 
 
 def _card_base_models(folder: Path) -> list[str]:
-    """The base_model of the model card in a folder exme merged into."""
+    """The base_model of a folder's model card (none without a card)."""
     from huggingface_hub import ModelCard
 
+    if not (folder / CARD_FILE).is_file():
+        return []
     base_model = ModelCard.load(folder / CARD_FILE).data.base_model
     return [base_model] if isinstance(base_model, str) else list(base_model or [])
 

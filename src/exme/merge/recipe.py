@@ -537,12 +537,7 @@ def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
             f"no other uses; unused: {unused})"
         )
     final = finals[0]
-    reached, waiting = set(), [final.name]
-    while waiting:
-        for name in uses[waiting.pop()]:
-            if name not in reached:
-                reached.add(name)
-                waiting.append(name)
+    reached = _reached(uses, final.name)
     if unused := [name for name in names if name not in reached and name != final.name]:
         raise ExmeError(
             f"recipe {path}: the final merge does not use {', '.join(map(repr, unused))}; exme merge "
@@ -585,15 +580,22 @@ def stage_order(recipe: Recipe) -> list[str]:
     return order
 
 
+def _reached(uses: Mapping[str | None, list[str]], start: str | None) -> set[str]:
+    """The names of the merges `start` uses, directly or not, given each merge's direct uses."""
+    reached: set[str] = set()
+    waiting = [start]
+    while waiting:
+        for name in uses[waiting.pop()]:
+            if name not in reached:
+                reached.add(name)
+                waiting.append(name)
+    return reached
+
+
 def standalone_stage(recipe: Recipe, name: str) -> Recipe:
     """A named merge of the recipe as a recipe of its own: with only the named merges it uses."""
-    used: set[str] = set()
-    waiting = [name]
-    while waiting:
-        for model in recipe.stages[waiting.pop()].named_models:
-            if model in recipe.stages and model not in used:
-                used.add(model)
-                waiting.append(model)
+    uses = {n: [m for m in stage.named_models if m in recipe.stages] for n, stage in recipe.stages.items()}
+    used = _reached(uses, name)
     stages: dict[str, Recipe] = {}
     stages.update((n, replace(stage, stages=stages)) for n, stage in recipe.stages.items() if n in used)
     return replace(recipe.stages[name], stages=stages)
