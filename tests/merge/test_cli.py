@@ -172,3 +172,76 @@ def test_allow_crimes_merges_models_of_different_architectures(family, tmp_path,
 def test_cuda_flag_is_device_cuda(family, tmp_path, capsys):
     assert main(["merge", str(_recipe_file(tmp_path, family)), str(tmp_path / "out"), "--cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
+
+
+def _mergekit_command_lines(tmp_path: Path) -> list[list[str]]:
+    """Every option of mergekit-yaml (the fields of the installed mergekit's MergeOptions), as its
+    command line spells it: each flag in both forms, the others with a value."""
+    from mergekit.options import MergeOptions
+
+    values = {"out_shard_size": "1B", "random_seed": "3", "num_threads": "2", "write_threads": "2",
+              "device": "cpu", "transformers_cache": str(tmp_path / "hub"),
+              "lora_merge_cache": str(tmp_path / "lora"), "lora_merge_dtype": "bfloat16"}  # fmt: skip
+    lines = []
+    for name, field in MergeOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if name == "verbosity":
+            lines.append(["-v"])
+        elif field.annotation is bool:
+            lines += [[flag], ["--no-" + flag[2:]]]
+        else:
+            lines.append([flag, values[name]])
+    return lines
+
+
+def test_every_mergekit_yaml_option_runs_or_is_refused_with_its_reason(family, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    # --transformers-cache sets the process's Hugging Face cache: restored after the test
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", huggingface_hub.constants.HF_HUB_CACHE)
+    refused = {"--unsafe-truncate-embeddings": "merge models of different vocabularies with tokenizer_source",
+               "--lora-merge-dtype": "exme adds a LoRA's update to the weights in float32",
+               "--no-safe-serialization": "exme writes safetensors only"}  # fmt: skip
+    needs_cuda = {"--cuda", "--gpu-rich"}
+    recipe = _recipe_file(tmp_path, family)
+    lines = _mergekit_command_lines(tmp_path)
+    assert len(lines) >= 30  # mergekit 0.1.5: 15 flags in two forms, 9 other options
+    for number, options in enumerate(lines):
+        out = tmp_path / f"out{number}"
+        code = main(["merge", str(recipe), str(out), *options])
+        error = capsys.readouterr().err
+        if options[0] in refused:
+            assert code == 2 and refused[options[0]] in error, options
+        elif options[0] in needs_cuda and not torch.cuda.is_available():
+            assert code == 2 and "CUDA is not available" in error, options
+        else:
+            assert code == 0, (options, error)
+            assert (out / "README.md").exists() == (options != ["--no-write-model-card"])
+
+
+@pytest.mark.parametrize(("device", "code"), [("auto", 0), ("cpu", 0), ("xpu", 2), ("cuda:x", 2)])
+def test_device_is_cpu_cuda_or_auto(device, code, family, tmp_path, capsys):
+    recipe = _recipe_file(tmp_path, family)
+    assert main(["merge", str(recipe), str(tmp_path / "out"), "--device", device]) == code
+    if code:
+        assert f"--device {device}: exme computes on cpu, cuda or cuda:N (or auto)" in capsys.readouterr().err
+
+
+def test_transformers_cache_is_where_hub_ids_are_found(family, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    from tests.merge.test_references import cache_model
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty"))  # restored after
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache_model(tmp_path / "hub", "tiny-org/base", family.base)
+    cache_model(tmp_path / "hub", "tiny-org/tuned", family.ft_a)
+    models = [{"model": "tiny-org/tuned", "parameters": {"weight": 0.5}}]
+    recipe = write_yaml(tmp_path / "r.yml", {"merge_method": "task_arithmetic", "base_model": "tiny-org/base",
+                                             "models": models})  # fmt: skip
+    assert main(["merge", str(recipe), str(tmp_path / "default")]) == 2
+    assert "not in the local Hugging Face cache" in capsys.readouterr().err
+    assert (
+        main(["merge", str(recipe), str(tmp_path / "out"), "--transformers-cache", str(tmp_path / "hub")])
+        == 0
+    )

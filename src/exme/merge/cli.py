@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import sys
+import textwrap
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,11 +31,21 @@ _READAHEAD_CHUNK_BYTES = 8 * 2**20
 _MERGEKIT_SIZE = re.compile(r"\s*(\d+)\s*([kKmMbB])\s*")
 _MERGEKIT_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9}
 _SMALLEST_SHARD_BYTES = 10**6
-# mergekit-yaml options that tune its own executor or that exme does anyway: accepted, no effect.
+# mergekit-yaml's options (mergekit.options.MergeOptions) that tune its own executor, or that exme
+# does anyway: accepted, with their --no- forms, to no effect. exme merges a LoRA adapter in as it
+# reads the weights, so keeps no merged copy (--lora-merge-cache).
 _MERGEKIT_NO_OP_FLAGS = ("--lazy-unpickle", "--low-cpu-memory", "--read-to-gpu", "--multi-gpu",
-                         "--gpu-rich", "--async-write", "--clone-tensors", "--trust-remote-code",
-                         "--write-model-card", "--safe-serialization")  # fmt: skip
-_MERGEKIT_NO_OP_OPTIONS = (("-j", "--num-threads"), ("--write-threads",))
+                         "--async-write", "--clone-tensors", "--trust-remote-code")  # fmt: skip
+_MERGEKIT_NO_OP_OPTIONS = (("-j", "--num-threads"), ("--write-threads",), ("--lora-merge-cache",))
+# mergekit-yaml's options that would change the output in ways exme does not: refused by name.
+_MERGEKIT_REFUSED = {
+    "unsafe_truncate_embeddings": "--unsafe-truncate-embeddings is not supported: merge models of "
+    "different vocabularies with tokenizer_source: union or a tokenizer section",
+    "lora_merge_dtype": "--lora-merge-dtype is not supported: exme adds a LoRA's update to the "
+    "weights in float32 and rounds the sum to the weights' dtype",
+    "no_safe_serialization": "--no-safe-serialization is not supported: exme writes safetensors only",
+}
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 def _methods_text() -> str:
@@ -115,22 +126,41 @@ def _merge(args: argparse.Namespace) -> None:
 
     if (args.out_dir is None) == (args.out_path is None):
         raise ExmeError("give the output folder once: as OUT_DIR or as --out-path (mergekit-multi's)")
+    args.no_safe_serialization = not args.safe_serialization
+    if refused := [message for option, message in _MERGEKIT_REFUSED.items() if getattr(args, option)]:
+        raise ExmeError(refused[0])
+    if args.transformers_cache:  # where Hub ids are looked for and downloaded to (mergekit's option)
+        from huggingface_hub import constants
+
+        constants.HF_HUB_CACHE = args.transformers_cache
     recipe = load_recipe(args.config)
     if args.random_seed is not None:  # as mergekit's global seed, for the named merges too
         reseeded = functools.partial(replace, random_seed=args.random_seed)
         recipe = reseeded(with_stages(recipe, reseeded))
     options = {
         "shard_size": shard_size,
-        "device": "cuda" if args.cuda else args.device,
+        "device": _device(args),
         "show_progress": False if args.no_progress or args.quiet else None,
         "allow_crimes": args.allow_crimes,
         "copy_tokenizer": args.copy_tokenizer,
+        "write_model_card": args.write_model_card,
     }
     if args.intermediate_dir is not None:
         recipe = write_stages(
             recipe, args.intermediate_dir, lazy=args.lazy, on_stage=_report_stage, **options
         )
     print(merge_to_dir(recipe, args.out_dir or args.out_path, overwrite=args.overwrite, **options))
+
+
+def _device(args: argparse.Namespace) -> str | None:
+    """The compute device asked for (None: CUDA where available, else the CPU)."""
+    if args.cuda or args.gpu_rich:  # mergekit's --gpu-rich includes --cuda
+        return "cuda"
+    if args.device in (None, "auto"):
+        return None
+    if not _DEVICE.fullmatch(args.device):
+        raise ExmeError(f"--device {args.device}: exme computes on cpu, cuda or cuda:N (or auto)")
+    return args.device
 
 
 def _report_stage(name: str, folder: Path, kept: bool) -> None:
@@ -209,29 +239,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest output shard in bytes, e.g. 500MB, 5GB or mergekit's 5B (default 5GB; at least 1MB)",
     )
     merge.add_argument(
-        "--device", choices=("cpu", "cuda"), help="compute device (default: cuda if available)"
+        "--device",
+        metavar="DEVICE",
+        help="compute device: cpu, cuda, cuda:N or auto (default: cuda if available)",
     )
-    merge.add_argument("--cuda", action="store_true", help="same as --device cuda")
-    merge.add_argument("--random-seed", type=int, help="replaces the recipe's random_seed")
+    switch = argparse.BooleanOptionalAction
+    merge.add_argument("--cuda", action=switch, default=False, help="same as --device cuda")
+    merge.add_argument("--gpu-rich", action=switch, default=False, help="same as --cuda (mergekit's)")
+    merge.add_argument("--random-seed", type=int, help="replaces the random_seed of the recipe's merges")
+    merge.add_argument("--copy-tokenizer", action=switch, default=True, help="write the tokenizer files")
     merge.add_argument(
-        "--copy-tokenizer",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write the tokenizer files (default: yes)",
+        "--write-model-card", action=switch, default=True, help="write the model card README.md"
     )
-    merge.add_argument("--allow-crimes", action="store_true", help="merge models of different architectures")
+    merge.add_argument(
+        "--allow-crimes", action=switch, default=False, help="merge models of different architectures"
+    )
+    merge.add_argument(
+        "--transformers-cache", metavar="DIR", help="the Hugging Face cache to find Hub ids in"
+    )
     merge.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    merge.add_argument("--quiet", "-q", action="store_true", help="same as --no-progress")
+    merge.add_argument("--quiet", "-q", action=switch, default=False, help="same as --no-progress")
     # Accepted so that mergekit-yaml command lines run unchanged; listed in the epilog.
     for flag in _MERGEKIT_NO_OP_FLAGS:
-        merge.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+        merge.add_argument(flag, action=switch, help=argparse.SUPPRESS)
     for flags in _MERGEKIT_NO_OP_OPTIONS:
-        merge.add_argument(*flags, type=int, help=argparse.SUPPRESS)
+        merge.add_argument(*flags, help=argparse.SUPPRESS)
     merge.add_argument("--verbose", "-v", action="count", help=argparse.SUPPRESS)
-    no_ops = [*_MERGEKIT_NO_OP_FLAGS, *(f"{flags[-1]} N" for flags in _MERGEKIT_NO_OP_OPTIONS), "-v"]
-    merge.epilog = (
-        "Also accepted from mergekit-yaml, with no effect (exme always streams, writes safetensors\n"
-        f"and runs no model code): {', '.join(no_ops)}."
+    # Refused (_MERGEKIT_REFUSED), with a message saying why.
+    merge.add_argument("--safe-serialization", action=switch, default=True, help=argparse.SUPPRESS)
+    merge.add_argument("--unsafe-truncate-embeddings", action=switch, default=False, help=argparse.SUPPRESS)
+    merge.add_argument("--lora-merge-dtype", help=argparse.SUPPRESS)
+    no_ops = [*_MERGEKIT_NO_OP_FLAGS, *(f"{flags[-1]} VALUE" for flags in _MERGEKIT_NO_OP_OPTIONS), "-v"]
+    merge.epilog = textwrap.fill(
+        "Also accepted from mergekit-yaml, with no effect (exme always streams, writes safetensors "
+        f"and runs no model code): {', '.join(no_ops)}, --safe-serialization, and the flags' --no- "
+        "forms. Refused, with the reason: --unsafe-truncate-embeddings, --lora-merge-dtype, "
+        "--no-safe-serialization.",
+        width=79,
+        break_on_hyphens=False,
     )
     merge.set_defaults(run=_merge)
     kinship = commands.add_parser(

@@ -209,11 +209,12 @@ def merge_to_dir(
     show_progress: bool | None = None,
     allow_crimes: bool = False,
     copy_tokenizer: bool = True,
+    write_model_card: bool = True,
 ) -> Path:
     """Merge into a Hugging Face model folder, built aside and renamed into place at the end.
 
     `allow_crimes` merges models of different architectures (mergekit's option of that name);
-    `copy_tokenizer` False leaves the tokenizer out."""
+    `copy_tokenizer` False leaves the tokenizer out, `write_model_card` False the model card."""
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:
         raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
@@ -243,7 +244,7 @@ def merge_to_dir(
                 target=importlib.import_module, args=("huggingface_hub.repocard",), daemon=True
             ).start()
             fill(parts[0], lambda: progress.update(1 + others.steps()))
-        write_metadata_files(plan, staging, title=out_dir.name, copy_tokenizer=copy_tokenizer)
+        write_metadata_files(plan, staging, out_dir.name, copy_tokenizer, write_model_card)
     return out_dir
 
 

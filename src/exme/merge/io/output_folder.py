@@ -64,7 +64,9 @@ def _input_lines(plan: MergePlan) -> list[str]:
     return lines
 
 
-def write_metadata_files(plan: MergePlan, directory: Path, title: str, copy_tokenizer: bool = True) -> None:
+def write_metadata_files(
+    plan: MergePlan, directory: Path, title: str, copy_tokenizer: bool = True, write_model_card: bool = True
+) -> None:
     _write_config(plan, directory)
     if copy_tokenizer:
         _copy_tokenizer(plan, directory)
@@ -75,6 +77,8 @@ def write_metadata_files(plan: MergePlan, directory: Path, title: str, copy_toke
     if mergekit_config is not None:
         text = yaml.safe_dump_all(mergekit_config, sort_keys=False)
         (directory / MERGEKIT_CONFIG_FILE).write_text(text, encoding="utf-8")
+    if not write_model_card:
+        return
     card = model_card(
         plan.recipe,
         plan.folders,
