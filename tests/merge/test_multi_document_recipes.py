@@ -90,7 +90,7 @@ def test_the_written_folder_reruns_with_exme_and_with_mergekit_multi(family, tmp
             assert (written[name] - tensor).abs().max() <= 1e-6, f"{folder}: {name}"
     # mergekit-multi's intermediate folder (no exme recipe in it) is kept, as mergekit-multi keeps it
     capsys.readouterr()
-    assert main(["merge", str(config), str(tmp_path / "reused"), "-I", str(tmp_path / "steps"), "-q"]) == 0
+    assert main(["merge", str(config), str(tmp_path / "reused"), "-I", str(tmp_path / "steps")]) == 0
     assert f"merge 'halfway': {tmp_path / 'steps' / 'halfway'} kept" in capsys.readouterr().err
     reused = load_folder(tmp_path / "reused")
     assert all((reused[name] - tensor).abs().max() <= 1e-6 for name, tensor in theirs.items())
@@ -162,6 +162,8 @@ def test_intermediate_dir_holds_each_named_merge_and_the_final_merge_is_unchange
         f"merge 'halfway': {steps / 'halfway'} merged",  # the one the other uses, first
         f"merge 'onward': {steps / 'onward'} merged",
     ]
+    quiet = [str(recipe_file), str(tmp_path / "again"), "-I", str(steps), "--no-lazy", "--quiet"]
+    assert main(["merge", *quiet]) == 0 and capsys.readouterr().err == ""
     nested = build_state_dict(load_recipe(recipe_file))  # computed as read, nothing written
     written = load_folder(tmp_path / "out")
     assert written.keys() == nested.keys()
@@ -182,7 +184,7 @@ def test_intermediate_merges_are_kept_unless_they_or_their_inputs_changed(family
 
     def run(*documents: dict, lazy: str = "--lazy") -> dict[str, int]:
         recipe_file = _write(tmp_path / "multi.yml", *documents)
-        arguments = [str(recipe_file), str(tmp_path / "out"), "-I", str(steps), lazy, "--overwrite", "-q"]
+        arguments = [str(recipe_file), str(tmp_path / "out"), "-I", str(steps), lazy, "--overwrite"]
         assert main(["merge", *arguments]) == 0
         return _stamps(steps)
 

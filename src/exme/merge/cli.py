@@ -146,9 +146,8 @@ def _merge(args: argparse.Namespace) -> None:
         "write_model_card": args.write_model_card,
     }
     if args.intermediate_dir is not None:
-        recipe = write_stages(
-            recipe, args.intermediate_dir, lazy=args.lazy, on_stage=_report_stage, **options
-        )
+        report = None if args.quiet else _report_stage
+        recipe = write_stages(recipe, args.intermediate_dir, lazy=args.lazy, on_stage=report, **options)
     print(merge_to_dir(recipe, args.out_dir or args.out_path, overwrite=args.overwrite, **options))
 
 
