@@ -126,7 +126,7 @@ def test_merges_using_each_other_in_a_cycle_are_an_error_naming_it(family, tmp_p
     with pytest.raises(ExmeError, match="merge 'first' includes itself: first -> second -> first"):
         plan_merge(recipe)
     with pytest.raises(ExmeError, match="merge 'first' includes itself: first -> second -> first"):
-        write_stages(recipe, tmp_path / "steps")  # before anything is written
+        write_stages(recipe.stages, tmp_path / "steps")  # before anything is written
     assert not (tmp_path / "steps").exists()
 
 
@@ -220,11 +220,38 @@ def test_a_named_merge_of_vocabularies_needs_an_intermediate_dir(vocabulary_mode
     assert (tmp_path / "steps" / "union" / "tokenizer.json").exists()
 
 
-def test_the_output_folder_is_given_once(family, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([], "give the output folder: OUT_DIR or --out-path"),
+        (["a", "--out-path", "b"], "give the output folder once: as OUT_DIR or as --out-path"),
+        (["-I", "steps"], "merge 2 has no name, so it is the final merge: give the output folder"),
+    ],
+    ids=["none", "twice", "final-merge-without-output"],
+)
+def test_the_output_folder_is_given_once(family, tmp_path, capsys, arguments, message):
     recipe_file = _write(tmp_path / "multi.yml", *_stages(family))
-    for arguments in ([], [str(tmp_path / "a"), "--out-path", str(tmp_path / "b")]):
-        assert main(["merge", str(recipe_file), *arguments]) == 2
-        assert "give the output folder once: as OUT_DIR or as --out-path" in capsys.readouterr().err
+    paths = [argument if argument.startswith("-") else str(tmp_path / argument) for argument in arguments]
+    assert main(["merge", str(recipe_file), *paths]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "steps").exists()
+
+
+def test_named_merges_without_a_final_one_are_each_written_as_mergekit_multi_does(family, tmp_path):
+    from click.testing import CliRunner
+    from mergekit.scripts.multimerge import main as mergekit_multi
+
+    halfway = _slerp(str(family.base), str(family.ft_a), 0.5, name="halfway")
+    other = _slerp(str(family.base), str(family.ft_b), 0.2, name="other")
+    onward = _linear({"halfway": 0.5, str(family.ft_b): 0.5}, name="onward")
+    recipe_file = _write(tmp_path / "multi.yml", halfway, other, onward)
+    assert main(["merge", str(recipe_file), "-I", str(tmp_path / "ours"), "-q"]) == 0
+    result = CliRunner().invoke(mergekit_multi, [str(recipe_file), "-I", str(tmp_path / "theirs"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    for name in ("halfway", "other", "onward"):
+        ours, theirs = load_folder(tmp_path / "ours" / name), load_folder(tmp_path / "theirs" / name)
+        assert ours.keys() == theirs.keys()
+        assert all((ours[n] - t).abs().max() <= 1e-6 for n, t in theirs.items()), name
 
 
 @pytest.mark.parametrize("name", ["../outside", "/tmp/elsewhere"])
@@ -232,7 +259,7 @@ def test_a_named_merge_must_stay_inside_the_intermediate_dir(family, tmp_path, n
     stage = _slerp(str(family.base), str(family.ft_a), 0.5, name=name)
     recipe = load_recipe(_write(tmp_path / "multi.yml", stage, _linear({name: 1.0})))
     with pytest.raises(ExmeError, match=f"merge {name!r}: a name must be a folder inside the intermediate"):
-        write_stages(recipe, tmp_path / "steps")
+        write_stages(recipe.stages, tmp_path / "steps")
 
 
 def test_random_seed_option_seeds_the_named_merges_too(family, tmp_path):

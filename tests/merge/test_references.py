@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import huggingface_hub.constants
@@ -225,7 +226,7 @@ def test_a_named_merge_passes_its_hub_models_on_to_the_final_card(family, hub_ca
     recipe_file.write_text(yaml.safe_dump_all([stage, final]))
     recipe = load_recipe(recipe_file)
     if intermediate:
-        recipe = write_stages(recipe, tmp_path / "steps")
+        recipe = replace(recipe, stages=write_stages(recipe.stages, tmp_path / "steps"))
     out = merge_to_dir(recipe, tmp_path / "merged")
     metadata = yaml.safe_load((out / "README.md").read_text().split("---")[1])
     assert metadata["base_model"] == ["tiny-org/base", "tiny-org/tuned"]

@@ -122,10 +122,13 @@ def _merge(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from exme.merge.execute import merge_to_dir, write_stages
-    from exme.merge.recipe import load_recipe, with_stages
+    from exme.merge.recipe import changed_stages, load_named_merges, load_recipe
 
-    if (args.out_dir is None) == (args.out_path is None):
+    out_dir = args.out_dir or args.out_path
+    if args.out_dir is not None and args.out_path is not None:
         raise ExmeError("give the output folder once: as OUT_DIR or as --out-path (mergekit-multi's)")
+    if out_dir is None and args.intermediate_dir is None:
+        raise ExmeError("give the output folder: OUT_DIR or --out-path (mergekit-multi's)")
     args.no_safe_serialization = not args.safe_serialization
     if refused := [message for option, message in _MERGEKIT_REFUSED.items() if getattr(args, option)]:
         raise ExmeError(refused[0])
@@ -133,10 +136,14 @@ def _merge(args: argparse.Namespace) -> None:
         from huggingface_hub import constants
 
         constants.HF_HUB_CACHE = args.transformers_cache
-    recipe = load_recipe(args.config)
-    if args.random_seed is not None:  # as mergekit's global seed, for the named merges too
+    # Without an output folder, mergekit-multi's form whose merges all have names: each is written
+    # to the intermediate folder, and there is no final merge.
+    recipe = load_recipe(args.config) if out_dir is not None else None
+    stages = recipe.stages if recipe is not None else load_named_merges(args.config)
+    if args.random_seed is not None:  # as mergekit's global seed, for every merge
         reseeded = functools.partial(replace, random_seed=args.random_seed)
-        recipe = reseeded(with_stages(recipe, reseeded))
+        stages = changed_stages(stages, reseeded)
+        recipe = reseeded(recipe) if recipe is not None else None
     options = {
         "shard_size": shard_size,
         "device": _device(args),
@@ -147,8 +154,11 @@ def _merge(args: argparse.Namespace) -> None:
     }
     if args.intermediate_dir is not None:
         report = None if args.quiet else _report_stage
-        recipe = write_stages(recipe, args.intermediate_dir, lazy=args.lazy, on_stage=report, **options)
-    print(merge_to_dir(recipe, args.out_dir or args.out_path, overwrite=args.overwrite, **options))
+        stages = write_stages(stages, args.intermediate_dir, lazy=args.lazy, on_stage=report, **options)
+    if recipe is None:
+        print(Path(args.intermediate_dir).absolute())
+        return
+    print(merge_to_dir(replace(recipe, stages=stages), out_dir, overwrite=args.overwrite, **options))
 
 
 def _device(args: argparse.Namespace) -> str | None:

@@ -17,7 +17,7 @@ import os
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -47,7 +47,14 @@ from exme.merge.io.reader import holds_weights
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
-from exme.merge.recipe import Recipe, load_recipe, stage_order, standalone_stage, with_stages
+from exme.merge.recipe import (
+    Recipe,
+    changed_stages,
+    load_recipe,
+    stage_order,
+    standalone_stage,
+    with_stages,
+)
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -249,28 +256,29 @@ def merge_to_dir(
 
 
 def write_stages(
-    recipe: Recipe,
+    stages: Mapping[str, Recipe],
     directory: str | os.PathLike[str],
     *,
     lazy: bool = True,
     on_stage: Callable[[str, Path, bool], None] | None = None,
     **options: Any,
-) -> Recipe:
-    """mergekit-multi's --intermediate-dir: each named merge of a multi-document recipe merged into
-    directory/NAME (merge_to_dir's `options`), after those it uses, which it reads from their folders;
-    a merge that re-indexes the vocabulary can then be a stage. With `lazy` (mergekit-multi's
-    --lazy), a folder that holds the merge already is kept (see _holds_merge). `on_stage(name,
-    folder, kept)` follows each. Returns the recipe reading its named merges from their folders."""
+) -> dict[str, Recipe]:
+    """mergekit-multi's --intermediate-dir: each named merge of a multi-document recipe (its stages)
+    merged into directory/NAME (merge_to_dir's `options`), after those it uses, which it reads from
+    their folders; a merge that re-indexes the vocabulary can then be a stage. With `lazy`
+    (mergekit-multi's --lazy), a folder that holds the merge already is kept (see _holds_merge).
+    `on_stage(name, folder, kept)` follows each. Returns the named merges, each with its folder set:
+    give them to the final merge (recipe.with_stages) to have it read them there."""
     folders: dict[str, Path] = {}
 
     def written(stage: Recipe) -> Recipe:
         return replace(stage, folder=str(folders[stage.name]) if stage.name in folders else None)
 
-    order = stage_order(recipe)
+    order = stage_order(stages)
     if outside := [name for name in order if Path(name).is_absolute() or ".." in Path(name).parts]:
         raise ExmeError(f"merge {outside[0]!r}: a name must be a folder inside the intermediate folder")
     for name in order:
-        stage = with_stages(standalone_stage(recipe, name), written)
+        stage = with_stages(standalone_stage(stages, name), written)
         folder = Path(directory) / name
         inputs = [folders[model] for model in stage.named_models if model in folders]
         kept = lazy and _holds_merge(folder, stage, inputs)
@@ -279,7 +287,7 @@ def write_stages(
         folders[name] = folder
         if on_stage:
             on_stage(name, folder, kept)
-    return with_stages(recipe, written)
+    return changed_stages(stages, written)
 
 
 def _holds_merge(folder: Path, stage: Recipe, inputs: list[Path]) -> bool:

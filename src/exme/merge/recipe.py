@@ -19,7 +19,7 @@ most specific place: a slice source's or model's own, the slice's, then the glob
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -497,6 +497,24 @@ def _validate(recipe: Recipe, method: MergeMethod) -> None:
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     """A recipe file: one merge, or (mergekit-multi's form) several YAML documents, each a merge with
     a `name` by which later ones use its result as a model, and the final merge."""
+    recipes = _documents(path)
+    return recipes[0] if len(recipes) == 1 else _final_merge(recipes, path)
+
+
+def load_named_merges(path: str | os.PathLike[str]) -> dict[str, Recipe]:
+    """The merges of a recipe file whose merges all have names, as mergekit-multi writes each to its
+    intermediate folder and has no final merge: {name: merge}, the table of each one's stages."""
+    recipes = _documents(path)
+    if unnamed := [number for number, recipe in enumerate(recipes, start=1) if recipe.name is None]:
+        raise ExmeError(
+            f"recipe {path}: merge {unnamed[0]} has no name, so it is the final merge: give the output "
+            "folder it is written to"
+        )
+    _check_names([recipe.name for recipe in recipes], path)
+    return _stage_table(recipes)
+
+
+def _documents(path: str | os.PathLike[str]) -> list[Recipe]:
     try:
         with open(path, encoding="utf-8") as file:
             documents = list(yaml.safe_load_all(file))
@@ -505,14 +523,26 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     except yaml.YAMLError as error:
         raise ExmeError(f"recipe {path} is not valid YAML: {error}") from error
     if len(documents) <= 1:
-        return recipe_from_dict(documents[0] if documents else None)
+        return [recipe_from_dict(documents[0] if documents else None)]
     recipes = []
     for number, document in enumerate(documents, start=1):
         try:
             recipes.append(recipe_from_dict(document))
         except ExmeError as error:
             raise ExmeError(f"document {number} of recipe {path}: {error}") from None
-    return _final_merge(recipes, path)
+    return recipes
+
+
+def _check_names(names: list[str], path: str | os.PathLike[str]) -> None:
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ExmeError(f"recipe {path}: more than one merge is named {repeated[0]!r}")
+
+
+def _stage_table(recipes: Iterable[Recipe]) -> dict[str, Recipe]:
+    """{name: merge} of named merges, each holding the table as the merges it may name."""
+    stages: dict[str, Recipe] = {}
+    stages.update((recipe.name, replace(recipe, stages=stages)) for recipe in recipes if recipe.name)
+    return stages
 
 
 def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
@@ -520,8 +550,7 @@ def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
     name, else the one that no other names. Every other merge must be used by it, directly or not:
     exme computes them as it reads them, and writes only the final merge."""
     names = [recipe.name for recipe in recipes if recipe.name is not None]
-    if repeated := sorted({name for name in names if names.count(name) > 1}):
-        raise ExmeError(f"recipe {path}: more than one merge is named {repeated[0]!r}")
+    _check_names(names, path)
     if len(names) < len(recipes) - 1:
         raise ExmeError(
             f"recipe {path} holds {len(recipes) - len(names)} merges without a name; only the final "
@@ -543,16 +572,17 @@ def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
             f"recipe {path}: the final merge does not use {', '.join(map(repr, unused))}; exme merge "
             "writes only the final merge (run the others as recipes of their own)"
         )
-    stages: dict[str, Recipe] = {}
-    stages.update((r.name, replace(r, stages=stages)) for r in recipes if r is not final and r.name)
-    return replace(final, stages=stages)
+    return replace(final, stages=_stage_table(recipe for recipe in recipes if recipe is not final))
+
+
+def changed_stages(stages: Mapping[str, Recipe], change: Callable[[Recipe], Recipe]) -> dict[str, Recipe]:
+    """The named merges with `change` made to each (sharing one table again)."""
+    return _stage_table(change(stage) for stage in stages.values())
 
 
 def with_stages(recipe: Recipe, change: Callable[[Recipe], Recipe]) -> Recipe:
-    """The recipe with `change` made to each of its named merges (which keep sharing one table)."""
-    stages: dict[str, Recipe] = {}
-    stages.update((name, replace(change(stage), stages=stages)) for name, stage in recipe.stages.items())
-    return replace(recipe, stages=stages)
+    """The recipe with `change` made to each of its named merges."""
+    return replace(recipe, stages=changed_stages(recipe.stages, change))
 
 
 def includes_itself(origin: str, chain: list[str]) -> ExmeError:
@@ -560,8 +590,8 @@ def includes_itself(origin: str, chain: list[str]) -> ExmeError:
     return ExmeError(f"{origin} includes itself: {' -> '.join(chain)}")
 
 
-def stage_order(recipe: Recipe) -> list[str]:
-    """The names of the recipe's named merges, each after those it uses."""
+def stage_order(stages: Mapping[str, Recipe]) -> list[str]:
+    """The names of these named merges, each after those it uses."""
     order: list[str] = []
     visiting: list[str] = []
 
@@ -570,12 +600,12 @@ def stage_order(recipe: Recipe) -> list[str]:
             raise includes_itself(f"merge {name!r}", [*visiting[visiting.index(name) :], name])
         if name not in order:
             visiting.append(name)
-            for used in recipe.stages[name].named_models:
-                if used in recipe.stages:
+            for used in stages[name].named_models:
+                if used in stages:
                     visit(used)
             order.append(visiting.pop())
 
-    for name in recipe.stages:
+    for name in stages:
         visit(name)
     return order
 
@@ -592,13 +622,12 @@ def _reached(uses: Mapping[str | None, list[str]], start: str | None) -> set[str
     return reached
 
 
-def standalone_stage(recipe: Recipe, name: str) -> Recipe:
-    """A named merge of the recipe as a recipe of its own: with only the named merges it uses."""
-    uses = {n: [m for m in stage.named_models if m in recipe.stages] for n, stage in recipe.stages.items()}
+def standalone_stage(stages: Mapping[str, Recipe], name: str) -> Recipe:
+    """A named merge as a recipe of its own: with only the named merges it uses."""
+    uses = {n: [m for m in stage.named_models if m in stages] for n, stage in stages.items()}
     used = _reached(uses, name)
-    stages: dict[str, Recipe] = {}
-    stages.update((n, replace(stage, stages=stages)) for n, stage in recipe.stages.items() if n in used)
-    return replace(recipe.stages[name], stages=stages)
+    table = _stage_table(stage for n, stage in stages.items() if n in used)
+    return replace(stages[name], stages=table)
 
 
 def write_recipe(recipe: Recipe, path: str | os.PathLike[str]) -> None:
