@@ -180,28 +180,29 @@ def test_intermediate_dir_holds_each_named_merge_and_the_final_merge_is_unchange
 
 def test_intermediate_merges_are_kept_unless_they_or_their_inputs_changed(family, tmp_path, capsys):
     halfway, onward, final = _chain(family)
-    steps = tmp_path / "steps"
+    steps, out = tmp_path / "steps", tmp_path / "out"
 
     def run(*documents: dict, lazy: str = "--lazy") -> dict[str, int]:
+        """Run mergekit-multi's command line; when each folder was written (the output: 'out')."""
         recipe_file = _write(tmp_path / "multi.yml", *documents)
-        arguments = [str(recipe_file), str(tmp_path / "out"), "-I", str(steps), lazy, "--overwrite"]
-        assert main(["merge", *arguments]) == 0
-        return _stamps(steps)
+        assert main(["merge", str(recipe_file), "-I", str(steps), "--out-path", str(out), lazy]) == 0
+        return {**_stamps(steps), "out": (out / "config.json").stat().st_mtime_ns}
 
     first = run(halfway, onward, final)
     capsys.readouterr()
-    assert run(halfway, onward, final) == first
-    assert capsys.readouterr().err.count("kept (already merged)") == 2
+    assert run(halfway, onward, final) == first  # the output folder too, as mergekit-multi's --lazy
+    assert capsys.readouterr().err.splitlines()[-1] == f"final merge: {out} kept (already merged)"
     changed = run(halfway, {**onward, "parameters": {"t": 0.7}}, final)
-    assert changed["halfway"] == first["halfway"] and changed["onward"] > first["onward"]
-    # a changed merge is merged again, and so is the merge reading it
+    assert changed["halfway"] == first["halfway"]
+    assert changed["onward"] > first["onward"] and changed["out"] > first["out"]
+    # a changed merge is merged again, and so are the merges reading it
     again = run({**halfway, "parameters": {"t": 0.2}}, {**onward, "parameters": {"t": 0.7}}, final)
-    assert again["halfway"] > changed["halfway"] and again["onward"] > changed["onward"]
+    assert all(again[name] > changed[name] for name in again)
     capsys.readouterr()
     assert run(halfway, onward, final, lazy="--no-lazy").keys() == first.keys()
     assert "kept" not in capsys.readouterr().err
     expected = build_state_dict(load_recipe(tmp_path / "multi.yml"))
-    assert all(torch.equal(load_folder(tmp_path / "out")[n], t) for n, t in expected.items())
+    assert all(torch.equal(load_folder(out)[n], t) for n, t in expected.items())
 
 
 def test_a_named_merge_of_vocabularies_needs_an_intermediate_dir(vocabulary_models, tmp_path):

@@ -121,7 +121,7 @@ def _merge(args: argparse.Namespace) -> None:
     _start_reading_inputs(args.config)
     from dataclasses import replace
 
-    from exme.merge.execute import merge_to_dir, write_stages
+    from exme.merge.execute import holds_merge, merge_to_dir, write_stages
     from exme.merge.recipe import changed_stages, load_named_merges, load_recipe
 
     out_dir = args.out_dir or args.out_path
@@ -152,13 +152,21 @@ def _merge(args: argparse.Namespace) -> None:
         "copy_tokenizer": args.copy_tokenizer,
         "write_model_card": args.write_model_card,
     }
+    report = None if args.quiet else _report_stage
     if args.intermediate_dir is not None:
-        report = None if args.quiet else _report_stage
         stages = write_stages(stages, args.intermediate_dir, lazy=args.lazy, on_stage=report, **options)
     if recipe is None:
         print(Path(args.intermediate_dir).absolute())
         return
-    print(merge_to_dir(replace(recipe, stages=stages), out_dir, overwrite=args.overwrite, **options))
+    final = replace(recipe, stages=stages)
+    if args.intermediate_dir is None:
+        print(merge_to_dir(final, out_dir, overwrite=args.overwrite, **options))
+    elif args.lazy and holds_merge(Path(out_dir), final):  # as mergekit-multi, for the final merge too
+        if report:
+            report(final.name, Path(out_dir), True)
+        print(Path(out_dir).absolute())
+    else:  # mergekit-multi writes over its output folder
+        print(merge_to_dir(final, out_dir, overwrite=True, **options))
 
 
 def _device(args: argparse.Namespace) -> str | None:
@@ -172,9 +180,10 @@ def _device(args: argparse.Namespace) -> str | None:
     return args.device
 
 
-def _report_stage(name: str, folder: Path, kept: bool) -> None:
+def _report_stage(name: str | None, folder: Path, kept: bool) -> None:
+    merge = f"merge {name!r}" if name else "final merge"
     done = "kept (already merged)" if kept else "merged"
-    print(f"merge {name!r}: {folder} {done}", file=sys.stderr, flush=True)
+    print(f"{merge}: {folder} {done}", file=sys.stderr, flush=True)
 
 
 def _kinship(args: argparse.Namespace) -> None:

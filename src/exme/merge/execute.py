@@ -266,7 +266,7 @@ def write_stages(
     """mergekit-multi's --intermediate-dir: each named merge of a multi-document recipe (its stages)
     merged into directory/NAME (merge_to_dir's `options`), after those it uses, which it reads from
     their folders; a merge that re-indexes the vocabulary can then be a stage. With `lazy`
-    (mergekit-multi's --lazy), a folder that holds the merge already is kept (see _holds_merge).
+    (mergekit-multi's --lazy), a folder that holds the merge already is kept (see holds_merge).
     `on_stage(name, folder, kept)` follows each. Returns the named merges, each with its folder set:
     give them to the final merge (recipe.with_stages) to have it read them there."""
     folders: dict[str, Path] = {}
@@ -280,8 +280,7 @@ def write_stages(
     for name in order:
         stage = with_stages(standalone_stage(stages, name), written)
         folder = Path(directory) / name
-        inputs = [folders[model] for model in stage.named_models if model in folders]
-        kept = lazy and _holds_merge(folder, stage, inputs)
+        kept = lazy and holds_merge(folder, stage)
         if not kept:
             merge_to_dir(stage, folder, overwrite=True, **options)
         folders[name] = folder
@@ -290,17 +289,19 @@ def write_stages(
     return changed_stages(stages, written)
 
 
-def _holds_merge(folder: Path, stage: Recipe, inputs: list[Path]) -> bool:
+def holds_merge(folder: Path, recipe: Recipe) -> bool:
     """Whether a folder holds a model (as mergekit-multi checks: a config and weights) that is this
-    merge, as far as its merge_recipe.yml (if any) tells, made after the named merges it reads: a
-    changed merge, or one whose inputs were merged again, is merged again."""
+    merge, as far as its merge_recipe.yml (if any) tells, made after the named merges it reads from
+    their folders: a changed merge, or one whose inputs were merged again, is merged again."""
     config = folder / "config.json"
     if not config.is_file() or not holds_weights(folder):
         return False
-    if any(config.stat().st_mtime < (used / "config.json").stat().st_mtime for used in inputs):
+    named = recipe.named_models
+    read = [Path(stage.folder) for name, stage in recipe.stages.items() if stage.folder and name in named]
+    if any(config.stat().st_mtime < (used / "config.json").stat().st_mtime for used in read):
         return False
     recorded = folder / RECIPE_FILE
     try:
-        return not recorded.exists() or load_recipe(recorded).to_documents() == stage.to_documents()
+        return not recorded.exists() or load_recipe(recorded).to_documents() == recipe.to_documents()
     except ExmeError:
         return False
