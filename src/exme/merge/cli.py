@@ -118,32 +118,14 @@ def shard_size_bytes(text: str) -> int:
 
 def _merge(args: argparse.Namespace) -> None:
     shard_size = shard_size_bytes(args.shard_size)
+    out_dir = _output_folder(args)
     _start_reading_inputs(args.config)
     from dataclasses import replace
 
-    from exme.merge.execute import holds_merge, merge_to_dir, write_stages
-    from exme.merge.recipe import changed_stages, load_named_merges, load_recipe
+    from exme.merge.execute import merge_to_dir, merge_with_stages, write_stages
+    from exme.merge.recipe import changed_stages, load_named_merges, load_recipe, with_stages
 
-    out_dir = args.out_dir or args.out_path
-    if args.out_dir is not None and args.out_path is not None:
-        raise ExmeError("give the output folder once: as OUT_DIR or as --out-path (mergekit-multi's)")
-    if out_dir is None and args.intermediate_dir is None:
-        raise ExmeError("give the output folder: OUT_DIR or --out-path (mergekit-multi's)")
-    args.no_safe_serialization = not args.safe_serialization
-    if refused := [message for option, message in _MERGEKIT_REFUSED.items() if getattr(args, option)]:
-        raise ExmeError(refused[0])
-    if args.transformers_cache:  # where Hub ids are looked for and downloaded to (mergekit's option)
-        from huggingface_hub import constants
-
-        constants.HF_HUB_CACHE = args.transformers_cache
-    # Without an output folder, mergekit-multi's form whose merges all have names: each is written
-    # to the intermediate folder, and there is no final merge.
-    recipe = load_recipe(args.config) if out_dir is not None else None
-    stages = recipe.stages if recipe is not None else load_named_merges(args.config)
-    if args.random_seed is not None:  # as mergekit's global seed, for every merge
-        reseeded = functools.partial(replace, random_seed=args.random_seed)
-        stages = changed_stages(stages, reseeded)
-        recipe = reseeded(recipe) if recipe is not None else None
+    _apply_mergekit_options(args)
     options = {
         "shard_size": shard_size,
         "device": _device(args),
@@ -153,20 +135,44 @@ def _merge(args: argparse.Namespace) -> None:
         "write_model_card": args.write_model_card,
     }
     report = None if args.quiet else _report_stage
-    if args.intermediate_dir is not None:
-        stages = write_stages(stages, args.intermediate_dir, lazy=args.lazy, on_stage=report, **options)
-    if recipe is None:
+    # as mergekit's global seed: for every merge of the file
+    reseeded = functools.partial(replace, random_seed=args.random_seed)
+    if out_dir is None:  # mergekit-multi's file of named merges only: each to the intermediate folder
+        stages = load_named_merges(args.config)
+        if args.random_seed is not None:
+            stages = changed_stages(stages, reseeded)
+        write_stages(stages, args.intermediate_dir, lazy=args.lazy, on_stage=report, **options)
         print(Path(args.intermediate_dir).absolute())
         return
-    final = replace(recipe, stages=stages)
+    recipe = load_recipe(args.config)
+    if args.random_seed is not None:
+        recipe = reseeded(with_stages(recipe, reseeded))
     if args.intermediate_dir is None:
-        print(merge_to_dir(final, out_dir, overwrite=args.overwrite, **options))
-    elif args.lazy and holds_merge(Path(out_dir), final):  # as mergekit-multi, for the final merge too
-        if report:
-            report(final.name, Path(out_dir), True)
-        print(Path(out_dir).absolute())
-    else:  # mergekit-multi writes over its output folder
-        print(merge_to_dir(final, out_dir, overwrite=True, **options))
+        print(merge_to_dir(recipe, out_dir, overwrite=args.overwrite, **options))
+    else:
+        intermediate = args.intermediate_dir
+        print(merge_with_stages(recipe, out_dir, intermediate, lazy=args.lazy, on_stage=report, **options))
+
+
+def _output_folder(args: argparse.Namespace) -> str | None:
+    """OUT_DIR or mergekit-multi's --out-path; None for a file of named merges only (-I DIR alone)."""
+    if args.out_dir is not None and args.out_path is not None:
+        raise ExmeError("give the output folder once: as OUT_DIR or as --out-path (mergekit-multi's)")
+    out_dir = args.out_dir or args.out_path
+    if out_dir is None and args.intermediate_dir is None:
+        raise ExmeError("give the output folder: OUT_DIR or --out-path (mergekit-multi's)")
+    return out_dir
+
+
+def _apply_mergekit_options(args: argparse.Namespace) -> None:
+    """Refuse mergekit-yaml's options that exme does not follow; set the Hub cache."""
+    args.no_safe_serialization = not args.safe_serialization
+    if refused := [message for option, message in _MERGEKIT_REFUSED.items() if getattr(args, option)]:
+        raise ExmeError(refused[0])
+    if args.transformers_cache:  # where Hub ids are looked for and downloaded to
+        from huggingface_hub import constants
+
+        constants.HF_HUB_CACHE = args.transformers_cache
 
 
 def _device(args: argparse.Namespace) -> str | None:

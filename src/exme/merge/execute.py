@@ -260,7 +260,7 @@ def write_stages(
     directory: str | os.PathLike[str],
     *,
     lazy: bool = True,
-    on_stage: Callable[[str, Path, bool], None] | None = None,
+    on_stage: Callable[[str | None, Path, bool], None] | None = None,
     **options: Any,
 ) -> dict[str, Recipe]:
     """mergekit-multi's --intermediate-dir: each named merge of a multi-document recipe (its stages)
@@ -287,6 +287,27 @@ def write_stages(
         if on_stage:
             on_stage(name, folder, kept)
     return changed_stages(stages, written)
+
+
+def merge_with_stages(
+    recipe: Recipe,
+    out_dir: str | os.PathLike[str],
+    intermediate_dir: str | os.PathLike[str],
+    *,
+    lazy: bool = True,
+    on_stage: Callable[[str | None, Path, bool], None] | None = None,
+    **options: Any,
+) -> Path:
+    """mergekit-multi's run: the recipe's named merges written to intermediate_dir (write_stages),
+    then the final merge to out_dir, which, as mergekit-multi does, is kept when `lazy` and it holds
+    that merge already (holds_merge: `on_stage(name, out_dir, True)` then), else replaced."""
+    final = replace(recipe, stages=write_stages(recipe.stages, intermediate_dir, lazy=lazy,
+                                                on_stage=on_stage, **options))  # fmt: skip
+    if lazy and holds_merge(Path(out_dir), final):
+        if on_stage:
+            on_stage(final.name, Path(out_dir), True)
+        return Path(out_dir).absolute()
+    return merge_to_dir(final, out_dir, overwrite=True, **options)
 
 
 def holds_merge(folder: Path, recipe: Recipe) -> bool:
