@@ -268,7 +268,7 @@ def write_stages(
     their folders; a merge that re-indexes the vocabulary can then be a stage. With `lazy`
     (mergekit-multi's --lazy), a folder that holds the merge already is kept (see holds_merge).
     `on_stage(name, folder, kept)` follows each. Returns the named merges, each with its folder set:
-    give them to the final merge (recipe.with_stages) to have it read them there."""
+    the final merge given them as its stages reads them there (merge_with_stages)."""
     folders: dict[str, Path] = {}
 
     def written(stage: Recipe) -> Recipe:
