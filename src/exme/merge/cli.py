@@ -248,9 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write each named merge of a multi-document recipe to DIR/NAME, and read it from there",
     )
+    switch = argparse.BooleanOptionalAction
     merge.add_argument(
         "--lazy",
-        action=argparse.BooleanOptionalAction,
+        action=switch,
         default=True,
         help="with --intermediate-dir, keep a named merge already in DIR/NAME unless its recipe or "
         "inputs changed (default: yes)",
@@ -267,7 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEVICE",
         help="compute device: cpu, cuda, cuda:N or auto (default: cuda if available)",
     )
-    switch = argparse.BooleanOptionalAction
     merge.add_argument("--cuda", action=switch, default=False, help="same as --device cuda")
     merge.add_argument("--gpu-rich", action=switch, default=False, help="same as --cuda (mergekit's)")
     merge.add_argument("--random-seed", type=int, help="replaces the random_seed of the recipe's merges")

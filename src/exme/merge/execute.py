@@ -43,7 +43,7 @@ from exme.merge.blocks import (
     splits,
 )
 from exme.merge.io.output_folder import RECIPE_FILE, write_metadata_files
-from exme.merge.io.reader import holds_weights
+from exme.merge.io.reader import CONFIG_FILE, holds_weights
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
@@ -314,12 +314,15 @@ def holds_merge(folder: Path, recipe: Recipe) -> bool:
     """Whether a folder holds a model (as mergekit-multi checks: a config and weights) that is this
     merge, as far as its merge_recipe.yml (if any) tells, made after the named merges it reads from
     their folders: a changed merge, or one whose inputs were merged again, is merged again."""
-    config = folder / "config.json"
-    if not config.is_file() or not holds_weights(folder):
+    if not (folder / CONFIG_FILE).is_file() or not holds_weights(folder):
         return False
+
+    def written_at(model_folder: Path) -> float:
+        return (model_folder / CONFIG_FILE).stat().st_mtime
+
     named = recipe.named_models
     read = [Path(stage.folder) for name, stage in recipe.stages.items() if stage.folder and name in named]
-    if any(config.stat().st_mtime < (used / "config.json").stat().st_mtime for used in read):
+    if any(written_at(folder) < written_at(used) for used in read):
         return False
     recorded = folder / RECIPE_FILE
     try:

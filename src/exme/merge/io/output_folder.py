@@ -11,6 +11,7 @@ import yaml
 
 from exme.errors import ExmeError
 from exme.merge.chat_templates import resolve_chat_template
+from exme.merge.io.reader import CONFIG_FILE
 from exme.merge.plan import MergePlan
 from exme.merge.provenance import CARD_FILE, MERGEKIT_CONFIG_FILE, mergekit_documents, model_card
 from exme.merge.recipe import write_recipe
@@ -26,7 +27,7 @@ CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 def _write_config(plan: MergePlan, directory: Path) -> None:
-    (directory / "config.json").write_text(json.dumps(plan.config, indent=2) + "\n")
+    (directory / CONFIG_FILE).write_text(json.dumps(plan.config, indent=2) + "\n")
 
 
 def _copy_tokenizer(plan: MergePlan, directory: Path) -> None:

@@ -271,6 +271,7 @@ class TensorReader:
         self._pickles.clear()
 
 
+CONFIG_FILE = "config.json"
 # Weight files in the order they are looked for: (index of shards, single file, header reader).
 _WEIGHT_FORMATS = (
     ("model.safetensors.index.json", "model.safetensors", read_safetensors_header),
@@ -305,7 +306,7 @@ class ModelFolder:
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        config_file = self.path / "config.json"
+        config_file = self.path / CONFIG_FILE
         try:
             return json.loads(config_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
