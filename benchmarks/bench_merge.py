@@ -6,7 +6,8 @@ median wall time, median peak memory (the tool's peak RSS or, where larger, the 
 proportional set sizes summed over its processes) and the engine's time over an I/O floor
 (reading every byte of the input models' files and writing the output's byte count once), both
 through the page cache and with O_DIRECT reads (as the engine reads large tensors), and the
-start-up any torch program pays before its first read (the interpreter and `import torch`). The
+start-up any torch program pays before its first read (the interpreter and `import torch`, without
+the teardown at exit, which `exme` skips). The
 models' files are evicted from the page cache before every run, so each run reads its inputs from
 disk. Merges: task_arithmetic (elementwise), ties at density 0.5 (a top-k per tensor), dare_ties at
 density 0.5 (a seeded random drop, then TIES's sign election), dare_linear (the drop alone),
@@ -48,6 +49,8 @@ HIDDEN, INTERMEDIATE, VOCAB = 1024, 2816, 32000
 METHODS = ("task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs", "slerp", "passthrough")
 BYTES_PER_LAYER = (4 * HIDDEN * HIDDEN + 3 * HIDDEN * INTERMEDIATE + 2 * HIDDEN) * 2
 BYTES_OUTSIDE_LAYERS = (2 * VOCAB * HIDDEN + HIDDEN) * 2
+# the start-up column: the interpreter and torch's import, ended as `exme` ends (exit_without_teardown)
+_STARTUP = "import os, torch; os._exit(0)"
 
 
 def llama_specs(layers: int) -> list[TensorSpec]:
@@ -349,7 +352,7 @@ def bench_size(size_gb: float | None, runs: int, workdir: Path, methods: list[st
                 evict_from_page_cache(models)
                 scratch = root / "floor.bin"
                 times[floor].append(io_floor(inputs_of(recipe, models), output_bytes, scratch, direct))
-            times["start-up"].append(run_measured([sys.executable, "-c", "import torch"])[0])
+            times["start-up"].append(run_measured([sys.executable, "-c", _STARTUP])[0])
             print(f"  {method} {label} run {run + 1}: " + ", ".join(
                 f"{k} {v[-1]:.1f}s" for k, v in times.items()) + ", peak RSS " + ", ".join(
                 f"{k} {v[-1]:.0f} MB" for k, v in rss.items()), flush=True)  # fmt: skip

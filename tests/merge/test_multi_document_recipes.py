@@ -105,18 +105,46 @@ def test_the_written_folder_reruns_with_exme_and_with_mergekit_multi(family, tmp
          "more than one merge is named 'a'"),
         (lambda f: [_linear({f.ft_a: 1.0}, name="a"), _linear({f.ft_b: 1.0}, name="b")],
          "no other uses; unused: 'a', 'b')"),
-        (lambda f: [_linear({f.ft_a: 1.0}, name="spare"), _linear({f.ft_a: 0.5, f.ft_b: 0.5})],
-         "the final merge does not use 'spare'"),
         (lambda f: [_linear({f.ft_a: 1.0}, name="a"), {"merge_method": "linear", "models": [{"model": "a"}],
                                                        "density": 2}],
          "document 2 of recipe"),
     ],
-    ids=["two-unnamed", "same-name", "no-final", "unused", "bad-document"],
+    ids=["two-unnamed", "same-name", "no-final", "bad-document"],
 )  # fmt: skip
 def test_bad_multi_document_recipes_are_errors_naming_the_problem(family, tmp_path, documents, message):
     with pytest.raises(ExmeError) as error:
         load_recipe(_write(tmp_path / "multi.yml", *documents(family)))
     assert message in str(error.value)
+
+
+def test_a_named_merge_the_final_one_does_not_use_is_written_only_to_an_intermediate_folder(
+    family, tmp_path, capsys
+):
+    from click.testing import CliRunner
+    from mergekit.scripts.multimerge import main as mergekit_multi
+
+    spare = _linear({family.ft_a: 0.8, family.ft_b: 0.2}, name="spare")
+    multi = _write(tmp_path / "multi.yml", spare, *_stages(family))
+    unused = "the final merge does not use 'spare'; exme merge writes only the final merge unless"
+    with pytest.raises(ExmeError, match=unused):
+        plan_merge(load_recipe(multi))
+    with pytest.raises(ExmeError, match=f"recipe {multi}: {unused}"):  # a recipe file named as a model
+        plan_merge(recipe_from_dict(_linear({multi: 1.0})))
+    assert main(["merge", str(multi), str(tmp_path / "out")]) == 2
+    assert unused in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+    # with one, every named merge is written there, as mergekit-multi writes it
+    arguments = [str(multi), "-I", str(tmp_path / "{}steps"), "--out-path", str(tmp_path / "{}out")]
+    assert main(["merge", *(argument.format("") for argument in arguments), "--quiet"]) == 0
+    mergekit_arguments = [*(argument.format("mk_") for argument in arguments), "--quiet"]
+    result = CliRunner().invoke(mergekit_multi, mergekit_arguments, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for folder in ("steps/spare", "steps/halfway", "out"):
+        written, expected = load_folder(tmp_path / folder), load_folder(tmp_path / f"mk_{folder}")
+        assert written.keys() == expected.keys()
+        for name, tensor in expected.items():
+            assert (written[name] - tensor).abs().max() <= 1e-6, f"{folder}: {name}"
 
 
 def test_merges_using_each_other_in_a_cycle_are_an_error_naming_it(family, tmp_path):

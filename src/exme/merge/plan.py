@@ -32,7 +32,7 @@ from exme.merge.io.reader import ModelFolder, TensorLocation
 from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
 from exme.merge.methods.registry import MergeMethod, Parameter, Scope
-from exme.merge.recipe import InputGroup, Recipe, includes_itself, load_recipe
+from exme.merge.recipe import InputGroup, Recipe, includes_itself, load_recipe, unused_stages
 from exme.merge.vocabulary import OutputVocabulary, VocabularyMap, is_vocabulary_tensor, output_vocabulary
 
 # When a model ties its output embedding to its input embedding, the output one may be absent;
@@ -207,9 +207,11 @@ class ModelOpener:
         if not path.is_file():
             raise ExmeError(f"recipe file {path} does not exist")
         try:
-            return load_recipe(path)
+            recipe = load_recipe(path)
+            _check_stages_used(recipe)
         except ExmeError as error:
             raise ExmeError(f"recipe {path}: {error}") from None
+        return recipe
 
     def _nested(self, model: str, key: Any, origin: str, recipe: Recipe) -> NestedModel:
         self._planning[key] = model
@@ -484,7 +486,19 @@ class _Planner:
 def plan_merge(recipe: Recipe, *, allow_crimes: bool = False) -> MergePlan:
     """The plan of a recipe, and of the recipes it names, recursively. `allow_crimes` merges models
     whose architectures differ (mergekit's option)."""
+    _check_stages_used(recipe)
     return _plan(recipe, ModelOpener(allow_crimes))
+
+
+def _check_stages_used(recipe: Recipe) -> None:
+    """A named merge is computed only as the merge using it reads it: one that none uses, and that
+    is not written to a folder already, would be lost."""
+    if unread := [name for name in unused_stages(recipe) if recipe.stages[name].folder is None]:
+        raise ExmeError(
+            f"the final merge does not use {', '.join(map(repr, unread))}; exme merge writes only the "
+            "final merge unless given an intermediate folder (--intermediate-dir), to which it "
+            "writes every named merge, as mergekit-multi does"
+        )
 
 
 def _plan(recipe: Recipe, opener: ModelOpener) -> MergePlan:

@@ -547,8 +547,7 @@ def _stage_table(recipes: Iterable[Recipe]) -> dict[str, Recipe]:
 
 def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
     """The merge a multi-document recipe writes, the others its stages: the one merge without a
-    name, else the one that no other names. Every other merge must be used by it, directly or not:
-    exme computes them as it reads them, and writes only the final merge."""
+    name, else the one that no other names."""
     names = [recipe.name for recipe in recipes if recipe.name is not None]
     _check_names(names, path)
     if len(names) < len(recipes) - 1:
@@ -556,8 +555,7 @@ def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
             f"recipe {path} holds {len(recipes) - len(names)} merges without a name; only the final "
             "merge may have none"
         )
-    uses = {recipe.name: [m for m in recipe.named_models if m in names] for recipe in recipes}
-    used = {name for named in uses.values() for name in named}
+    used = {name for recipe in recipes for name in recipe.named_models if name in names}
     finals = [r for r in recipes if r.name is None] or [r for r in recipes if r.name not in used]
     if len(finals) != 1:
         unused = ", ".join(repr(recipe.name) for recipe in finals) or "none"
@@ -566,13 +564,14 @@ def _final_merge(recipes: list[Recipe], path: str | os.PathLike[str]) -> Recipe:
             f"no other uses; unused: {unused})"
         )
     final = finals[0]
-    reached = _reached(uses, final.name)
-    if unused := [name for name in names if name not in reached and name != final.name]:
-        raise ExmeError(
-            f"recipe {path}: the final merge does not use {', '.join(map(repr, unused))}; exme merge "
-            "writes only the final merge (run the others as recipes of their own)"
-        )
     return replace(final, stages=_stage_table(recipe for recipe in recipes if recipe is not final))
+
+
+def unused_stages(recipe: Recipe) -> list[str]:
+    """The names of the recipe's named merges that it does not use, directly or not."""
+    uses = {**_stage_uses(recipe.stages), None: [m for m in recipe.named_models if m in recipe.stages]}
+    reached = _reached(uses, None)
+    return [name for name in recipe.stages if name not in reached]
 
 
 def changed_stages(stages: Mapping[str, Recipe], change: Callable[[Recipe], Recipe]) -> dict[str, Recipe]:
@@ -610,6 +609,11 @@ def stage_order(stages: Mapping[str, Recipe]) -> list[str]:
     return order
 
 
+def _stage_uses(stages: Mapping[str, Recipe]) -> dict[str | None, list[str]]:
+    """{name: the names of the other named merges it uses directly} of these named merges."""
+    return {name: [m for m in stage.named_models if m in stages] for name, stage in stages.items()}
+
+
 def _reached(uses: Mapping[str | None, list[str]], start: str | None) -> set[str]:
     """The names of the merges `start` uses, directly or not, given each merge's direct uses."""
     reached: set[str] = set()
@@ -624,8 +628,7 @@ def _reached(uses: Mapping[str | None, list[str]], start: str | None) -> set[str
 
 def standalone_stage(stages: Mapping[str, Recipe], name: str) -> Recipe:
     """A named merge as a recipe of its own: with only the named merges it uses."""
-    uses = {n: [m for m in stage.named_models if m in stages] for n, stage in stages.items()}
-    used = _reached(uses, name)
+    used = _reached(_stage_uses(stages), name)
     table = _stage_table(stage for n, stage in stages.items() if n in used)
     return replace(stages[name], stages=table)
 
