@@ -70,6 +70,48 @@ def save_fine_tune(base: Path, path: Path, seed: int, scale: float = FINE_TUNE_S
     return path
 
 
+def save_vision_language(path: Path, seed: int, *, base: Path | None = None) -> Path:
+    """Save a random tiny Qwen2-VL (a text decoder, a vision tower and its projector) whose config.json
+    also holds the text settings at the top level, as the Hub's Qwen2-VL checkpoints (and mergekit's
+    definition of the architecture) have them; with `base`, that model's weights plus small noise."""
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    if base is not None:
+        shutil.copytree(base, path)
+        generator = torch.Generator().manual_seed(seed)
+        weights = {
+            name: tensor + FINE_TUNE_SCALE * torch.randn(tensor.shape, generator=generator)
+            for name, tensor in load_folder(base).items()
+        }
+        save_file(weights, path / "model.safetensors", metadata={"format": "pt"})
+        return path
+    torch.manual_seed(seed)
+    text = {**TINY_LLAMA, "rope_scaling": {"type": "mrope", "mrope_section": [2, 1, 1]}, "bos_token_id": 1,
+            "eos_token_id": 2}  # fmt: skip
+    vision = dict(depth=3, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2, patch_size=14,
+                  spatial_merge_size=2, temporal_patch_size=2)  # fmt: skip
+    config = Qwen2VLConfig(text_config=text, vision_config=vision)
+    Qwen2VLForConditionalGeneration(config).save_pretrained(path)
+    saved = json.loads((path / "config.json").read_text())
+    saved.update({key: value for key, value in saved["text_config"].items() if key not in saved})
+    (path / "config.json").write_text(json.dumps(saved, indent=2))
+    return path
+
+
+def load_model(path: Path) -> torch.nn.Module:
+    """A model folder as transformers loads it: a causal LM, or an image-text-to-text model."""
+    import json
+
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+
+    multimodal = "vision_config" in json.loads((Path(path) / "config.json").read_text())
+    return (AutoModelForImageTextToText if multimodal else AutoModelForCausalLM).from_pretrained(path)
+
+
 def load_folder(path: Path) -> dict[str, torch.Tensor]:
     """Every tensor of a model folder, whatever its sharding."""
     tensors: dict[str, torch.Tensor] = {}

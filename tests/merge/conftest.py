@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tiny_models import save_llama
+from tests.tiny_models import save_llama, save_vision_language
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,18 @@ def four_layer_models(tmp_path_factory) -> dict[str, Path]:
     base = save_llama(root / "base", 10, num_hidden_layers=4)
     tuned = {name: save_llama(root / name, seed, base=base, num_hidden_layers=4)
              for name, seed in (("ft_a", 11), ("ft_b", 12), ("ft_c", 13))}  # fmt: skip
+    return {"base": base, **tuned}
+
+
+@pytest.fixture(scope="session")
+def vision_language_models(tmp_path_factory) -> dict[str, Path]:
+    """A tiny Qwen2-VL base and two fine-tunes of it: models of several modules."""
+    root = tmp_path_factory.mktemp("vision_language")
+    base = save_vision_language(root / "base", 30)
+    tuned = {
+        name: save_vision_language(root / name, seed, base=base)
+        for name, seed in (("ft_a", 31), ("ft_b", 32))
+    }
     return {"base": base, **tuned}
 
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from exme.merge.cli import main
-from tests.tiny_models import load_folder
+from tests.tiny_models import load_folder, load_model
 
 EXAMPLES = sorted((Path(__file__).parent / "mergekit_examples").glob("*.yml"))
 # mergekit computes in the recipe's dtype (float16, bfloat16) where exme rounds fp32 results once:
@@ -34,12 +33,15 @@ def _expectation(example: Path) -> str:
 
 
 @pytest.fixture
-def models_here(tmp_path, four_layer_models, vocabulary_models, monkeypatch) -> Path:
-    """The examples' ./base, ./ft_a ... ./vocab_other, in the working directory."""
-    for name, path in four_layer_models.items():
-        (tmp_path / name).symlink_to(path)
-    for name, path in vocabulary_models.items():
-        (tmp_path / f"vocab_{name}").symlink_to(path)
+def models_here(tmp_path, four_layer_models, vocabulary_models, vision_language_models, monkeypatch) -> Path:
+    """The examples' ./base, ./ft_a ... ./vocab_other, ./vl_base ..., in the working directory."""
+    for prefix, models in (
+        ("", four_layer_models),
+        ("vocab_", vocabulary_models),
+        ("vl_", vision_language_models),
+    ):
+        for name, path in models.items():
+            (tmp_path / f"{prefix}{name}").symlink_to(path)
     monkeypatch.chdir(tmp_path)
     return tmp_path
 
@@ -104,7 +106,7 @@ def test_mergekit_example(example, models_here, capsys):
         assert code == 2 and expectation.removeprefix("fails: ") in stderr, stderr
         return
     assert code == 0, stderr
-    model = AutoModelForCausalLM.from_pretrained(models_here / "out")
+    model = load_model(models_here / "out")
     with torch.no_grad():
         assert torch.isfinite(model(torch.arange(6)[None]).logits).all()
     theirs = _run_mergekit(example, models_here / "mergekit_out")

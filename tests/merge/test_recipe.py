@@ -49,7 +49,7 @@ def test_tokenizer_section_and_tokenizer_source_give_the_same_settings():
         ({"tokenizer": {"tokens": {"<x>": {"source": {"kind": "one"}}}}}, "tokens['<x>'].source must be"),
         ({"chat_template": "chatlm"}, "chat_template must be one of auto, chatml"),
         ({"models": [], "slices": []}, "exactly one of a non-empty 'models' or 'slices'"),
-        ({"modules": {}}, "'modules' (separate merges per module"),
+        ({"modules": {"text_decoder": {"models": EXME["models"]}}}, "or 'slices' list or 'modules'"),
         ({"dtype": "float8"}, "dtype must be one of"),
         ({"parameters": {"normalize": "yes"}}, "'normalize' in the global parameters must be a bool"),
         ({"random_seed": 1.5}, "random_seed must be an integer"),

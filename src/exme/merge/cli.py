@@ -77,9 +77,10 @@ def _start_reading_inputs(config: str) -> None:
     try:
         folders = []
         for recipe in yaml.safe_load_all(Path(config).read_text()):  # a multi-document one's merges too
-            sources = [source for piece in recipe.get("slices") or [] for source in piece.get("sources", [])]
-            entries = [*(recipe.get("models") or []), *sources]
-            folders += [recipe.get("base_model"), *(entry.get("model") for entry in entries)]
+            folders.append(recipe.get("base_model"))
+            for part in [recipe, *(recipe.get("modules") or {}).values()]:  # part: models or slices
+                sources = [s for piece in part.get("slices") or [] for s in piece.get("sources", [])]
+                folders += [entry.get("model") for entry in [*(part.get("models") or []), *sources]]
         folders = list(dict.fromkeys(filter(None, folders)))
         files = [file for folder in folders for file in Path(folder).glob("*.safetensors")]
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
@@ -230,8 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         "merge",
         help="merge models as a mergekit-format YAML recipe says",
         description="Stream a merge of Hugging Face models into OUT_DIR.\n"
-        "The recipe uses mergekit's YAML format (merge_method, base_model, models or\n"
-        "slices, parameters, dtype, out_dtype, tokenizer_source or tokenizer,\n"
+        "The recipe uses mergekit's YAML format (merge_method, base_model, models,\n"
+        "slices or modules, parameters, dtype, out_dtype, tokenizer_source or tokenizer,\n"
         "chat_template) plus an optional random_seed that seeds the random drop masks\n"
         "of DARE and DELLA (default 0). A recipe of several YAML documents is\n"
         "mergekit-multi's: named merges that later ones use as models, computed as\n"

@@ -32,6 +32,7 @@ from exme.merge.io.reader import ModelFolder, TensorLocation
 from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
 from exme.merge.methods.registry import MergeMethod, Parameter, Scope
+from exme.merge.modules import module_layout, modules_of
 from exme.merge.recipe import InputGroup, Recipe, includes_itself, load_recipe, unused_stages
 from exme.merge.vocabulary import OutputVocabulary, VocabularyMap, is_vocabulary_tensor, output_vocabulary
 
@@ -41,8 +42,9 @@ TIED_FALLBACKS = {
     "lm_head.weight": ("model.embed_tokens.weight", "transformer.wte.weight"),
     "cls.predictions.decoder.weight": ("bert.embeddings.word_embeddings.weight",),
 }
-# A layer's tensors: PREFIX.INDEX.SUFFIX, e.g. model.layers.3.mlp.up_proj.weight, transformer.h.3.attn.
-_LAYER = re.compile(r"(?P<prefix>(?:.*\.)?(?:layers|layer|h|blocks|block)\.)(?P<index>\d+)\.(?P<suffix>.+)")
+# A layer's tensors: PREFIX.INDEX.SUFFIX, e.g. model.layers.3.mlp.up_proj.weight, transformer.h.3.attn;
+# the outermost stack (T5's encoder.block.3.layer.0.SelfAttention is in layer 3).
+_LAYER = re.compile(r"(?P<prefix>(?:.*?\.)?(?:layers|layer|h|blocks|block)\.)(?P<index>\d+)\.(?P<suffix>.+)")
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers")
 _COMPATIBILITY_KEYS = ("architectures", "model_type")
 # A model path with one of these suffixes names a recipe file, any other a model folder.
@@ -81,7 +83,7 @@ class MergePlan:
     input_dtype: torch.dtype | None  # mergekit's `dtype`: inputs are rounded to it first
     output_dtype: torch.dtype
     jobs: tuple[TensorJob, ...]
-    layer_count: int | None  # of the output, when slices set it
+    layer_counts: Mapping[str, int]  # config keys (dotted: nested) of the layers slices stack
     vocabulary: OutputVocabulary | None
     tokenizer_folder: Path  # the folder whose tokenizer files the output takes
 
@@ -99,9 +101,14 @@ class MergePlan:
         config["dtype"] = dtype_name
         if "torch_dtype" in config:
             config["torch_dtype"] = dtype_name
-        if self.layer_count is not None:
-            key = next((key for key in LAYER_COUNT_KEYS if key in config), LAYER_COUNT_KEYS[0])
-            config[key] = self.layer_count
+        for key, layers in self.layer_counts.items():
+            *parents, last = key.split(".")
+            section = config
+            for parent in parents:  # copied: the source's config stays as read
+                nested = dict(section[parent])
+                section[parent] = nested
+                section = nested
+            section[last] = layers
         if self.vocabulary is not None:
             config["vocab_size"] = self.vocabulary.rows
         if "lm_head.weight" in {job.output.name for job in self.jobs}:
@@ -232,9 +239,21 @@ def layer_count(folder: ModelSource) -> int | None:
     return next((folder.config[key] for key in LAYER_COUNT_KEYS if key in folder.config), None)
 
 
-def _is_embedding(name: str) -> bool:
-    """Tensors the first layer reads (embeddings), as opposed to those after the last layer."""
-    return any(part.startswith("embed") or part in ("wte", "wpe") for part in name.split("."))
+def _config_value(config: Mapping[str, Any], key: str) -> Any:
+    """A config's value at a dotted key (nested configs), None where it has none."""
+    value: Any = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
+
+
+def _before_layers(name: str) -> bool:
+    """Tensors the first layer reads (embeddings; a vision tower's patch embedding and norm before
+    its layers), as opposed to those after the last layer."""
+    return any(
+        "embed" in part or part in ("wte", "wpe") or part.startswith("patch_") or part.endswith("_pre")
+        for part in name.split(".")
+    )
 
 
 def _check_compatible(folders: Sequence[ModelSource], allow_crimes: bool, vocabularies_merged: bool) -> None:
@@ -348,8 +367,12 @@ class _Planner:
         _check_compatible(list(self.folders.values()), opener.allow_crimes, self.vocabulary is not None)
         self.out_dtype = recipe.out_dtype or recipe.dtype
         self.jobs: list[TensorJob] = []
-        self.output_layers: int | None = None  # set by slices
-        self._layers: dict[str, dict[int, list[tuple[str, str]]]] = {}
+        self.layer_counts: dict[str, int] = {}  # config keys the merge sets: the layers slices stack
+        self._layers: dict[tuple[str, str | None], dict[int, list[tuple[str, str]]]] = {}
+        self._module_of: dict[str, str] = {}  # tensor name -> its module, in a recipe of modules
+
+    def _in_module(self, name: str, module: str | None) -> bool:
+        return module is None or self._module_of[name] == module
 
     def _parameters(
         self, group: InputGroup, output: str, inputs: Sequence[str], position: float | None
@@ -412,19 +435,19 @@ class _Planner:
             )
         )
 
-    def plan_models(self) -> None:
-        (group,) = self.recipe.groups
+    def plan_models(self, group: InputGroup) -> None:
         folders = [self.folders[model] for model in group.inputs]
-        layers = layer_count(folders[0])
+        module = group.module
+        layers = layer_count(folders[0]) if module is None else len(self._layer_tensors(folders[0], module))
         names = dict.fromkeys(name for folder in folders for name in folder.tensors)
-        for name in names:
+        for name in (name for name in names if self._in_module(name, module)):
             match = _LAYER.fullmatch(name)
             position = _position(int(match["index"]), layers) if match else 0.0
             self.add_job(group, name, [name] * len(folders), position, match is not None)
 
-    def plan_slices(self) -> None:
-        groups = self.recipe.groups
-        for name in self._outside_layers(groups[0], embeddings=True):
+    def plan_slices(self, groups: Sequence[InputGroup]) -> int:
+        """The slices' jobs (of one module's slices); returns how many layers they stack."""
+        for name in self._outside_layers(groups[0], before=True):
             self.add_job(groups[0], name, [name] * len(groups[0].inputs), 0.0, False)
         output_layer = 0
         for group in groups:
@@ -434,49 +457,76 @@ class _Planner:
             for offset in range(length):
                 position = _position(offset, length)
                 layer_tensors = [
-                    self._layer_tensors(folder)[first + offset]
+                    self._layer_tensors(folder, group.module)[first + offset]
                     for folder, (first, _end) in zip(folders, group.layer_ranges, strict=True)
                 ]
                 for prefix, suffix in dict.fromkeys(key for tensors in layer_tensors for key in tensors):
                     inputs = [f"{prefix}{first + offset}.{suffix}" for first, _end in group.layer_ranges]
                     self.add_job(group, f"{prefix}{output_layer}.{suffix}", inputs, position, True)
                 output_layer += 1
-        for name in self._outside_layers(groups[-1], embeddings=False):
+        for name in self._outside_layers(groups[-1], before=False):
             self.add_job(groups[-1], name, [name] * len(groups[-1].inputs), 0.0, False)
-        self.output_layers = output_layer
+        return output_layer
 
-    def _outside_layers(self, group: InputGroup, embeddings: bool) -> list[str]:
+    def plan_modules(self) -> None:
+        """Each module from its own models or slices (mergekit's `modules`)."""
+        source = self.config_source
+        layout = module_layout(source.config, str(source))
+        names = dict.fromkeys(name for folder in self.folders.values() for name in folder.tensors)
+        self._module_of = modules_of(names, layout, str(source.config["model_type"]))
+        given = [module.name for module in self.recipe.modules]
+        if unknown := [name for name in given if name not in layout]:
+            raise ExmeError(f"'modules': model_type {source.config['model_type']!r} has no module "
+                            f"{unknown[0]!r} (its modules: {', '.join(layout)})")  # fmt: skip
+        if missing := [module for module in dict.fromkeys(self._module_of.values()) if module not in given]:
+            example = next(name for name, module in self._module_of.items() if module == missing[0])
+            raise ExmeError(
+                f"'modules' has no entry for module {missing[0]!r}, which holds tensors such as "
+                f"{example!r}: give it its models (or slices)"
+            )
+        for module in self.recipe.modules:
+            groups = [group for group in self.recipe.groups if group.module == module.name]
+            if not module.slices:
+                self.plan_models(groups[0])
+                continue
+            layers = self.plan_slices(groups)
+            for key in layout[module.name].layer_count_keys:
+                if _config_value(source.config, key) is not None:
+                    self.layer_counts[key] = layers
+
+    def _outside_layers(self, group: InputGroup, before: bool) -> list[str]:
         names = dict.fromkeys(
             name
             for model in group.inputs
             for name in self.folders[model].tensors
-            if not _LAYER.fullmatch(name)
+            if not _LAYER.fullmatch(name) and self._in_module(name, group.module)
         )
-        return [name for name in names if _is_embedding(name) == embeddings]
+        return [name for name in names if _before_layers(name) == before]
 
-    def _layer_tensors(self, folder: ModelSource) -> dict[int, list[tuple[str, str]]]:
-        """Layer index -> (prefix, suffix) of each of its tensors."""
-        if folder.name in self._layers:
-            return self._layers[folder.name]
+    def _layer_tensors(self, folder: ModelSource, module: str | None) -> dict[int, list[tuple[str, str]]]:
+        """Layer index -> (prefix, suffix) of each of its tensors (of a module's)."""
+        if (folder.name, module) in self._layers:
+            return self._layers[folder.name, module]
         layers: dict[int, list[tuple[str, str]]] = {}
         for name in folder.tensors:
-            if match := _LAYER.fullmatch(name):
+            if (match := _LAYER.fullmatch(name)) and self._in_module(name, module):
                 layers.setdefault(int(match["index"]), []).append((match["prefix"], match["suffix"]))
         prefixes = {prefix for tensors in layers.values() for prefix, _suffix in tensors}
         if len(prefixes) > 1:
             raise ExmeError(
                 f"model {folder} has several stacks of layers ({', '.join(sorted(prefixes))}); "
-                "slices need a model with one"
+                "slices need a model with one, or 'modules' (for those exme knows the modules of)"
             )
-        self._layers[folder.name] = layers
+        self._layers[folder.name, module] = layers
         return layers
 
     def _check_ranges(self, group: InputGroup, folders: Sequence[ModelSource]) -> None:
         for folder, (first, end) in zip(folders, group.layer_ranges, strict=True):
-            available = layer_count(folder)
+            layers = self._layer_tensors(folder, group.module)
+            available = layer_count(folder) if group.module is None else len(layers)
             if available is None:
                 raise ExmeError(f"model {folder}: config.json gives no number of layers, needed for slices")
-            if end > available or not set(range(first, end)) <= set(self._layer_tensors(folder)):
+            if end > available or not set(range(first, end)) <= set(layers):
                 raise ExmeError(
                     f"{group.where}: layer_range [{first}, {end}] of model {folder} is outside its "
                     f"{available} layers"
@@ -503,10 +553,14 @@ def _check_stages_used(recipe: Recipe) -> None:
 
 def _plan(recipe: Recipe, opener: ModelOpener) -> MergePlan:
     planner = _Planner(recipe, opener)
-    if recipe.slices:
-        planner.plan_slices()
+    if recipe.modules:
+        planner.plan_modules()
+    elif recipe.slices:
+        config = planner.config_source.config
+        key = next((key for key in LAYER_COUNT_KEYS if key in config), LAYER_COUNT_KEYS[0])
+        planner.layer_counts[key] = planner.plan_slices(recipe.groups)
     else:
-        planner.plan_models()
+        planner.plan_models(recipe.groups[0])
     if not planner.jobs:
         raise ExmeError(f"model {planner.config_source} has no tensors")
     floating = [job.output.dtype for job in planner.jobs if job.merges_values]
@@ -521,7 +575,7 @@ def _plan(recipe: Recipe, opener: ModelOpener) -> MergePlan:
         input_dtype=getattr(torch, recipe.dtype) if recipe.dtype else None,
         output_dtype=floating[0] if floating else planner.jobs[0].output.dtype,
         jobs=tuple(planner.jobs),
-        layer_count=planner.output_layers,
+        layer_counts=planner.layer_counts,
         vocabulary=planner.vocabulary,
         tokenizer_folder=planner.tokenizer_folder,
     )

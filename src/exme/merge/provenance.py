@@ -39,7 +39,7 @@ def _per_model(recipe: Recipe, name: str, default: Any = None) -> list[float | N
 
 def _as_task_arithmetic(recipe: Recipe) -> dict[str, Any] | None:
     """θ = Σ w_i ((1+α_i) θ_i − α_i θ_base) as a merge mergekit runs, when it has one."""
-    if recipe.slices:
+    if recipe.slices or recipe.modules:
         return None
     alphas = _per_model(recipe, "alpha")
     weights = [1.0] if recipe.merge_method == "extrapolate" else _per_model(recipe, "weight")

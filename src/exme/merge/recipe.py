@@ -33,16 +33,14 @@ from exme.merge.methods.registry import BasePolicy, MergeMethod, Parameter, Scop
 
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 _KEYS = {
-    "merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
+    "merge_method", "base_model", "models", "slices", "modules", "parameters", "dtype", "out_dtype",
     "tokenizer_source", "tokenizer", "chat_template", "random_seed", "metadata", "name",
 }  # fmt: skip
-_NOT_SUPPORTED = {
-    "modules": "'modules' (separate merges per module of a multimodal model) is not supported; "
-    "use 'models' or 'slices'",
-}
 _MODEL_KEYS = {"model", "parameters"}
 _SOURCE_KEYS = {"model", "layer_range", "parameters"}
 _SLICE_KEYS = {"sources", "base_model", "parameters"}
+_MODULE_KEYS = {"models", "slices", "parameters"}
+_INPUT_FORMS = ("models", "slices", "modules")
 _TOKENIZER_KEYS = {"source", "tokens", "pad_to_multiple_of"}
 
 ParameterValue = bool | int | float | list[Any]
@@ -69,6 +67,16 @@ class OutputSlice:
 
 
 @dataclass(frozen=True)
+class OutputModule:
+    """A module of a multimodal model (mergekit's `modules`), merged from its own models or slices."""
+
+    name: str
+    models: tuple[ModelEntry, ...] = ()
+    slices: tuple[OutputSlice, ...] = ()
+    parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class InputGroup:
     """The inputs of a stretch of the output model: one slice, or the whole `models` list.
 
@@ -81,7 +89,8 @@ class InputGroup:
     models: tuple[ModelEntry, ...]
     layer_ranges: tuple[tuple[int, int], ...] | None
     shared: tuple[Mapping[str, ParameterValue], ...]
-    where: str  # "" for the models form, "in slice N" for a slice
+    where: str  # "" for the models form, "in slice N" for a slice, "in module 'M'[, slice N]"
+    module: str | None = None  # the module it merges, in a recipe of modules
 
     @property
     def inputs(self) -> tuple[str, ...]:
@@ -119,6 +128,7 @@ class Recipe:
     merge_method: str
     models: tuple[ModelEntry, ...] = ()
     slices: tuple[OutputSlice, ...] = ()
+    modules: tuple[OutputModule, ...] = ()
     base_model: str | None = None
     parameters: Mapping[str, ParameterValue] = field(default_factory=dict)
     dtype: str | None = None
@@ -140,18 +150,40 @@ class Recipe:
 
     @property
     def groups(self) -> tuple[InputGroup, ...]:
+        if not self.modules:
+            return self._groups(self.models, self.slices, (self.parameters,), None)
+        return tuple(
+            group
+            for module in self.modules
+            for group in self._groups(
+                module.models, module.slices, (module.parameters, self.parameters), module.name
+            )  # fmt: skip
+        )
+
+    def _groups(
+        self,
+        entries: tuple[ModelEntry, ...],
+        slices: tuple[OutputSlice, ...],
+        shared: tuple[Mapping[str, ParameterValue], ...],
+        module: str | None,
+    ) -> tuple[InputGroup, ...]:
+        """The groups of a models list or of slices (of a module); `shared`: the settings above theirs."""
         method = self.method
-        if self.slices:
-            return tuple(_slice_group(s, self, method, n) for n, s in enumerate(self.slices, start=1))
-        entries = self.models
+        where = "" if module is None else f"in module {module!r}"
+        if slices:
+            slice_where = f"{where}, slice" if where else "in slice"
+            return tuple(
+                _slice_group(s, self.base_model, method, shared, f"{slice_where} {n}", module)
+                for n, s in enumerate(slices, start=1)
+            )
         listed = [entry.model for entry in entries]
         if method.base is BasePolicy.IGNORED:
             # As mergekit: a base_model that is not listed is merged as one more model.
             if self.base_model is not None and self.base_model not in listed:
                 entries = (*entries, ModelEntry(self.base_model))
-            return (InputGroup(None, entries, None, (self.parameters,), ""),)
+            return (InputGroup(None, entries, None, shared, where, module),)
         others = tuple(entry for entry in entries if entry.model != self.base_model)
-        return (InputGroup(self.base_model, others, None, (self.parameters,), ""),)
+        return (InputGroup(self.base_model, others, None, shared, where, module),)
 
     @property
     def referenced_models(self) -> tuple[str, ...]:
@@ -177,6 +209,8 @@ class Recipe:
             result["models"] = [_with_parameters({"model": e.model}, e.parameters) for e in self.models]
         if self.slices:
             result["slices"] = [_slice_dict(s) for s in self.slices]
+        if self.modules:
+            result["modules"] = {module.name: _module_dict(module) for module in self.modules}
         optional = {
             "parameters": dict(self.parameters) or None,
             "dtype": self.dtype,
@@ -218,9 +252,23 @@ def _slice_dict(output_slice: OutputSlice) -> dict[str, Any]:
     return _with_parameters(result, output_slice.parameters)
 
 
-def _slice_group(output_slice: OutputSlice, recipe: Recipe, method: MergeMethod, number: int) -> InputGroup:
-    where = f"in slice {number}"
-    base = None if method.base is BasePolicy.IGNORED else output_slice.base_model or recipe.base_model
+def _module_dict(module: OutputModule) -> dict[str, Any]:
+    if module.slices:
+        result: dict[str, Any] = {"slices": [_slice_dict(s) for s in module.slices]}
+    else:
+        result = {"models": [_with_parameters({"model": e.model}, e.parameters) for e in module.models]}
+    return _with_parameters(result, module.parameters)
+
+
+def _slice_group(
+    output_slice: OutputSlice,
+    base_model: str | None,
+    method: MergeMethod,
+    shared: tuple[Mapping[str, ParameterValue], ...],
+    where: str,
+    module: str | None,
+) -> InputGroup:
+    base = None if method.base is BasePolicy.IGNORED else output_slice.base_model or base_model
     by_model = {source.model: source for source in output_slice.sources}
     if base is not None and base not in by_model:
         raise ExmeError(
@@ -229,7 +277,7 @@ def _slice_group(output_slice: OutputSlice, recipe: Recipe, method: MergeMethod,
     others = tuple(ModelEntry(s.model, s.parameters) for s in output_slice.sources if s.model != base)
     inputs = ((base,) if base else ()) + tuple(entry.model for entry in others)
     ranges = tuple(by_model[model].layer_range for model in inputs)
-    return InputGroup(base, others, ranges, (output_slice.parameters, recipe.parameters), where)
+    return InputGroup(base, others, ranges, (output_slice.parameters, *shared), where, module)
 
 
 def _check_value(parameter: Parameter, value: Any, where: str) -> None:
@@ -339,8 +387,35 @@ def _slice_source(item: Any, where: str) -> SliceSource:
     return SliceSource(model, tuple(layer_range), _parameters(item, f"of model {model!r} {where}"))
 
 
-def _output_slice(item: Any, number: int) -> OutputSlice:
-    where = f"in slice {number}"
+def _check_lists(data: Mapping[str, Any], where: str) -> None:
+    for key in ("models", "slices"):
+        if key in data and not isinstance(data[key], list):
+            raise ExmeError(f"{where}'{key}' must be a list, got {data[key]!r}")
+
+
+def _output_slices(items: Iterable[Any], where: str) -> tuple[OutputSlice, ...]:
+    """Slices given `where` ("in" at the top, "in module 'M',")."""
+    return tuple(_output_slice(item, f"{where} slice {number}") for number, item in enumerate(items, start=1))
+
+
+def _output_modules(section: Any) -> tuple[OutputModule, ...]:
+    if not isinstance(section, Mapping):
+        raise ExmeError(f"'modules' must be a mapping of module names to merges, got {section!r}")
+    modules = []
+    for name, item in section.items():
+        where = f"in module {name!r}"
+        if not isinstance(item, Mapping) or bool(item.get("models")) == bool(item.get("slices")):
+            raise ExmeError(f"{where}: give one of a non-empty 'models' or 'slices' list, got {item!r}")
+        if unknown := set(item) - _MODULE_KEYS:
+            raise ExmeError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        _check_lists(item, f"{where}: ")
+        models = tuple(_model_entry(entry) for entry in item.get("models") or ())
+        slices = _output_slices(item.get("slices") or (), f"{where},")
+        modules.append(OutputModule(str(name), models, slices, _parameters(item, where)))
+    return tuple(modules)
+
+
+def _output_slice(item: Any, where: str) -> OutputSlice:
     if not isinstance(item, dict) or not isinstance(item.get("sources"), list) or not item["sources"]:
         raise ExmeError(f"{where}: each slice needs a non-empty 'sources' list, got {item!r}")
     if unknown := set(item) - _SLICE_KEYS:
@@ -408,18 +483,14 @@ def _tokenizer(data: Mapping[str, Any]) -> tuple[str | None, Mapping[str, Any] |
 def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     if not isinstance(data, Mapping):
         raise ExmeError(f"a recipe must be a mapping, got {type(data).__name__}")
-    for key in set(data) & set(_NOT_SUPPORTED):
-        raise ExmeError(_NOT_SUPPORTED[key])
     if unknown := set(data) - _KEYS:
         raise ExmeError(f"unknown recipe key(s): {', '.join(sorted(unknown))}")
     if "merge_method" not in data:
         raise ExmeError("the recipe has no 'merge_method'")
     method = get_method(data["merge_method"])
-    if bool(data.get("models")) == bool(data.get("slices")):
-        raise ExmeError("the recipe needs exactly one of a non-empty 'models' or 'slices' list")
-    for key in ("models", "slices"):
-        if key in data and not isinstance(data[key], list):
-            raise ExmeError(f"'{key}' must be a list, got {data[key]!r}")
+    if sum(bool(data.get(key)) for key in _INPUT_FORMS) != 1:
+        raise ExmeError("the recipe needs exactly one of a non-empty 'models' or 'slices' list or 'modules'")
+    _check_lists(data, "")
     seed = data.get("random_seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise ExmeError(f"random_seed must be an integer, got {seed!r}")
@@ -433,7 +504,8 @@ def recipe_from_dict(data: Mapping[str, Any]) -> Recipe:
     recipe = Recipe(
         merge_method=method.name,
         models=tuple(_model_entry(item) for item in data.get("models") or ()),
-        slices=tuple(_output_slice(item, n) for n, item in enumerate(data.get("slices") or (), start=1)),
+        slices=_output_slices(data.get("slices") or (), "in"),
+        modules=_output_modules(data.get("modules") or {}),
         base_model=None if data.get("base_model") is None else str(data["base_model"]),
         parameters=_parameters(data, "(global)"),
         dtype=_dtype(data.get("dtype"), "dtype"),
@@ -483,13 +555,15 @@ def _validate_group(group: InputGroup, method: MergeMethod) -> None:
 
 
 def _validate(recipe: Recipe, method: MergeMethod) -> None:
-    models = [entry.model for entry in recipe.models]
-    if len(set(models)) != len(models):
-        raise ExmeError(f"a model is listed twice in 'models': {models}")
+    listings = [(recipe.models, ""), *((m.models, f"in module {m.name!r}: ") for m in recipe.modules)]
+    for entries, where in listings:
+        models = [entry.model for entry in entries]
+        if len(set(models)) != len(models):
+            raise ExmeError(f"{where}a model is listed twice in 'models': {models}")
     _check_parameters(method, recipe.parameters, "in the global parameters", False)
     for group in recipe.groups:
         _validate_group(group, method)
-    for entry in recipe.models:
+    for entry in [*recipe.models, *(entry for module in recipe.modules for entry in module.models)]:
         if entry.model == recipe.groups[0].base and entry.parameters:
             raise ExmeError(f"the base model {entry.model!r} takes no parameters here")
 
