@@ -1,7 +1,8 @@
 """Merge recipes in mergekit's YAML format, validated against the methods before anything is read.
 
-Keys (mergekit's): merge_method; exactly one of `models` ([{model, parameters}]) or `slices`
-([{sources: [{model, layer_range: [FIRST, END), parameters}], base_model, parameters}]); base_model;
+Keys (mergekit's): merge_method; exactly one of `models` ([{model, parameters}]), `slices`
+([{sources: [{model, layer_range: [FIRST, END), parameters}], base_model, parameters}]) or `modules`
+({MODULE: {models or slices, parameters}}: a merge per module of a multimodal model); base_model;
 parameters (global); dtype (input/arithmetic precision); out_dtype; tokenizer_source (a model,
 "base" or "union") or tokenizer ({source, tokens, pad_to_multiple_of}); chat_template (a name, "auto"
 or a Jinja template); name (a merge's name in a multi-document recipe, mergekit-multi's form, where
@@ -13,7 +14,8 @@ A model is a local folder, a Hub id ORG/NAME[@REVISION], either optionally follo
 parameter value is, as in mergekit, a scalar, a gradient list interpolated over layer depth
 (`[0, 0.5, 1]`), or a list of `{filter: SUBSTRING, value: SCALAR_OR_GRADIENT}` (the first entry whose
 filter is in the tensor name wins; no filter or "*" matches all). Settings are looked up from the
-most specific place: a slice source's or model's own, the slice's, then the global parameters.
+most specific place: a slice source's or model's own, the slice's, the module's, then the global
+parameters.
 """
 
 from __future__ import annotations
@@ -157,7 +159,7 @@ class Recipe:
             for module in self.modules
             for group in self._groups(
                 module.models, module.slices, (module.parameters, self.parameters), module.name
-            )  # fmt: skip
+            )
         )
 
     def _groups(
