@@ -1,5 +1,6 @@
 """The one tiny-model factory of the tests: random tiny Llamas (mergekit test-suite pattern), a model
-family of a base and two fine-tunes, and reading a model folder's tensors."""
+family of a base and two fine-tunes, tiny Qwen2-VL models (several modules), and reading a model
+folder's tensors or loading it."""
 
 from __future__ import annotations
 
