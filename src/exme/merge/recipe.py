@@ -669,15 +669,15 @@ def stage_order(stages: Mapping[str, Recipe]) -> list[str]:
     """The names of these named merges, each after those it uses."""
     order: list[str] = []
     visiting: list[str] = []
+    uses = _stage_uses(stages)
 
     def visit(name: str) -> None:
         if name in visiting:
             raise includes_itself(f"merge {name!r}", [*visiting[visiting.index(name) :], name])
         if name not in order:
             visiting.append(name)
-            for used in stages[name].named_models:
-                if used in stages:
-                    visit(used)
+            for used in uses[name]:
+                visit(used)
             order.append(visiting.pop())
 
     for name in stages:
