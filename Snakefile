@@ -26,6 +26,7 @@ include: "workflow/rules/prefetch.smk"
 localrules:
     all,
     prefetch,
+    preflight,
     write_expo_grid_recipe,
     write_expo_step_recipe,
     write_expo_recipe,

@@ -3,7 +3,14 @@
 import os
 import sys
 
-OFFLINE_ENVIRONMENT = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+# HF_EVALUATE_OFFLINE: HF evaluate's metric modules (lm-eval's code tasks load `code_eval`) would
+# otherwise try the Hub first, which on a node without network can hang until a time-out.
+OFFLINE_ENVIRONMENT = {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_EVALUATE_OFFLINE": "1",
+}
 
 
 def use_offline_environment() -> None:
@@ -27,3 +34,5 @@ def set_offline(offline: bool) -> None:
     if (datasets_config := sys.modules.get("datasets.config")) is not None:
         datasets_config.HF_HUB_OFFLINE = offline
         datasets_config.HF_DATASETS_OFFLINE = offline
+    if (evaluate_config := sys.modules.get("evaluate.config")) is not None:
+        evaluate_config.HF_EVALUATE_OFFLINE = offline

@@ -301,14 +301,3 @@ def test_stderr_is_none_where_lm_eval_gives_none():
     assert scores_from_results(results, "acc,none") == [
         {"task": "t", "metric": "acc,none", "value": 0.5, "stderr": None}
     ]
-
-
-def test_prefetch_lists_the_hub_data_sets_of_lm_evals_own_tasks_and_none_for_local_files(demo_data):
-    from exme.evaluate.harness import hub_datasets
-
-    assert hub_datasets(TASKS, demo_data / "lm_eval_tasks") == []
-    fetched = hub_datasets(["arc_easy", "arc_challenge", TASKS[0]], demo_data / "lm_eval_tasks")
-    assert fetched == [
-        {"path": "allenai/ai2_arc", "name": "ARC-Easy"},
-        {"path": "allenai/ai2_arc", "name": "ARC-Challenge"},
-    ]

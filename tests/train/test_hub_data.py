@@ -6,8 +6,8 @@ import json
 import pytest
 
 from exme.errors import ExmeError
+from exme.train.data import read_sft_records
 from exme.train.hub_data import write_hub_sft_data
-from exme.train.sft import read_sft_records
 
 
 def _dataset(folder, rows):

@@ -7,7 +7,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from exme.errors import ExmeError
-from exme.train.sft import IGNORE_INDEX, finetune, read_sft_records, sft_trainer
+from exme.train.data import read_sft_records
+from exme.train.sft import IGNORE_INDEX, finetune, sft_trainer
 
 SFT = {"learning_rate": 1e-3, "save_steps": 2, "batch_size": 4, "seed": 0, "device": "cpu"}
 

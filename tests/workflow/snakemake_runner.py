@@ -1,5 +1,6 @@
 """Running the pipeline's Snakemake CLI in a scratch working directory, as a user would."""
 
+import os
 import re
 import subprocess
 import sys
@@ -17,12 +18,18 @@ CONFIGS = sorted(
 CI_CONFIG = REPO / ".test/config_ci/config.yaml"
 
 
-def run_snakemake(workdir: Path, configfile: Path, *args: str) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, configfile: Path | list[Path], *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Snakemake in `workdir` with the given config file(s), with `env` over this environment."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir)]
-    # As from the repository root, where the Snakefile's `configfile:` is found: the given file is
+    # As from the repository root, where the Snakefile's `configfile:` is found: the given files are
     # merged over config/config.yaml (so an overlay such as config/demo_seeds.yaml works).
-    command += ["--configfile", str(REPO / "config/config.yaml"), str(configfile), "--cores", "2", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    configfiles = [configfile] if isinstance(configfile, Path) else configfile
+    command += ["--configfile", str(REPO / "config/config.yaml"), *map(str, configfiles)]
+    command += ["--cores", "2", *args]
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=1800, env=environment)
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> dict[str, int]:

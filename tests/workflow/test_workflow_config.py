@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from exme.errors import ExmeError
-from exme.pipeline.config import as_param, check_config
+from exme.pipeline.config import as_param, check_config, prepare_config, resolve_run_defaults
 from tests.workflow.snakemake_runner import CI_CONFIG, CONFIGS, REPO, run_snakemake
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
@@ -22,8 +22,11 @@ def load(path):
 
 
 def validated(config):
+    """The config validated and its run-dependent defaults resolved, as the Snakefile does before
+    check_config."""
     config = copy.deepcopy(config)
     validate(config, str(SCHEMA))
+    resolve_run_defaults(config)
     return config
 
 
@@ -279,3 +282,36 @@ def test_rule_parameters_do_not_depend_on_the_key_order_of_the_config():
     second = {"a": {"x": 0, "y": [{"p": 2, "q": 1}]}, "b": 1}
     assert repr(as_param(first)) == repr(as_param(second))
     assert as_param([3, 1, 2]) == [3, 1, 2]  # lists keep their order: it can mean something
+
+
+def _readme_yaml_block(heading):
+    """The first YAML block under a README heading."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(heading) :]
+    return yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
+def test_the_readmes_own_model_example_passes_the_config_check(tmp_path, monkeypatch):
+    own = _readme_yaml_block("## Run on your own model")
+    monkeypatch.chdir(tmp_path)  # its relative paths: the data file and the task folder
+    (tmp_path / own["data"]["sft_train"]).parent.mkdir(parents=True)
+    (tmp_path / own["data"]["sft_train"]).write_text('{"prompt": "1+1=", "completion": "2"}\n')
+    (tmp_path / own["evaluation"]["include_path"]).mkdir()
+    config = _merged(DEFAULT, own)
+    prepare_config(config, SCHEMA)
+    # A real run does not inherit the demo's experts, expert track or greedy merging.
+    assert config["experts"] == [] and config["greedy"]["activate"] is False
+
+
+def test_the_demo_keeps_its_experts_and_greedy_merging_from_the_defaults():
+    config = _merged(DEFAULT, {})
+    prepare_config(config, SCHEMA)
+    assert [expert["name"] for expert in config["experts"]] == DEFAULT["demo"]["tasks"]
+    assert config["greedy"]["activate"] is True
+
+
+def test_a_renamed_key_is_named_with_its_new_name():
+    config = _merged(DEFAULT, {"seed": 0})
+    del config["seeds"]
+    with pytest.raises(ExmeError, match=r"seed: renamed to `seeds`"):
+        prepare_config(config, SCHEMA)

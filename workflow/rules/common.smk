@@ -3,7 +3,6 @@ import os
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 # The Snakefile and the rule scripts import the project package `exme` (pip install -e .); the
 # modules imported here import no torch, so building the DAG stays fast.
@@ -24,11 +23,12 @@ from exme.pipeline.catalogue import (
 )
 from exme.pipeline.config import (
     as_param,
-    check_config,
     check_rule_resources,
     evaluation_settings,
     expert_finetune_settings,
     fingerprint,
+    local_data_files,
+    prepare_config,
 )
 from exme.pipeline.greedy import Pool
 from exme.pipeline.greedy_steps import file_name, generation_dir
@@ -51,9 +51,8 @@ from exme.pipeline.cluster import evaluation_group, job_environment, job_resourc
 from exme.merge.io.model_ids import hub_model
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 
-validate(config, schema="../schemas/config.schema.yaml")
 try:
-    check_config(config)
+    prepare_config(config, Path(workflow.basedir) / "workflow/schemas/config.schema.yaml")
 except ExmeError as error:
     raise WorkflowError(f"invalid config: {error}") from None
 
@@ -150,11 +149,11 @@ def expert_dir(scope, expert):
 EXPERT_FOLDER = checkpoint_folder(EXPERT_SETTINGS["max_steps"])
 
 
-def trainee_settings(wildcards):
+def trainee_settings(trainee):
     """Fine-tuning settings and training file of the SFT run or of one expert."""
-    if wildcards.trainee == "sft":
+    if trainee == "sft":
         return {"settings": config["finetune"], "train": sft_train_path()}
-    expert = match_name("expert", wildcards.trainee)["expert"]
+    expert = match_name("expert", trainee)["expert"]
     if DEMO:
         train = f"{OUT}/data/experts/{expert}.jsonl"
     else:
@@ -163,10 +162,29 @@ def trainee_settings(wildcards):
 
 
 def finetune_inputs(wildcards):
-    """The base model and the training data: the demo's generated folder, or a real run's file."""
+    """The base model and the training data (the demo's generated folder, or a real run's file),
+    after the preflight (ancient: checking again retrains nothing)."""
     return {
         "base": base_model_path(),
-        "data": f"{OUT}/data" if DEMO else trainee_settings(wildcards)["train"],
+        "data": f"{OUT}/data" if DEMO else trainee_settings(wildcards.trainee)["train"],
+        "preflight": ancient(f"{OUT}/preflight.json"),
+    }
+
+
+def training_files():
+    """{config key: file} of every fine-tuning data file: the SFT run's and each expert's."""
+    files = {"data.sft_train": sft_train_path()}
+    for index, expert in enumerate(EXPERTS):
+        files[f"experts[{index}].train"] = trainee_settings(model_name("expert", expert=expert))["train"]
+    return files
+
+
+def preflight_inputs(wildcards):
+    """What the preflight reads: the base model, the fine-tuning data and the task files."""
+    return {
+        "base": base_model_path(),
+        "data": f"{OUT}/data" if DEMO else list(training_files().values()),
+        **task_inputs(),
     }
 
 
@@ -174,7 +192,7 @@ def finetune_state_dir(wildcards):
     """The Trainer's resumable state, one folder per fine-tuning setup: after a changed setting the
     job must start over, not resume a checkpoint trained under the old one."""
     upstream = {key: config[key] for key in ["model", "data"] + (["demo"] if DEMO else [])}
-    setup = {**upstream, "trainee": trainee_settings(wildcards), "seed": scope_seed(wildcards.scope)}
+    setup = {**upstream, "trainee": trainee_settings(wildcards.trainee), "seed": scope_seed(wildcards.scope)}
     return f"{OUT}/{wildcards.scope}/finetune_state/{wildcards.trainee}/{fingerprint(setup)}"
 
 
@@ -277,11 +295,20 @@ def model_inputs(scope, models):
     for index, model in enumerate(models):
         source, reads = _model_source(scope, model)
         inputs |= {f"model_{index}": source, **reads}
+    return inputs | task_inputs()
+
+
+def task_inputs():
+    """The task files a run's evaluations read, so that editing one reruns them: the demo's data,
+    the task YAMLs of include_path and local data files that evaluation.datasets names."""
     if DEMO:
-        inputs["tasks"] = f"{OUT}/data"
-    elif config["evaluation"]["include_path"]:
-        # The task YAMLs themselves, so that editing one reruns the evaluations.
+        return {"tasks": f"{OUT}/data"}
+    inputs = {}
+    if config["evaluation"]["include_path"]:
         inputs["tasks"] = sorted(map(str, Path(config["evaluation"]["include_path"]).rglob("*.yaml")))
+    local_files = local_data_files(config["evaluation"]["datasets"])
+    if local_files:
+        inputs["task_data"] = local_files
     return inputs
 
 

@@ -23,9 +23,9 @@ rule finetune:
     resources:
         **rule_resources("finetune"),
     params:
-        train_file=lambda wildcards: trainee_settings(wildcards)["train"],
+        train_file=lambda wildcards: trainee_settings(wildcards.trainee)["train"],
         state_dir=finetune_state_dir,
-        hyperparameters=lambda wildcards: as_param(trainee_settings(wildcards)["settings"]),
+        hyperparameters=lambda wildcards: as_param(trainee_settings(wildcards.trainee)["settings"]),
         seed=lambda wildcards: scope_seed(wildcards.scope),
         fsdp_config=config["cluster"]["fsdp_config"],
     script:

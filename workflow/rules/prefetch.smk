@@ -1,6 +1,8 @@
-# Downloads on the submitting machine what the jobs later read offline: the Hugging Face data sets of
-# the configured lm-eval tasks, a base model given as a Hub id and fine-tuning data given as a Hub
-# data set. Nothing to do for the demo or for local files.
+# Before any job that needs a GPU: `prefetch` builds every lm-eval task with the Hub reachable, so
+# that what the tasks load (data sets, metric modules such as code_eval) lands in the cache that the
+# offline jobs read; a base model given as a Hub id and fine-tuning data given as a Hub data set are
+# downloaded too. `preflight` then checks offline that the jobs will find all they read, and every
+# fine-tuning job waits for it (exme.pipeline.preflight). The demo's data are local: nothing to fetch.
 
 
 rule prefetch:
@@ -16,10 +18,38 @@ rule prefetch:
     resources:
         **rule_resources("prefetch"),
     params:
-        tasks=[] if DEMO else [task["name"] for task in TASKS],
-        include_path=None if DEMO else config["evaluation"]["include_path"],
+        tasks=[] if DEMO else TASKS,
+        include_path=task_include_path(),
+        settings=evaluation_settings(config),
     script:
         "../scripts/prefetch.py"
+
+
+rule preflight:
+    input:
+        unpack(preflight_inputs),
+        prefetched=f"{OUT}/prefetched.json",
+    output:
+        f"{OUT}/preflight.json",
+    log:
+        f"{OUT}/logs/preflight.log",
+    benchmark:
+        f"{OUT}/benchmarks/preflight.tsv"
+    conda:
+        "../../envs/eval.yaml"
+    threads: rule_threads("preflight")
+    resources:
+        **rule_resources("preflight"),
+    params:
+        tasks=TASKS,
+        include_path=task_include_path(),
+        settings=evaluation_settings(config),
+        training_files=training_files(),
+        se_merging_layers=(
+            MERGE_METHODS["se_merging"]["layers"] if "se_merging" in TRACKS["expert"] else []
+        ),
+    script:
+        "../scripts/preflight.py"
 
 
 if BASE_HUB_MODEL is not None:

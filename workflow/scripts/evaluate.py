@@ -51,6 +51,7 @@ def main(smk):
             limit=params.limit,
             settings={key: settings[key] for key in LM_EVAL_SETTINGS},
             task_settings=task_settings,
+            datasets=settings["datasets"],
             seeds=settings["seed"],
             bootstrap_iters=settings["bootstrap_iters"],
             log_samples=settings["log_samples"],

@@ -38,6 +38,9 @@ LM_EVAL_SEEDS = (0, 1234, 1234, 1234)
 CODE_EVAL_ENVIRONMENT = {"HF_ALLOW_CODE_EVAL": "1"}
 SPLIT_SEPARATOR = "@"  # a task evaluated on a split is named <task>@<split>
 SAMPLES_FILE = "samples.json"  # beside the generated task YAMLs: the items of sliced splits
+# The lm-eval task keys that say where its data come from, which evaluation.datasets may replace
+# (e.g. a local copy of a Hub data set on a site without network).
+DATASET_KEYS = ("dataset_path", "dataset_name", "dataset_kwargs")
 
 
 def torch_dtype(dtype: str) -> str | torch.dtype:
@@ -75,10 +78,14 @@ def _task_manager(include_path: str | os.PathLike | None, names: list[str]) -> "
 
 
 def write_split_tasks(
-    task_splits: dict[str, str], include_path: str | os.PathLike | None, out_dir: str | os.PathLike
+    task_splits: dict[str, str],
+    include_path: str | os.PathLike | None,
+    out_dir: str | os.PathLike,
+    datasets: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     """Write one task YAML per (task, split) into out_dir, named <task>@<split>, that includes the
-    task's own YAML and evaluates `split` (its test_split). Returns {task: generated task name}."""
+    task's own YAML and evaluates `split` (its test_split), with the data set keys that `datasets`
+    gives a task (evaluation.datasets) over its own. Returns {task: generated task name}."""
     task_manager = _task_manager(include_path, list(task_splits))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,60 +106,26 @@ def write_split_tasks(
                 f"evaluation.tasks: {task!r} is a Python-class lm-eval task, whose split cannot be set"
             )
         names[task] = split_task_name(task, split)
-        spec = {"include": str(Path(entry.yaml_path).resolve()), "task": names[task], "test_split": split}
+        spec = {
+            "include": str(Path(entry.yaml_path).resolve()),
+            "task": names[task],
+            "test_split": split,
+            **dataset_keys(task, (datasets or {}).get(task)),
+        }
         with staged_file(out_dir / f"{names[task]}.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(spec, sort_keys=False))
     return names
 
 
-# lm-eval tasks whose dataset_path names one of these `datasets` builders read local files.
-LOCAL_DATA_BUILDERS = frozenset({"json", "csv", "parquet", "text", "arrow", "pandas"})
-
-
-class _TaskYamlLoader(yaml.SafeLoader):
-    """Reads lm-eval task YAMLs for their data set keys; `!function` entries are not needed there."""
-
-
-_TaskYamlLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def _task_config(yaml_path: str | os.PathLike) -> dict[str, Any]:
-    """A task YAML with its `include:` chain applied (the including file's keys win, as in lm-eval)."""
-    yaml_path = Path(yaml_path)
-    config = yaml.load(yaml_path.read_text(), Loader=_TaskYamlLoader) or {}  # noqa: S506 (a SafeLoader)
-    included = config.pop("include", None)
-    if included is None:
-        return config
-    return {**_task_config(yaml_path.parent / included), **config}
-
-
-def hub_datasets(task_names: list[str], include_path: str | os.PathLike | None) -> list[dict[str, Any]]:
-    """The Hugging Face data sets that the tasks load, as `datasets.load_dataset` keywords (lm-eval
-    calls it with the same ones), each once; tasks over local files need none."""
-    task_manager = _task_manager(include_path, task_names)
-    wanted: list[dict[str, Any]] = []
-    for task in task_names:
-        entry = task_manager.task_index.get(task)
-        if entry is None or entry.yaml_path is None:
-            raise ExmeError(f"evaluation.tasks: no lm-eval task YAML named {task!r}")
-        config = _task_config(entry.yaml_path)
-        path = config.get("dataset_path")
-        if path is None or path in LOCAL_DATA_BUILDERS or Path(path).exists():
-            continue
-        keywords = {"path": path, "name": config.get("dataset_name"), **config.get("dataset_kwargs", {})}
-        if keywords not in wanted:
-            wanted.append(keywords)
-    return wanted
-
-
-def fetch_datasets(keywords: list[dict[str, Any]]) -> None:
-    """Download each data set into the Hugging Face cache (HF_HOME) with its `load_dataset` keywords."""
-    if not keywords:
-        return
-    import datasets
-
-    for dataset in keywords:
-        datasets.load_dataset(**dataset)
+def dataset_keys(task: str, keys: dict[str, Any] | None) -> dict[str, Any]:
+    """A task's data set keys from evaluation.datasets, checked: lm-eval's own key names."""
+    unknown = sorted(set(keys or {}) - set(DATASET_KEYS))
+    if unknown:
+        raise ExmeError(
+            f"evaluation.datasets.{task}.{unknown[0]}: not an lm-eval data set key "
+            f"({', '.join(DATASET_KEYS)})"
+        )
+    return dict(keys or {})
 
 
 def _settings(settings: dict[str, Any]) -> dict[str, Any]:
@@ -304,19 +277,63 @@ def _check_splits(task_objects: dict[str, Any], task_splits: dict[str, str], set
             )
 
 
-def _build_tasks(names: dict[str, str], task_manager: "TaskManager", task_splits: dict[str, str]) -> dict:
-    """The generated tasks as lm-eval Task objects, keyed by the original task name."""
+def _build_task(task: str, name: str, task_manager: "TaskManager", split: str, code_eval: bool) -> Any:
+    """One generated task as an lm-eval Task object. Building imports the task's Python utils, which
+    for the code tasks load HF evaluate's `code_eval` and run it once: it needs HF_ALLOW_CODE_EVAL
+    then already, not only while the task is evaluated."""
+    try:
+        with _environment(CODE_EVAL_ENVIRONMENT if code_eval else {}):
+            return task_manager.load([name])["tasks"][name]
+    except KeyError as error:  # lm-eval reads the evaluated split while building the task
+        raise ExmeError(
+            f"lm-eval task {task!r}: its data have no split {split!r} ({error}); "
+            "see evaluation.tasks[].splits"
+        ) from None
+
+
+def build_split_tasks(
+    split_names: dict[str, str],
+    include_path: str | os.PathLike | None,
+    task_dir: str | os.PathLike,
+    settings: dict[str, dict[str, Any]],
+    datasets: dict[str, dict[str, Any]] | None = None,
+    failures: dict[str, BaseException] | None = None,
+) -> tuple[dict[str, str], "TaskManager", dict[str, Any]]:
+    """Each task on its split, built as lm-eval builds it (its data loaded, its utils imported) and
+    checked; `settings` are each task's resolved lm-eval settings. Returns the generated task names,
+    their TaskManager and the Task objects, keyed by the original task names.
+
+    With `failures`, a task that cannot be built is recorded there (task: exception) and left out,
+    so that every failing task is found in one pass; without, the first failure is raised."""
+    from lm_eval.tasks import TaskManager
+
+    names = write_split_tasks(split_names, include_path, task_dir, datasets)
+    task_manager = TaskManager(include_path=str(task_dir), include_defaults=False)
     built = {}
     for task, name in names.items():
         try:
-            loaded = task_manager.load([name])["tasks"]
-        except KeyError as error:  # lm-eval reads the evaluated split while building the task
-            raise ExmeError(
-                f"lm-eval task {task!r}: its data have no split {task_splits[task]!r} ({error}); "
-                "see evaluation.tasks[].splits"
-            ) from None
-        built[task] = loaded[name]
-    return built
+            task_object = _build_task(
+                task, name, task_manager, split_names[task], settings[task]["confirm_run_unsafe_code"]
+            )
+            _check_splits({task: task_object}, split_names, settings)
+        except Exception as error:
+            if failures is None:
+                raise
+            failures[task] = error
+            continue
+        built[task] = task_object
+    return names, task_manager, built
+
+
+def resolved_settings(
+    tasks: Sequence[str],
+    settings: dict[str, Any] | None = None,
+    task_settings: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Each task's lm-eval settings: its own (task_settings) over those of all tasks, completed."""
+    return {
+        task: _settings({**(settings or {}), **((task_settings or {}).get(task) or {})}) for task in tasks
+    }
 
 
 def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -340,6 +357,7 @@ def evaluate_model(
     limit: int | float | None = None,
     settings: dict[str, Any] | None = None,
     task_settings: dict[str, dict[str, Any]] | None = None,
+    datasets: dict[str, dict[str, Any]] | None = None,
     seeds: int | Sequence[int | None] | None = None,
     bootstrap_iters: int = 1000,
     log_samples: bool = False,
@@ -354,6 +372,7 @@ def evaluate_model(
     or among lm-eval's own tasks) to the data set split to evaluate, e.g. {"arc_easy": "validation"}.
 
     settings: lm-eval settings for all tasks (LM_EVAL_SETTINGS), task_settings: per task, over them.
+    datasets: per task, lm-eval data set keys (DATASET_KEYS) that replace the task's own.
     seeds: None for lm-eval's defaults, one integer for all four, or four. The generated task YAMLs
     go to task_dir (a temporary folder if None). Returns lm-eval's results dict, its per-task entries
     keyed by the original task names, plus "lm_eval_runs": each simple_evaluate call's tasks,
@@ -366,12 +385,8 @@ def evaluate_model(
     set_offline(offline)  # before lm_eval and datasets are imported, which read it then
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    resolved = {
-        task: _settings({**(settings or {}), **((task_settings or {}).get(task) or {})})
-        for task in task_splits
-    }
+    resolved = resolved_settings(list(task_splits), settings, task_settings)
     for task_resolved in resolved.values():
         _check_chat_template(tokenizer, task_resolved["apply_chat_template"])
     seed_values = _seeds(seeds)
@@ -383,10 +398,9 @@ def evaluate_model(
     with ExitStack() as stack:
         if task_dir is None:
             task_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="exme-tasks-"))
-        names = write_split_tasks(split_names, include_path, task_dir)
-        task_manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-        task_objects = _build_tasks(names, task_manager, split_names)
-        _check_splits(task_objects, split_names, resolved)
+        names, task_manager, task_objects = build_split_tasks(
+            split_names, include_path, task_dir, resolved, datasets
+        )
         samples, samples_path, run_limit = None, None, limit
         if any(split.sliced for split in splits.values()):
             samples = {

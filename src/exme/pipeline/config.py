@@ -44,6 +44,7 @@ EVALUATION_SETTINGS = (
     "bootstrap_iters",
     "log_samples",
     "allow_downloads",
+    "datasets",
 )
 CHAT_TEMPLATE_FILES = ("chat_template.jinja", "chat_template.json")
 
@@ -56,6 +57,42 @@ def merge_config_files(*paths: str | Path) -> dict:
     for path in paths:
         update_config(config, yaml.safe_load(Path(path).read_text()) or {})
     return config
+
+
+# Keys renamed since an earlier release: {old key: message naming the new one}.
+RENAMED_KEYS = {"seed": "renamed to `seeds`, a list of seeds (e.g. `seeds: [0]`)"}
+
+
+def check_renamed_keys(config: dict) -> None:
+    """A key renamed since an earlier release is named with its new name, before the schema's
+    less helpful 'additional properties' message."""
+    for key, message in RENAMED_KEYS.items():
+        if key in config:
+            raise ExmeError(f"{key}: {message}")
+
+
+def resolve_run_defaults(config: dict) -> None:
+    """Complete in place the defaults that depend on the kind of run, once every config file is
+    merged: the demo's experts (one per demo task) and its greedy merging apply only when the demo
+    runs, so that a real run's config merged over the demo's defaults does not inherit them."""
+    demo = bool(config.get("demo", {}).get("activate"))
+    if config.get("experts") is None:
+        config["experts"] = [{"name": task} for task in config["demo"].get("tasks", [])] if demo else []
+    greedy = config.setdefault("greedy", {})
+    if greedy.get("activate") is None:
+        greedy["activate"] = demo
+
+
+def prepare_config(config: dict, schema: str | Path) -> None:
+    """The merged config made ready in place, as the Snakefile does before building the DAG: renamed
+    keys named, validated against the JSON schema (which fills in its defaults), the run-dependent
+    defaults resolved, then the checks below."""
+    from snakemake.utils import validate
+
+    check_renamed_keys(config)
+    validate(config, str(schema))
+    resolve_run_defaults(config)
+    check_config(config)
 
 
 def evaluation_settings(config: dict) -> dict:
@@ -101,14 +138,14 @@ def _check_tracks(config: dict) -> None:
         raise ExmeError(f"experts: each expert needs its own name, got {names}")
     for method in config["tracks"]["checkpoint"]:
         check_system(method, top_k, "tracks.checkpoint (the top_k selected checkpoints)")
+    if not experts:  # the expert track is off
+        return
     if config["tracks"]["expert"] and len(experts) < 2:
         raise ExmeError(
             f"tracks.expert: the expert track merges at least two experts, `experts` has {len(experts)}"
         )
     for method in config["tracks"]["expert"]:
         check_system(method, len(experts), "tracks.expert")
-    if not experts:
-        return
     _check_greedy(config["greedy"], len(experts))
     unknown = sorted(
         set(config["expert_finetune"]) - set(config["finetune"]) - {"warmup_steps", "weight_decay"}
@@ -204,6 +241,9 @@ def _check_models_and_tasks(config: dict) -> None:
         raise ExmeError("data.sft_train is required when demo.activate is false")
     if isinstance(sft_train, str) and not Path(sft_train).exists():
         raise ExmeError(f"data.sft_train: {sft_train} does not exist")
+    unknown = sorted(set(config["evaluation"]["datasets"]) - set(task_names))
+    if unknown:
+        raise ExmeError(f"evaluation.datasets.{unknown[0]}: not a task of evaluation.tasks")
     include_path = config["evaluation"]["include_path"]
     if include_path is not None and not Path(include_path).is_dir():
         raise ExmeError(f"evaluation.include_path: {include_path} is not a folder")
@@ -287,3 +327,17 @@ def _check_chat_templates(config: dict) -> None:
     base = Path(config["model"]["base"])
     if wanted and not _has_chat_template(base):
         raise ExmeError(f"{wanted[0]} needs a chat template, but the tokenizer of model.base {base} has none")
+
+
+def local_data_files(datasets: dict[str, dict]) -> list[str]:
+    """The local files that evaluation.datasets points tasks at (`dataset_kwargs.data_files`: a
+    path, a list of paths or a mapping of split to either), for the rules to take as inputs."""
+    files: list[str] = []
+    for keys in datasets.values():
+        data_files = keys.get("dataset_kwargs", {}).get("data_files")
+        if data_files is None:
+            continue
+        values = data_files.values() if isinstance(data_files, dict) else [data_files]
+        for value in values:
+            files += [value] if isinstance(value, str) else list(value)
+    return sorted({file for file in files if "://" not in file})  # URLs are fetched, not inputs

@@ -6,7 +6,6 @@ pad token equal to eos the eos ending each completion is still trained. Every ch
 model weights in the training dtype; only the newest keeps what resuming needs.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -28,15 +27,20 @@ from exme.device import default_device
 from exme.errors import ExmeError
 from exme.files import staged_dir
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
+from exme.train.data import read_sft_records
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
-CHAT_ROLES = ("system", "user", "assistant")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # What the Trainer writes into a checkpoint beside the model: the resume state (kept in the newest
 # checkpoint only) and its bookkeeping. The exported model folders hold neither.
 RESUME_STATE = ("optimizer*", "scheduler*", "scaler*", "rng_state*", "global_step*")
 TRAINER_FILES = (*RESUME_STATE, "trainer_state.json", "training_args.bin", "README.md")
 TRAINER_STATE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
+# finetune.optim's one name beside transformers' own: AdamW whose updates to bf16 weights are
+# Kahan-compensated (torch-optimi), so that full fine-tuning with bf16 weights, where fp32 master
+# weights do not fit, keeps updates smaller than bf16's precision instead of rounding them away.
+KAHAN_ADAMW = "adamw_kahan"
+HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def log(message: str) -> None:
@@ -74,65 +78,6 @@ def save_model_folder(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 
 # --------------------------------------------------------------------------------------------- data
-
-
-def _chat_record(messages: Any, where: str) -> dict[str, list[dict[str, str]]]:
-    """A `messages` record as TRL's conversational prompt/completion: the last message, which must
-    be the assistant's, is the completion; everything before it is the prompt."""
-    if not isinstance(messages, list) or not messages:
-        raise ExmeError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or set(message) != {"role", "content"}:
-            raise ExmeError(f"{where}: messages[{index}] must be an object with exactly 'role' and 'content'")
-        if message["role"] not in CHAT_ROLES:
-            raise ExmeError(
-                f"{where}: messages[{index}] has unknown role {message['role']!r} "
-                f"(known: {', '.join(CHAT_ROLES)})"
-            )
-        if not isinstance(message["content"], str):
-            raise ExmeError(f"{where}: messages[{index}].content must be a string")
-    if messages[-1]["role"] != "assistant":
-        raise ExmeError(f"{where}: the last message must be the assistant's (the completion trained on)")
-    if len(messages) < 2:
-        raise ExmeError(f"{where}: 'messages' needs at least one message before the assistant's answer")
-    return {"prompt": messages[:-1], "completion": messages[-1:]}
-
-
-def read_sft_records(train_jsonl: str | os.PathLike) -> tuple[list[dict[str, Any]], str]:
-    """Records of a JSONL file in TRL's prompt/completion form, and the file's format: "text" for
-    {"prompt", "completion"} strings, "chat" for {"messages": [{role, content}, ...]}."""
-    train_jsonl = Path(train_jsonl)
-    if not train_jsonl.is_file():
-        raise ExmeError(f"SFT training file {train_jsonl} does not exist")
-    records, formats = [], set()
-    with train_jsonl.open() as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{train_jsonl}:{line_number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ExmeError(f"{where}: not JSON ({error})") from None
-            if isinstance(row, dict) and "messages" in row:
-                records.append(_chat_record(row["messages"], where))
-                formats.add("chat")
-            elif (
-                isinstance(row, dict)
-                and isinstance(row.get("prompt"), str)
-                and isinstance(row.get("completion"), str)
-            ):
-                records.append({"prompt": row["prompt"], "completion": row["completion"]})
-                formats.add("text")
-            else:
-                raise ExmeError(
-                    f"{where}: needs string fields 'prompt' and 'completion', or a 'messages' list"
-                )
-    if not records:
-        raise ExmeError(f"{train_jsonl} holds no training examples")
-    if len(formats) > 1:
-        raise ExmeError(f"{train_jsonl} mixes prompt/completion and messages records; use one format")
-    return records, formats.pop()
 
 
 def _truncated(dataset, max_seq_length: int):
@@ -255,6 +200,49 @@ def _check_precision(bf16: bool, fp16: bool, dtype: torch.dtype, device: torch.d
         raise ExmeError(f"finetune.fp16 mixed precision needs a CUDA GPU; this job runs on {device.type}")
 
 
+def dropped_update_fraction(model: torch.nn.Module, step: float) -> float:
+    """The fraction of the half-precision weights that an update of size `step` leaves unchanged
+    once rounded back to their dtype (AdamW's first updates are about the learning rate in size)."""
+    dropped = total = 0
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dtype not in HALF_DTYPES:
+                continue
+            for chunk in parameter.detach().reshape(-1).split(2**24):  # bounds the fp32 copy
+                dropped += int(((chunk.float() + step).to(chunk.dtype) == chunk).sum())
+                total += chunk.numel()
+    return dropped / total if total else 0.0
+
+
+def _optimizer(optim: str, args: TrainingArguments) -> tuple[type, dict[str, Any]] | None:
+    """The Trainer's `optimizer_cls_and_kwargs` for exme's own optimizer name, with the Trainer's
+    AdamW settings (transformers builds the optimizers of its own names itself)."""
+    if optim != KAHAN_ADAMW:
+        return None
+    from optimi import AdamW
+
+    return AdamW, {
+        "lr": args.learning_rate,
+        "betas": (args.adam_beta1, args.adam_beta2),
+        "eps": args.adam_epsilon,
+        "weight_decay": args.weight_decay,
+        "kahan_sum": True,
+    }
+
+
+def _warn_dropped_updates(model: torch.nn.Module, optim: str, learning_rate: float) -> None:
+    """Half-precision weights under a plain optimizer lose every update below their precision."""
+    if optim == KAHAN_ADAMW or model.dtype not in HALF_DTYPES:
+        return
+    fraction = dropped_update_fraction(model, learning_rate)
+    log(
+        f"WARNING: finetune.dtype {str(model.dtype).removeprefix('torch.')} with {optim}: an update of "
+        f"the learning rate's size ({learning_rate:g}) rounds away on {fraction:.1%} of the weights. "
+        "Train fp32 master weights (finetune.dtype: float32 with bf16: true), or keep bf16 weights "
+        f"with finetune.optim: {KAHAN_ADAMW}"
+    )
+
+
 def _torch_dtype(dtype: str) -> str | torch.dtype:
     if dtype not in DTYPES:
         raise ExmeError(f"finetune.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -311,6 +299,7 @@ def sft_trainer(
         log(f"the tokenizer has no pad token: padding with eos {tokenizer.eos_token!r}, masked by position")
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch_dtype)
     _check_precision(bf16, fp16, model.dtype, device)
+    _warn_dropped_updates(model, optim, learning_rate)
 
     try:
         args = quiet_training_arguments(
@@ -324,7 +313,7 @@ def sft_trainer(
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps,
             activation_checkpointing=gradient_checkpointing,
-            optim=optim,
+            optim="adamw_torch" if optim == KAHAN_ADAMW else optim,  # the Trainer's: not used then
             bf16=bf16,
             fp16=fp16,
             warmup_steps=warmup_steps,
@@ -346,6 +335,7 @@ def sft_trainer(
         train_dataset=Dataset.from_list(records),
         processing_class=tokenizer,
         callbacks=[_PruneResumeState()],
+        optimizer_cls_and_kwargs=_optimizer(optim, args),
     )
     trainer.train_dataset = _truncated(trainer.train_dataset, max_seq_length)
     return trainer
