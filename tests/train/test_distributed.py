@@ -154,7 +154,8 @@ def runs(tiny_base, demo_data, tmp_path_factory):
     resumed = root / "resumed"
     _train_and_kill(tiny_base, demo_data, resumed, 2, root, after_step=SAVE_STEPS)
     complete = sorted(
-        int(path.parent.name.split("-")[1]) for path in (resumed / "state").glob("checkpoint-*/trainer_state.json")
+        int(path.parent.name.split("-")[1])
+        for path in (resumed / "state").glob("checkpoint-*/trainer_state.json")
     )
     # A checkpoint cut short by the kill: the rerun must delete it (in one process) and resume
     # from the newest complete one.
@@ -175,7 +176,10 @@ def test_the_loss_curve_equals_one_processs_with_the_same_global_batch(runs):
     one, two = _losses(runs["root"] / "one"), _losses(runs["root"] / "two")
     assert len(one) == len(two) > 1
     assert two == pytest.approx(one, rel=LOSS_TOLERANCE)
-    final_one, final_two = _weights(runs["root"] / "one", MAX_STEPS), _weights(runs["root"] / "two", MAX_STEPS)
+    final_one, final_two = (
+        _weights(runs["root"] / "one", MAX_STEPS),
+        _weights(runs["root"] / "two", MAX_STEPS),
+    )
     assert all(torch.allclose(final_two[name], final_one[name], rtol=0, atol=1e-6) for name in final_one)
 
 

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 from accelerate.utils.launch import prepare_multi_gpu_env
 
@@ -51,6 +52,21 @@ def test_eight_gpus_with_the_fsdp_config_shard_the_model_in_bf16():
     assert args.training_script == TRAINING_MODULE and args.module
 
 
+@pytest.mark.parametrize("state_dict_type", ["SHARDED_STATE_DICT", None])
+def test_an_fsdp_config_that_saves_no_full_weights_is_named(tmp_path, state_dict_type):
+    config = yaml.safe_load(FSDP_CONFIG.read_text())
+    config["fsdp_config"].pop("fsdp_state_dict_type")
+    if state_dict_type:
+        config["fsdp_config"]["fsdp_state_dict_type"] = state_dict_type
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        ExmeError, match=rf"fsdp.yaml has fsdp_state_dict_type {state_dict_type}; .* FULL_STATE_DICT"
+    ):
+        launch_command(8, ARGUMENTS, fsdp_config=tmp_path / "fsdp.yaml")
+    with pytest.raises(ExmeError, match="cluster.fsdp_config: .*missing.yaml does not exist"):
+        launch_command(8, ARGUMENTS, fsdp_config=tmp_path / "missing.yaml")
+
+
 @pytest.mark.parametrize("checkpointing", [True, False])
 def test_under_fsdp_activation_checkpointing_is_fsdps_own(checkpointing):
     """finetune.gradient_checkpointing reaches each process as accelerate's FSDP setting (which the
@@ -81,7 +97,9 @@ def test_a_job_that_sees_fewer_gpus_than_it_asked_for_stops_naming_both(monkeypa
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(visible))))
-    with pytest.raises(ExmeError, match=rf"asked for 8 GPUs \(resources.finetune.gpu\) but CUDA sees {visible} "):
+    with pytest.raises(
+        ExmeError, match=rf"asked for 8 GPUs \(resources.finetune.gpu\) but CUDA sees {visible} "
+    ):
         gpu_processes(8)
     assert gpu_processes(visible) == visible
 

@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,6 +18,7 @@ from exme.train.sft import (
     read_sft_records,
     sft_trainer,
 )
+from tests.conftest import REPO
 
 SFT = {"learning_rate": 1e-3, "save_steps": 2, "batch_size": 4, "seed": 0, "device": "cpu"}
 
@@ -318,6 +321,34 @@ RESUME_LAYOUTS = {
 TRAINER_BOOKKEEPING = ["trainer_state.json", "training_args.bin"]
 
 
+@pytest.mark.parametrize(
+    ("layout", "state_dict_type", "processes"),
+    [("FSDP, full state dict", "FULL_STATE_DICT", 1), ("FSDP, sharded", "SHARDED_STATE_DICT", 2)],
+)
+def test_the_fsdp_layouts_are_what_accelerate_writes(tiny_base, tmp_path, layout, state_dict_type, processes):
+    """accelerate's own FSDP checkpoint writers, run with torch's FSDP on the CPU (the full state
+    dict's optimizer gather crashes gloo with 2 processes, so it runs with 1)."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    ]
+    command += [
+        str(REPO / "tests/train/write_fsdp_checkpoint.py"),
+        str(tiny_base),
+        str(tmp_path),
+        state_dict_type,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = {path.name for path in tmp_path.iterdir()}
+    expected = {name.split("/")[0] for name in RESUME_LAYOUTS[layout]} - {"scheduler.pt", "rng_state_0.pth"}
+    assert written == expected
+
+
 def _files(folder):
     return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
 
@@ -371,6 +402,11 @@ def test_under_fsdp_activation_checkpointing_is_left_to_fsdp(
         monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
         monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
     trainer = sft_trainer(
-        tiny_base, demo_data / "sft_train.jsonl", tmp_path / "s", max_steps=2, gradient_checkpointing=True, **SFT
+        tiny_base,
+        demo_data / "sft_train.jsonl",
+        tmp_path / "s",
+        max_steps=2,
+        gradient_checkpointing=True,
+        **SFT,
     )
     assert trainer.args.activation_checkpointing is trainer_checkpoints

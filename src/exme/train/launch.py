@@ -5,6 +5,7 @@ one process per GPU of the job, data-parallel, or sharded with FSDP when an acce
 import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 
@@ -57,6 +58,21 @@ def training_arguments(
     ]
 
 
+def _check_fsdp_config(fsdp_config: str | os.PathLike) -> None:
+    """The FSDP config must save full weights: each checkpoint is exported as a model folder, and
+    under a sharded state dict the Trainer saves no safetensors, only accelerate's shards."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    if not Path(fsdp_config).is_file():
+        raise ExmeError(f"cluster.fsdp_config: {fsdp_config} does not exist")
+    state_dict_type = load_config_from_file(str(fsdp_config)).fsdp_config.get("fsdp_state_dict_type")
+    if state_dict_type != "FULL_STATE_DICT":
+        raise ExmeError(
+            f"cluster.fsdp_config: {fsdp_config} has fsdp_state_dict_type {state_dict_type}; fine-tuning "
+            "exports every checkpoint as a model folder, which needs FULL_STATE_DICT"
+        )
+
+
 def launch_command(
     n_gpus: int,
     arguments: list[str],
@@ -79,6 +95,7 @@ def launch_command(
     launcher += ["--num_processes", str(n_gpus), "--main_process_port", "0"]
     launcher += ["--mixed_precision", "bf16" if bf16 else "no"]
     if fsdp_config:
+        _check_fsdp_config(fsdp_config)
         launcher += ["--config_file", str(fsdp_config)]
         launcher += ["--fsdp_activation_checkpointing", str(activation_checkpointing).lower()]
     else:
