@@ -4,9 +4,19 @@ import subprocess
 import sys
 
 import pytest
+import torch
+import yaml
 from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+from accelerate.utils.launch import prepare_multi_gpu_env
 
-from exme.train.launch import TRAINING_MODULE, gpu_processes, launch_command, training_arguments
+from exme.errors import ExmeError
+from exme.train.launch import (
+    TRAINING_MODULE,
+    gpu_processes,
+    launch_command,
+    process_threads,
+    training_arguments,
+)
 from tests.conftest import REPO
 
 FSDP_CONFIG = REPO / "config/accelerate/fsdp.yaml"
@@ -42,8 +52,61 @@ def test_eight_gpus_with_the_fsdp_config_shard_the_model_in_bf16():
     assert args.training_script == TRAINING_MODULE and args.module
 
 
-def test_a_machine_without_cuda_runs_one_process_whatever_the_job_asked_for():
-    assert gpu_processes(8) == 0  # CPU-only torch here; a cluster's node gives min(asked, visible)
+@pytest.mark.parametrize("state_dict_type", ["SHARDED_STATE_DICT", None])
+def test_an_fsdp_config_that_saves_no_full_weights_is_named(tmp_path, state_dict_type):
+    config = yaml.safe_load(FSDP_CONFIG.read_text())
+    config["fsdp_config"].pop("fsdp_state_dict_type")
+    if state_dict_type:
+        config["fsdp_config"]["fsdp_state_dict_type"] = state_dict_type
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(
+        ExmeError, match=rf"fsdp.yaml has fsdp_state_dict_type {state_dict_type}; .* FULL_STATE_DICT"
+    ):
+        launch_command(8, ARGUMENTS, fsdp_config=tmp_path / "fsdp.yaml")
+    with pytest.raises(ExmeError, match="cluster.fsdp_config: .*missing.yaml does not exist"):
+        launch_command(8, ARGUMENTS, fsdp_config=tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_under_fsdp_activation_checkpointing_is_fsdps_own(checkpointing):
+    """finetune.gradient_checkpointing reaches each process as accelerate's FSDP setting (which the
+    training process then leaves to FSDP, see test_sft), whatever the config file says."""
+    command = launch_command(8, ARGUMENTS, fsdp_config=FSDP_CONFIG, activation_checkpointing=checkpointing)
+    environment = prepare_multi_gpu_env(parsed_by_accelerate(command))
+    assert environment["ACCELERATE_USE_FSDP"] == "true"
+    assert environment["FSDP_ACTIVATION_CHECKPOINTING"] == str(checkpointing).lower()
+    # The model is loaded after torch.distributed is set up, so that this takes effect (see test_sft).
+    assert environment["FSDP_CPU_RAM_EFFICIENT_LOADING"] == "true"
+
+
+def test_each_launch_rendezvous_on_a_free_port():
+    """Not accelerate's default port 29500, which two multi-GPU jobs on one node would share."""
+    args = parsed_by_accelerate(launch_command(2, ARGUMENTS))
+    assert args.main_process_port == 0  # accelerate's "pick a free port"
+    prepare_multi_gpu_env(args)
+    assert args.master_port.isdigit() and args.master_port not in ("0", "29500")  # what torchrun gets
+
+
+def test_a_torch_without_cuda_trains_in_one_process_on_the_cpu():
+    assert not torch.backends.cuda.is_built()  # this machine's torch; a test cluster's GPUs are fake
+    assert gpu_processes(8) == 0
+
+
+@pytest.mark.parametrize("visible", [0, 4])
+def test_a_job_that_sees_fewer_gpus_than_it_asked_for_stops_naming_both(monkeypatch, visible):
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", ",".join(map(str, range(visible))))
+    with pytest.raises(
+        ExmeError, match=rf"asked for 8 GPUs \(resources.finetune.gpu\) but CUDA sees {visible} "
+    ):
+        gpu_processes(8)
+    assert gpu_processes(visible) == visible
+
+
+@pytest.mark.parametrize(("job_threads", "processes", "each"), [(64, 8, 8), (8, 0, 8), (8, 1, 8), (4, 8, 1)])
+def test_each_process_gets_its_share_of_the_jobs_cpu_threads(job_threads, processes, each):
+    assert process_threads(job_threads, processes) == each
 
 
 def test_the_single_process_path_fine_tunes_on_the_cpu(tiny_base, demo_data, tmp_path):

@@ -1,5 +1,7 @@
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -7,8 +9,16 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from exme.errors import ExmeError
+from exme.train import sft
 from exme.train.data import read_sft_records
-from exme.train.sft import IGNORE_INDEX, finetune, sft_trainer
+from exme.train.sft import (
+    IGNORE_INDEX,
+    finetune,
+    has_resume_state,
+    prune_resume_state,
+    sft_trainer,
+)
+from tests.conftest import REPO
 
 SFT = {"learning_rate": 1e-3, "save_steps": 2, "batch_size": 4, "seed": 0, "device": "cpu"}
 
@@ -282,3 +292,121 @@ def test_bf16_on_a_gpu_without_it_is_named(monkeypatch):
     with pytest.raises(ExmeError, match=r"finetune.dtype: this GPU \(Tesla V100\)"):
         sft._check_precision(False, False, torch.bfloat16, cuda)
     sft._check_precision(False, True, torch.float32, cuda)  # fp16 is the way there
+
+
+MODEL_FILES = ["config.json", "model.safetensors"]
+# What the Trainer writes beside a checkpoint's model, in each layout (under FSDP: accelerate's
+# save_fsdp_model and save_fsdp_optimizer, full or sharded state dict, with or without DCP).
+RESUME_LAYOUTS = {
+    "one process": ["optimizer.pt", "scheduler.pt", "rng_state.pth"],
+    "DDP": ["optimizer.pt", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"],
+    "FSDP, full state dict": ["pytorch_model_fsdp.bin", "optimizer.bin", "scheduler.pt", "rng_state_0.pth"],
+    "FSDP, sharded": [
+        "pytorch_model_fsdp_0/.metadata",
+        "pytorch_model_fsdp_0/__0_0.distcp",
+        "optimizer_0/.metadata",
+        "optimizer_0/__0_0.distcp",
+        "scheduler.pt",
+        "rng_state_0.pth",
+    ],
+    "FSDP, sharded per rank": [
+        "pytorch_model_fsdp_0_rank0.bin",
+        "pytorch_model_fsdp_0_rank1.bin",
+        "optimizer_0_rank0.bin",
+        "optimizer_0_rank1.bin",
+        "scheduler.pt",
+    ],
+    "DeepSpeed": ["global_step4/mp_rank_00_model_states.pt", "scheduler.pt", "rng_state_0.pth"],
+}
+TRAINER_BOOKKEEPING = ["trainer_state.json", "training_args.bin"]
+
+
+@pytest.mark.parametrize(
+    ("layout", "state_dict_type", "processes"),
+    [("FSDP, full state dict", "FULL_STATE_DICT", 1), ("FSDP, sharded", "SHARDED_STATE_DICT", 2)],
+)
+def test_the_fsdp_layouts_are_what_accelerate_writes(tiny_base, tmp_path, layout, state_dict_type, processes):
+    """accelerate's own FSDP checkpoint writers, run with torch's FSDP on the CPU (the full state
+    dict's optimizer gather crashes gloo with 2 processes, so it runs with 1)."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(processes),
+    ]
+    command += [
+        str(REPO / "tests/train/write_fsdp_checkpoint.py"),
+        str(tiny_base),
+        str(tmp_path),
+        state_dict_type,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = {path.name for path in tmp_path.iterdir()}
+    expected = {name.split("/")[0] for name in RESUME_LAYOUTS[layout]} - {"scheduler.pt", "rng_state_0.pth"}
+    assert written == expected
+
+
+def _files(folder):
+    return sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file())
+
+
+@pytest.mark.parametrize("layout", RESUME_LAYOUTS)
+def test_resume_state_in_each_layout_is_found_kept_in_the_newest_checkpoint_only_and_not_exported(
+    tmp_path, layout
+):
+    state_dir = tmp_path / "state"
+    for step in (2, 4):
+        for name in [*MODEL_FILES, *TRAINER_BOOKKEEPING, *RESUME_LAYOUTS[layout]]:
+            path = state_dir / f"checkpoint-{step}" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(name)
+    older, newest = state_dir / "checkpoint-2", state_dir / "checkpoint-4"
+    assert has_resume_state(newest)
+    prune_resume_state(state_dir)
+    assert _files(older) == sorted([*MODEL_FILES, *TRAINER_BOOKKEEPING])
+    assert not has_resume_state(older)
+    assert _files(newest) == sorted([*MODEL_FILES, *TRAINER_BOOKKEEPING, *RESUME_LAYOUTS[layout]])
+    sft._export(newest, tmp_path / "step-4")
+    assert _files(tmp_path / "step-4") == MODEL_FILES  # one copy of the model, no FSDP copy beside it
+
+
+def test_the_model_is_loaded_after_torch_distributed_is_set_up(tiny_base, demo_data, tmp_path, monkeypatch):
+    """accelerate's state (which starts torch.distributed in a multi-process job) exists when the
+    weights are read: transformers' FSDP RAM-efficient loading then has the other processes load
+    nothing."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    set_up_at_load = []
+    load = sft.AutoModelForCausalLM.from_pretrained
+
+    def recording_load(*args, **kwargs):
+        set_up_at_load.append(bool(PartialState._shared_state))
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(sft.AutoModelForCausalLM, "from_pretrained", recording_load)
+    sft_trainer(tiny_base, demo_data / "sft_train.jsonl", tmp_path / "s", max_steps=2, **SFT)
+    assert set_up_at_load == [True]
+
+
+@pytest.mark.parametrize(("fsdp", "trainer_checkpoints"), [(True, False), (False, True)])
+def test_under_fsdp_activation_checkpointing_is_left_to_fsdp(
+    tiny_base, demo_data, tmp_path, monkeypatch, fsdp, trainer_checkpoints
+):
+    """What `accelerate launch --fsdp_activation_checkpointing true` sets in each process: the
+    Trainer's own checkpointing (a second all-gather per layer under FSDP) is then off."""
+    if fsdp:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+        monkeypatch.setenv("FSDP_ACTIVATION_CHECKPOINTING", "true")
+    trainer = sft_trainer(
+        tiny_base,
+        demo_data / "sft_train.jsonl",
+        tmp_path / "s",
+        max_steps=2,
+        gradient_checkpointing=True,
+        **SFT,
+    )
+    assert trainer.args.activation_checkpointing is trainer_checkpoints

@@ -6,24 +6,26 @@ import sys
 
 from exme.errors import ExmeError
 from exme.pipeline.rule_script import run_rule
-from exme.train.launch import gpu_processes, launch_command, training_arguments
+from exme.train.launch import gpu_processes, launch_command, process_threads, training_arguments
 
 
 def main(smk):
     hyperparameters = smk.params.hyperparameters
+    processes = gpu_processes(smk.resources.gpu)
     arguments = training_arguments(
         smk.input.base,
         smk.params.train_file,
         smk.output[0],
         smk.params.state_dir,
-        threads=smk.threads,
+        threads=process_threads(smk.threads, processes),
         settings={**hyperparameters, "seed": smk.params.seed},
     )
     command = launch_command(
-        gpu_processes(smk.resources.gpu),
+        processes,
         arguments,
         fsdp_config=smk.params.fsdp_config,
         bf16=hyperparameters["bf16"],
+        activation_checkpointing=hyperparameters["gradient_checkpointing"],
     )
     print(" ".join(command), flush=True)
     # The training processes write into this job's log, where run_rule sends sys.stdout.

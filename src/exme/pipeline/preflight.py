@@ -76,8 +76,7 @@ def check_tasks(
             except ExmeError as error:  # a task that is not there at all: nothing else can be built
                 return [str(error)]
         problems += [
-            _task_problem(task, f"split {splits[task]!r}", error, offline)
-            for task, error in failures.items()
+            _task_problem(task, f"split {splits[task]!r}", error, offline) for task, error in failures.items()
         ]
     return problems
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
+from accelerate import PartialState
+from accelerate.utils.constants import FSDP_MODEL_NAME, OPTIMIZER_NAME
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -31,9 +34,15 @@ from exme.train.data import read_sft_records
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# The optimizer state in each layout the Trainer writes: `optimizer.pt` (one process, DDP), under
+# FSDP accelerate's `optimizer.bin` (full state dict), `optimizer_0/` or `optimizer_0_rank*.bin`
+# (sharded), and DeepSpeed's `global_step*/`.
+OPTIMIZER_STATE = (f"{OPTIMIZER_NAME}*", "global_step*")
 # What the Trainer writes into a checkpoint beside the model: the resume state (kept in the newest
-# checkpoint only) and its bookkeeping. The exported model folders hold neither.
-RESUME_STATE = ("optimizer*", "scheduler*", "scaler*", "rng_state*", "global_step*")
+# checkpoint only) and its bookkeeping. The exported model folders hold neither. Under FSDP the
+# resume state includes accelerate's own copy of the model (`pytorch_model_fsdp.bin`, or the shards
+# in `pytorch_model_fsdp_0/`), which a resume reloads; the safetensors are the exported model.
+RESUME_STATE = (*OPTIMIZER_STATE, "scheduler*", "scaler*", "rng_state*", f"{FSDP_MODEL_NAME}*")
 TRAINER_FILES = (*RESUME_STATE, "trainer_state.json", "training_args.bin", "README.md")
 TRAINER_STATE = "trainer_state.json"  # written last: its presence marks a complete checkpoint
 # finetune.optim's one name beside transformers' own: AdamW whose updates to bf16 weights are
@@ -44,7 +53,10 @@ HALF_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def log(message: str) -> None:
-    """A line in the job's log (the rule scripts redirect stderr there)."""
+    """A line in the job's log (the rule scripts redirect stderr there), from the main process only
+    once training processes form a group."""
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return
     print(f"[exme.train] {message}", file=sys.stderr, flush=True)
 
 
@@ -125,15 +137,19 @@ def _checkpoints(state_dir: Path) -> list[Path]:
     return sorted(found, key=_step)
 
 
-def _has_resume_state(checkpoint: Path) -> bool:
-    return (checkpoint / "optimizer.pt").is_file() or any(checkpoint.glob("global_step*"))
+def has_resume_state(checkpoint: Path) -> bool:
+    """Whether the checkpoint holds optimizer state, in any layout the Trainer writes."""
+    return any(path for pattern in OPTIMIZER_STATE for path in checkpoint.glob(pattern))
+
+
+def _complete_checkpoints(state_dir: Path) -> list[Path]:
+    return [c for c in _checkpoints(state_dir) if (c / TRAINER_STATE).is_file()]
 
 
 def prune_resume_state(state_dir: str | os.PathLike) -> None:
     """Delete optimizer, scheduler, scaler and RNG state from every complete checkpoint but the
     newest: the older ones keep only their model, which is all the exported series needs."""
-    complete = [c for c in _checkpoints(Path(state_dir)) if (c / TRAINER_STATE).is_file()]
-    for checkpoint in complete[:-1]:
+    for checkpoint in _complete_checkpoints(Path(state_dir))[:-1]:
         for pattern in RESUME_STATE:
             for path in checkpoint.glob(pattern):
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
@@ -148,20 +164,27 @@ class _PruneResumeState(TrainerCallback):
 
 
 def resumable_checkpoint(state_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint to resume from: the newest complete one. Checkpoints newer than it were cut
-    short by a kill while being written; they are deleted."""
-    checkpoints = _checkpoints(Path(state_dir))
-    complete = [c for c in checkpoints if (c / TRAINER_STATE).is_file()]
-    if not complete:
-        for partial in checkpoints:
-            shutil.rmtree(partial)
-        return None
-    newest = complete[-1]
-    for partial in checkpoints:
-        if _step(partial) > _step(newest):
+    """The checkpoint to resume from: the newest complete one."""
+    complete = _complete_checkpoints(Path(state_dir))
+    return complete[-1] if complete else None
+
+
+def delete_partial_checkpoints(state_dir: str | os.PathLike) -> None:
+    """Delete the checkpoints newer than the newest complete one: a kill cut them short while they
+    were being written."""
+    newest = resumable_checkpoint(state_dir)
+    for partial in _checkpoints(Path(state_dir)):
+        if newest is None or _step(partial) > _step(newest):
             log(f"deleting {partial}: written only in part (the job was killed while saving it)")
             shutil.rmtree(partial)
-    return newest
+
+
+def _on_main_process(trainer, operation, *args) -> None:
+    """Run a file operation in the main process only, the others waiting until it is done: two
+    processes deleting the same files race each other."""
+    if trainer.is_world_process_zero():
+        operation(*args)
+    trainer.accelerator.wait_for_everyone()
 
 
 def _export(checkpoint: Path, out_dir: Path) -> None:
@@ -249,6 +272,15 @@ def _torch_dtype(dtype: str) -> str | torch.dtype:
     return dtype if dtype == "auto" else getattr(torch, dtype)
 
 
+def _fsdp_checkpoints_activations() -> bool:
+    """Whether this process runs under FSDP with FSDP's own activation checkpointing (accelerate
+    launch's fsdp_activation_checkpointing), which then replaces the Trainer's."""
+    return all(
+        os.environ.get(variable, "false").lower() == "true"
+        for variable in ("ACCELERATE_USE_FSDP", "FSDP_ACTIVATION_CHECKPOINTING")
+    )
+
+
 def sft_trainer(
     base_dir: str | os.PathLike,
     train_jsonl: str | os.PathLike,
@@ -287,6 +319,10 @@ def sft_trainer(
     device = torch.device(device) if device is not None else default_device()
     torch_dtype = _torch_dtype(dtype)
 
+    # torch.distributed is set up (here, as the Trainer's arguments would) before anything is loaded:
+    # under FSDP with fsdp_cpu_ram_efficient_loading only the first process then reads the weights
+    # into host memory, and the other processes stay quiet.
+    PartialState(cpu=device.type == "cpu")
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     if data_format == "chat" and not tokenizer.chat_template:
         raise ExmeError(
@@ -312,7 +348,7 @@ def sft_trainer(
             max_steps=max_steps,
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=gradient_accumulation_steps,
-            activation_checkpointing=gradient_checkpointing,
+            activation_checkpointing=gradient_checkpointing and not _fsdp_checkpoints_activations(),
             optim="adamw_torch" if optim == KAHAN_ADAMW else optim,  # the Trainer's: not used then
             bf16=bf16,
             fp16=fp16,
@@ -367,17 +403,18 @@ def finetune(
     trainer = sft_trainer(
         base_dir, train_jsonl, state_dir, max_steps=max_steps, save_steps=save_steps, **settings
     )
+    _on_main_process(trainer, delete_partial_checkpoints, state_dir)
     last_checkpoint = resumable_checkpoint(state_dir)
     if last_checkpoint is None or _step(last_checkpoint) < max_steps:
         if last_checkpoint is not None:
-            if not _has_resume_state(last_checkpoint):
+            if not has_resume_state(last_checkpoint):
                 raise ExmeError(
                     f"cannot resume from {last_checkpoint}: its optimizer state is gone; "
                     f"delete {state_dir} to start over"
                 )
             log(f"resuming from {last_checkpoint}")
         trainer.train(resume_from_checkpoint=str(last_checkpoint) if last_checkpoint else None)
-    prune_resume_state(state_dir)
+    _on_main_process(trainer, prune_resume_state, state_dir)
 
     steps = checkpoint_steps(max_steps, save_steps)
     if not trainer.is_world_process_zero():
