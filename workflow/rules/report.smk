@@ -9,7 +9,7 @@ rule collect_scores:
     output:
         scores=f"{OUT}/{{scope}}/scores.csv",
         # Each test item's metric value, for the paired comparisons.
-        items=f"{OUT}/{{scope}}/items.csv.gz",
+        per_item=f"{OUT}/{{scope}}/items.csv.gz",
     log:
         f"{OUT}/{{scope}}/logs/collect_scores.log",
     benchmark:
@@ -29,14 +29,14 @@ rule collect_scores:
 rule combine_scores:
     input:
         scores=[f"{OUT}/{scope}/scores.csv" for scope in SCOPES],
-        items=[f"{OUT}/{scope}/items.csv.gz" for scope in SCOPES],
+        per_item=[f"{OUT}/{scope}/items.csv.gz" for scope in SCOPES],
     output:
         scores=report(
             f"{OUT}/scores.csv",
             caption="../report/scores.rst",
             category="Tables",
         ),
-        items=f"{OUT}/items.csv.gz",
+        per_item=f"{OUT}/items.csv.gz",
     log:
         f"{OUT}/logs/combine_scores.log",
     benchmark:
@@ -143,7 +143,7 @@ rule plot_checkpoint_extrapolation:
 rule compare:
     input:
         scores=f"{OUT}/scores.csv",
-        items=f"{OUT}/items.csv.gz",
+        per_item=f"{OUT}/items.csv.gz",
     output:
         table=report(comparison_paths(OUT)["table"], caption="../report/comparison.rst", category="Tables"),
         figure=report(comparison_paths(OUT)["figure"], caption="../report/comparison.rst", category="Figures"),

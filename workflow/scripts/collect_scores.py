@@ -12,7 +12,7 @@ def main(smk):
         smk.input.evaluations, selections={seed: read_json(smk.input.selection)}, seeds=[seed]
     )
     write_text(smk.output.scores, table.to_csv(index=False))
-    write_items(tidy_items(smk.input.evaluations, seeds=[seed]), smk.output.items)
+    write_items(tidy_items(smk.input.evaluations, seeds=[seed]), smk.output.per_item)
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -10,7 +10,7 @@ from exme.pipeline.rule_script import run_rule
 
 def main(smk):
     table = pd.read_csv(smk.input.scores)
-    paired = paired_differences(table, pd.read_csv(smk.input.items))
+    paired = paired_differences(table, pd.read_csv(smk.input.per_item))
     write_text(smk.output.table, comparison_markdown(smk.params.run, table, paired))
     plot_comparison(paired, smk.output.figure)
 

@@ -17,6 +17,7 @@ from exme.errors import ExmeError
 from exme.pipeline.catalogue import FINAL, match_name
 from exme.pipeline.figures import plt, save_figure
 from exme.pipeline.paired import LEVEL, RESAMPLES, SEED, compare, holm
+from exme.pipeline.report import mean_stderr
 from exme.pipeline.targets import MEAN_TASK
 
 BEST_INPUT = "best input model"
@@ -63,12 +64,9 @@ def labelled(table: pd.DataFrame) -> pd.DataFrame:
     test = pd.concat([test[test["track"] != "shared"], *(shared.assign(track=t) for t in TRACKS)])
     if "stderr" not in test:
         test["stderr"] = np.nan
-    # The standard error of a mean over K tasks scored on separate items: sqrt(Σ se²) / K.
     means = (
         test.groupby(["track", "label", "model", "seed"], as_index=False)
-        .agg(
-            value=("value", "mean"), stderr=("stderr", lambda se: np.sqrt((se**2).sum(min_count=1)) / len(se))
-        )
+        .agg(value=("value", "mean"), stderr=("stderr", mean_stderr))
         .assign(task=MEAN_TASK)
     )
     columns = ["track", "label", "model", "seed", "task", "value", "stderr"]
@@ -209,7 +207,7 @@ def _paired_sections(paired: pd.DataFrame) -> list[str]:
         "### Paired differences on test, mean over tasks",
         headline[["method", "vs", "Δ [95% CI]", "p", "p (Holm)", "test"]].to_markdown(index=False),
         "### Paired differences per task (Δ [95% CI], Holm-adjusted p)",
-        wide.to_markdown(),
+        wide.reset_index().to_markdown(index=False),
     ]
 
 
