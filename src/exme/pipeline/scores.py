@@ -78,7 +78,11 @@ def write_items(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_csv(tmp, index=False, float_format="%.6g", compression="gzip")
 
 
+def read_items(path: str | os.PathLike) -> pd.DataFrame:
+    return pd.read_csv(path, dtype={"value": float})
+
+
 def combined_items(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     """The seeds' item tables as one."""
-    table = pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
+    table = pd.concat([read_items(path) for path in paths], ignore_index=True)
     return table.sort_values(ITEM_COLUMNS[:4], kind="stable", ignore_index=True)
