@@ -13,6 +13,7 @@ permutation test on the per-item differences averaged over seeds (exact enumerat
 nonzero differences are few enough, else random sign flips from the seeded generator).
 """
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -38,24 +39,34 @@ def _shapes(differences: Mapping[str, np.ndarray]) -> int:
     return seeds.pop()
 
 
+def _counts(draws: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(draws, size): how often each of `size` units is drawn in each of `draws` resamples of
+    `size` draws with replacement."""
+    picks = rng.integers(0, size, size=(draws, size)) + size * np.arange(draws)[:, None]
+    # As floats: products with them then run in BLAS.
+    return np.bincount(picks.ravel(), minlength=draws * size).reshape(draws, size).astype(float)
+
+
+@functools.lru_cache(maxsize=4)
+def _resampling(n_seeds: int, n_items: tuple[int, ...], resamples: int, seed: int) -> tuple[np.ndarray, ...]:
+    """The seed counts, then each task's item counts, of every resample: the same for every
+    comparison of the same shape (drawn once, from the seeded generator)."""
+    rng = np.random.default_rng(seed)
+    seed_counts = _counts(resamples, n_seeds, rng) if n_seeds > 1 else np.ones((resamples, 1))
+    return seed_counts, *(_counts(resamples, n, rng) for n in n_items)
+
+
 def bootstrap(
     differences: Mapping[str, np.ndarray], resamples: int = RESAMPLES, seed: int = SEED
 ) -> dict[str, np.ndarray]:
     """The resampled mean difference, per task and on the mean over tasks (key MEAN_TASK)."""
     n_seeds = _shapes(differences)
-    rng = np.random.default_rng(seed)
-    # How often each seed (and, below, each item) is drawn in each resample.
-    seed_counts = (
-        rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=resamples)
-        if n_seeds > 1
-        else np.ones((resamples, 1))
-    )
-    resampled = {}
-    for task, d in differences.items():
-        d = np.asarray(d, dtype=float)
-        n_items = d.shape[1]
-        item_counts = rng.multinomial(n_items, np.full(n_items, 1 / n_items), size=resamples)
-        resampled[task] = ((item_counts @ d.T) * seed_counts).sum(axis=1) / (n_seeds * n_items)
+    arrays = [np.asarray(d, dtype=float) for d in differences.values()]
+    seed_counts, *item_counts = _resampling(n_seeds, tuple(d.shape[1] for d in arrays), resamples, seed)
+    resampled = {
+        task: ((counts @ d.T) * seed_counts).sum(axis=1) / (n_seeds * d.shape[1])
+        for task, d, counts in zip(differences, arrays, item_counts, strict=True)
+    }
     resampled[MEAN_TASK] = np.mean(list(resampled.values()), axis=0)
     return resampled
 
@@ -66,6 +77,12 @@ def interval(resampled: np.ndarray, level: float = LEVEL) -> tuple[float, float]
     return float(low), float(high)
 
 
+@functools.lru_cache(maxsize=4)
+def _signs(resamples: int, n: int, seed: int) -> np.ndarray:
+    """Random signs (±1.0) of n items in each of `resamples` flips, drawn once per shape."""
+    return 2.0 * np.random.default_rng(seed).integers(0, 2, size=(resamples, n)) - 1
+
+
 def sign_flip_p(
     item_differences: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = SEED
 ) -> float:
@@ -73,22 +90,19 @@ def sign_flip_p(
     differences, weighing 1/number of tasks): under the null each item's difference is as likely
     to have either sign. Exact when 2^(nonzero items) ≤ resamples, else Monte Carlo
     ((1 + hits) / (1 + resamples))."""
-    weights = [np.full(len(d), 1 / (len(item_differences) * len(d))) for d in item_differences]
     terms = np.concatenate(
-        [w * np.asarray(d, dtype=float) for w, d in zip(weights, item_differences, strict=True)]
+        [np.asarray(d, dtype=float) / (len(item_differences) * len(d)) for d in item_differences]
     )
-    terms = terms[terms != 0]
-    if terms.size == 0:
+    nonzero = terms[terms != 0]
+    if nonzero.size == 0:
         return 1.0
     observed = abs(terms.sum())
     tolerance = 1e-12 * np.abs(terms).sum()  # the same sum in another order is not "more extreme"
-    if 2**terms.size <= resamples:
-        patterns = np.arange(2**terms.size)[:, None] >> np.arange(terms.size) & 1
-        flipped = np.abs((2 * patterns - 1) @ terms)
+    if 2**nonzero.size <= resamples:
+        patterns = np.arange(2**nonzero.size)[:, None] >> np.arange(nonzero.size) & 1
+        flipped = np.abs((2 * patterns - 1) @ nonzero)
         return float(np.mean(flipped >= observed - tolerance))
-    rng = np.random.default_rng(seed)
-    signs = 2 * rng.integers(0, 2, size=(resamples, terms.size), dtype=np.int8) - 1
-    hits = int(np.sum(np.abs(signs @ terms) >= observed - tolerance))
+    hits = int(np.sum(np.abs(_signs(resamples, terms.size, seed) @ terms) >= observed - tolerance))
     return (1 + hits) / (1 + resamples)
 
 
