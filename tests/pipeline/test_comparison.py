@@ -126,3 +126,12 @@ def test_the_markdown_and_figure_are_written(tmp_path):
     assert "10,000 resamples" in text and "wins vs ExMe" not in text.split("## Expert track")[1]
     plot_comparison(paired, str(tmp_path / "c.png"))
     assert (tmp_path / "c.png").stat().st_size > 10_000
+
+
+def test_a_model_without_items_is_named():
+    from exme.errors import ExmeError
+
+    table = synthetic_table()
+    items = synthetic_items(table)
+    with pytest.raises(ExmeError, match="no 't1' items of exme: rerun its test evaluation"):
+        paired_differences(table, items[~((items["model"] == "exme") & (items["task"] == "t1"))])

@@ -136,6 +136,12 @@ def _item_arrays(
     """Per task, the (seeds × items) values of the model each seed names, items in a fixed order."""
     arrays = {}
     for task in tasks:
+        missing = [model for seed, model in models.items() if (seed, model, task) not in items]
+        if missing:
+            raise ExmeError(
+                f"items.csv.gz holds no {task!r} items of {', '.join(sorted(set(missing)))}: "
+                "rerun its test evaluation (evaluation files written before items were kept have none)"
+            )
         rows = [items[(seed, model, task)] for seed, model in sorted(models.items())]
         if any(not row.index.equals(rows[0].index) for row in rows):
             raise ExmeError(f"items.csv.gz: the seeds' evaluations of {task!r} hold different items")
@@ -169,20 +175,8 @@ def paired_differences(table: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame
                 _item_arrays(by_model, own, tasks), _item_arrays(by_model, reference_models, tasks)
             )
             for task, result in compared.items():
-                low, high = result["interval"]
-                rows.append(
-                    [
-                        track,
-                        label,
-                        reference,
-                        task,
-                        result["difference"],
-                        low,
-                        high,
-                        result["p"],
-                        result["test"],
-                    ]
-                )
+                values = (result["difference"], *result["interval"], result["p"], result["test"])
+                rows.append([track, label, reference, task, *values])
     paired = pd.DataFrame(rows, columns=PAIRED_COLUMNS)
     paired["p_holm"] = holm(paired["p"]) if len(paired) else []
     return paired
