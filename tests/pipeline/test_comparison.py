@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from exme.errors import ExmeError
 from exme.pipeline.comparison import (
     comparison_markdown,
     comparison_table,
@@ -129,8 +130,6 @@ def test_the_markdown_and_figure_are_written(tmp_path):
 
 
 def test_a_model_without_items_is_named():
-    from exme.errors import ExmeError
-
     table = synthetic_table()
     items = synthetic_items(table)
     with pytest.raises(ExmeError, match="no 't1' items of exme: rerun its test evaluation"):
