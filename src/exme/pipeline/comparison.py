@@ -269,26 +269,23 @@ def plot_comparison(paired: pd.DataFrame, path: str) -> None:
     fig, axes = plt.subplots(
         len(tracks), 1, figsize=(7, 1.5 + 0.22 * sum(heights)), squeeze=False, height_ratios=heights
     )
-    references = list(dict.fromkeys(mean["reference"]))
-    colors = {reference: f"C{index}" for index, reference in enumerate(references)}
+    # One colour per kind of reference: the best input model, ExMe, the static merge refined.
+    kinds = mean["reference"].where(mean["reference"].isin([BEST_INPUT, EXME]), "the static merge it refines")
+    colors = {kind: f"C{index}" for index, kind in enumerate(dict.fromkeys(kinds))}
     for ax, track in zip(axes[:, 0], tracks, strict=True):
         rows = mean[mean["track"] == track].reset_index(drop=True)
         y = np.arange(len(rows))[::-1]
-        for reference, of_reference in rows.groupby("reference", sort=False):
-            at = y[of_reference.index]
-            errors = [
-                of_reference["difference"] - of_reference["low"],
-                of_reference["high"] - of_reference["difference"],
-            ]
-            color, label = colors[reference], f"vs {reference}"
+        for kind, of_kind in rows.groupby(kinds[mean["track"] == track].to_numpy(), sort=False):
+            errors = [of_kind["difference"] - of_kind["low"], of_kind["high"] - of_kind["difference"]]
             ax.errorbar(
-                of_reference["difference"], at, xerr=errors, fmt="o", capsize=2, color=color, label=label
-            )
+                of_kind["difference"], y[of_kind.index], xerr=errors, fmt="o", capsize=2, color=colors[kind],
+                label=f"vs {kind}",
+            )  # fmt: skip
         ax.axvline(0, color="gray", linewidth=1)
         ax.set_yticks(y)
         ax.set_yticklabels([f"{r['label']} − {r['reference']}" for _, r in rows.iterrows()], fontsize=7)
         ax.set_title(
-            f"{track} track: paired test difference, mean over tasks ({LEVEL:.0%} bootstrap interval)",
+            f"{track} track: test difference, mean over tasks, {LEVEL:.0%} bootstrap interval",
             fontsize=9,
         )
         ax.legend(fontsize=7, loc="best")
