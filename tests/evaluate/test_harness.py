@@ -13,6 +13,7 @@ from exme.demo.tasks import METRIC_KEY, TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
 from exme.evaluate.harness import (
     evaluate_model,
+    item_scores,
     load_model_dir,
     scores_from_results,
     write_samples,
@@ -159,6 +160,12 @@ def test_settings_reach_lm_eval_and_samples_are_written(model_and_tokenizer, dem
     two_shot_prompt, generation = records[0]["arguments"][0]
     assert generation["max_gen_toks"] == 2
     assert two_shot_prompt.count("=") == 3  # two examples from train, then the question
+    # Each item's metric, whose mean is lm-eval's score.
+    items = item_scores(results, dict.fromkeys(TASKS[:2], METRIC_KEY))
+    for task in TASKS[:2]:
+        assert items[task]["item"] == [0, 1, 2]
+        values = items[task]["value"]
+        assert sum(values) / 3 == pytest.approx(results["results"][task][METRIC_KEY])
 
 
 def test_a_slice_of_a_split_evaluates_exactly_its_items(model_and_tokenizer, demo_data, tmp_path):
@@ -301,3 +308,21 @@ def test_stderr_is_none_where_lm_eval_gives_none():
     assert scores_from_results(results, "acc,none") == [
         {"task": "t", "metric": "acc,none", "value": 0.5, "stderr": None}
     ]
+
+
+def test_item_scores_keep_the_filtered_metric_of_mean_metrics_only():
+    samples = [
+        {"doc_id": 0, "filter": "none", "acc": 1.0, "bleu": ("a", "b")},
+        {"doc_id": 1, "filter": "none", "acc": 0.0, "bleu": ("c", "d")},
+        {"doc_id": 0, "filter": "strict", "acc": 0.0},
+        {"doc_id": 1, "filter": "strict", "acc": 0.0},
+    ]
+    results = {
+        "results": {"t": {"acc,none": 0.5, "acc,strict": 0.0, "bleu,none": 12.0}},
+        "samples": {"t": samples},
+    }
+    assert item_scores(results, {"t": "acc,none"}) == {"t": {"item": [0, 1], "value": [1.0, 0.0]}}
+    assert item_scores(results, {"t": "acc,strict"}) == {"t": {"item": [0, 1], "value": [0.0, 0.0]}}
+    assert item_scores(results, {"t": "bleu,none"}) == {}  # a corpus-level metric has no per-item value
+    with pytest.raises(ExmeError, match="log_samples"):
+        item_scores({"results": {}}, {"t": "acc,none"})

@@ -174,3 +174,32 @@ def test_the_seeds_tables_combine_into_one(tmp_path):
         )
     table = combined([tmp_path / "1.csv", tmp_path / "0.csv"])
     assert list(table["seed"]) == [0, 1] and list(table.columns) == [*COLUMNS, "draw"]
+
+
+def test_test_items_make_a_compact_table_per_seed(tmp_path):
+    from exme.pipeline.scores import ITEM_COLUMNS, combined_items, tidy_items, write_items
+
+    scores = [{"task": "t", "metric": "acc", "value": 0.5}]
+    paths = []
+    for scope, model, split in (
+        ("shared", "base", "test"),
+        ("seed3", "exme", "test"),
+        ("seed3", "exme", "dev"),
+    ):
+        paths.append(tmp_path / f"{scope}-{model}-{split}.json")
+        items = {"t": {"item": [7, 2], "value": [1.0, 0.0]}}
+        evaluation = {"model": model, "scope": scope, "split": split, "description": {}, "scores": scores}
+        write_json(paths[-1], {**evaluation, "items": items})
+    table = tidy_items(paths, seeds=[3, 4])
+    assert list(table.columns) == ITEM_COLUMNS
+    # The base in both seeds, ExMe in its own; the dev evaluation keeps no items.
+    assert table.groupby(["seed", "model"]).size().to_dict() == {
+        (3, "base"): 2,
+        (3, "exme"): 2,
+        (4, "base"): 2,
+    }
+    assert list(table[table["model"] == "exme"]["item"]) == [2, 7]  # sorted by item
+    write_items(table[table["seed"] == 4], tmp_path / "4.csv.gz")
+    write_items(table[table["seed"] == 3], tmp_path / "3.csv.gz")
+    both = combined_items([tmp_path / "4.csv.gz", tmp_path / "3.csv.gz"])
+    pd.testing.assert_frame_equal(both, table)

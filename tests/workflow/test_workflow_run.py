@@ -130,6 +130,45 @@ def test_the_run_writes_figures_and_summary(ci_run):
 
 
 @pytest.mark.slow
+def test_the_run_keeps_each_test_item_and_compares_methods_in_pairs(ci_run):
+    from exme.pipeline.comparison import paired_differences
+    from exme.pipeline.scores import read_items
+
+    scores = pd.read_csv(ci_run / "results/ci/scores.csv")
+    items = read_items(ci_run / "results/ci/items.csv.gz")
+    assert items.equals(read_items(ci_run / "results/ci/seed0/items.csv.gz"))  # one seed
+    # One row per test model, task and item (the CI config's 40 test items per task), whose mean is
+    # the model's score on that task.
+    test = scores[scores["split"] == "test"].set_index(["seed", "model", "task"])["value"]
+    assert len(items) == 40 * len(test)
+    means = items.groupby(["seed", "model", "task"])["value"].mean()
+    pd.testing.assert_series_equal(means.sort_index(), test.sort_index(), check_names=False, atol=1e-9)
+    paired = paired_differences(scores, items)
+    compared = set(zip(paired["track"], paired["label"], paired["reference"], strict=True))
+    expected = {
+        ("checkpoint", "ExMe", "best input model"),
+        ("checkpoint", "m3_linear", "linear"),
+        ("checkpoint", "m3_ties", "ties"),
+        ("checkpoint", "linear", "ExMe"),
+        ("expert", "se_merging", "task_arithmetic"),
+        ("expert", "m3_task_arithmetic", "task_arithmetic"),
+        ("expert", "ties", "best input model"),
+    }
+    assert expected <= compared and not any(track == "expert" and ref == "ExMe" for track, _, ref in compared)
+    assert paired[["low", "high", "p", "p_holm"]].notna().all().all()
+    assert ((paired["low"] <= paired["difference"]) & (paired["difference"] <= paired["high"])).all()
+    # One seed, exact-match items: McNemar's exact test per task, a sign-flip test on the task mean.
+    assert set(paired[paired["task"] != "mean"]["test"]) == {"McNemar exact"}
+    comparison = (ci_run / "results/ci/comparison.md").read_text()
+    expert = comparison.split("## Expert track")[1]
+    assert "lm-eval's standard error" in comparison and "wins vs ExMe" not in expert
+    assert comparison.count("### Paired differences on test, mean over tasks") == 2
+    assert comparison.count("Best input model (best mean dev score): seed 0:") == 2
+    for row in paired[paired["task"] == "mean"].itertuples():
+        assert f"{row.difference:+.3f} [{row.low:+.3f}, {row.high:+.3f}]" in comparison
+
+
+@pytest.mark.slow
 def test_grids_add_no_model_sized_files(ci_run):
     recipes = list((ci_run / "results/ci/seed0/recipes").glob("*.yaml"))
     # ExMe: 2 x 2 alphas, 2 EXPO, 3 betas, 1 ExMe; per track: linear, ties, dare_ties, slerp, task

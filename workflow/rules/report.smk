@@ -7,7 +7,9 @@ rule collect_scores:
         evaluations=lambda wildcards: evaluations_of(wildcards.scope),
         selection=f"{OUT}/{{scope}}/selection.json",
     output:
-        f"{OUT}/{{scope}}/scores.csv",
+        scores=f"{OUT}/{{scope}}/scores.csv",
+        # Each test item's metric value, for the paired comparisons.
+        per_item=f"{OUT}/{{scope}}/items.csv.gz",
     log:
         f"{OUT}/{{scope}}/logs/collect_scores.log",
     benchmark:
@@ -26,13 +28,15 @@ rule collect_scores:
 # One table over the seeds: adding a seed adds its table and reruns no other seed's jobs.
 rule combine_scores:
     input:
-        [f"{OUT}/{scope}/scores.csv" for scope in SCOPES],
+        scores=[f"{OUT}/{scope}/scores.csv" for scope in SCOPES],
+        per_item=[f"{OUT}/{scope}/items.csv.gz" for scope in SCOPES],
     output:
-        report(
+        scores=report(
             f"{OUT}/scores.csv",
             caption="../report/scores.rst",
             category="Tables",
         ),
+        per_item=f"{OUT}/items.csv.gz",
     log:
         f"{OUT}/logs/combine_scores.log",
     benchmark:
@@ -139,6 +143,7 @@ rule plot_checkpoint_extrapolation:
 rule compare:
     input:
         scores=f"{OUT}/scores.csv",
+        per_item=f"{OUT}/items.csv.gz",
     output:
         table=report(comparison_paths(OUT)["table"], caption="../report/comparison.rst", category="Tables"),
         figure=report(comparison_paths(OUT)["figure"], caption="../report/comparison.rst", category="Figures"),

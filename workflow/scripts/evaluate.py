@@ -12,14 +12,17 @@ from exme.pipeline.rule_script import run_rule
 def main(smk):
     params, settings, split = smk.params, smk.params.settings, smk.wildcards.split
     set_offline(not settings["allow_downloads"])  # before transformers and lm-eval are imported
-    from exme.evaluate.harness import evaluate_model, scores_from_results, write_samples
+    from exme.evaluate.harness import evaluate_model, item_scores, scores_from_results, write_samples
     from exme.evaluate.models import load_model
     from exme.evaluate.se_merging import se_merging_lm
     from exme.files import write_json
     from exme.merge.plan import names_recipe
     from exme.pipeline.catalogue import recipe_description
+    from exme.pipeline.scores import ITEM_SPLIT
 
     use_threads(smk.threads)
+    # Per-item values on test feed the paired comparisons; they need lm-eval's per-sample outputs.
+    keep_items = split == ITEM_SPLIT
     # The pipeline's dev and test are, per task, the data set splits its `splits` names.
     task_splits = {task["name"]: task["splits"][split] for task in params.tasks}
     metrics = {task["name"]: task["metric"] for task in params.tasks}
@@ -54,7 +57,7 @@ def main(smk):
             datasets=settings["datasets"],
             seeds=settings["seed"],
             bootstrap_iters=settings["bootstrap_iters"],
-            log_samples=settings["log_samples"],
+            log_samples=settings["log_samples"] or keep_items,
             task_dir=f"{stem}.tasks",
             model_location=None if names_recipe(location) else location,
             dtype=settings["dtype"],
@@ -76,6 +79,7 @@ def main(smk):
                 "dtype": str(getattr(model, "dtype", None) or model.model.dtype).removeprefix("torch."),
                 "lm_eval_runs": results["lm_eval_runs"],
                 "lm_eval_results": results["results"],
+                **({"items": item_scores(results, metrics)} if keep_items else {}),
             },
         )
         del model

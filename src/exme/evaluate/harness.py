@@ -8,6 +8,7 @@ arguments, and the CLI flag of each is recorded with the results.
 """
 
 import json
+import numbers
 import os
 import shlex
 import tempfile
@@ -484,6 +485,27 @@ def scores_from_results(results: dict[str, Any], metric_keys: dict[str, str] | s
             }
         )
     return scores
+
+
+def item_scores(results: dict[str, Any], metric_keys: dict[str, str]) -> dict[str, dict[str, list]]:
+    """Per task, the metric of every item from lm-eval's per-sample outputs (log_samples):
+    {task: {"item": [doc_id, ...], "value": [...]}}. Kept only for a metric that is the mean of its
+    items' values (accuracy, exact match); a corpus-level metric (BLEU, F1) has no per-item value."""
+    samples = results.get("samples")
+    if not samples:
+        raise ExmeError("the results hold no per-sample outputs (evaluate with log_samples)")
+    items = {}
+    for task, metric in metric_keys.items():
+        name, _, filter_name = metric.partition(",")
+        rows = [row for row in samples.get(task, []) if row["filter"] == (filter_name or "none")]
+        values = [row.get(name) for row in rows]
+        if not rows or not all(isinstance(value, numbers.Real) for value in values):
+            continue
+        score = results["results"][task][metric]
+        if abs(sum(values) / len(values) - score) > 1e-9 * max(1.0, abs(score)):
+            continue
+        items[task] = {"item": [row["doc_id"] for row in rows], "value": [float(v) for v in values]}
+    return items
 
 
 def write_samples(results: dict[str, Any], out_dir: str | os.PathLike) -> list[Path]:

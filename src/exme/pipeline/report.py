@@ -103,6 +103,12 @@ def comparison_models(selection: dict, ranks: Sequence[int]) -> dict[str, str]:
     return models
 
 
+def mean_stderr(stderrs: pd.Series) -> float:
+    """The standard error of a mean of independent scores, sqrt(sum of squares) / number of scores;
+    NaN where any score has none."""
+    return (stderrs**2).sum(min_count=len(stderrs)) ** 0.5 / len(stderrs)
+
+
 def task_stderrs(table: pd.DataFrame) -> pd.DataFrame:
     """Standard errors in the layout of `task_means`: lm-eval's per task; for the task mean, that of
     a mean of independent scores, sqrt(sum of squares) / number of tasks."""
@@ -112,7 +118,7 @@ def task_stderrs(table: pd.DataFrame) -> pd.DataFrame:
         index=["split", "model"], columns="task", values="stderr", aggfunc="first", dropna=False
     )
     wide = wide.reindex(task_means(table).index)
-    wide[MEAN] = (wide**2).sum(axis=1, min_count=wide.shape[1]) ** 0.5 / wide.shape[1]
+    wide[MEAN] = wide.apply(mean_stderr, axis=1)
     return wide
 
 
