@@ -137,7 +137,10 @@ def _family(work: Path):
     root = work / "family"
     if (root / "ft_b" / "config.json").is_file():
         return ModelFamily(root / "base", root / "ft_a", root / "ft_b")
+    from exme.demo.base_model import build_tokenizer
+
     base = save_llama(root / "base", 0, num_hidden_layers=2)
+    build_tokenizer(["abcdefghijklmnopqrstuvwxyz 0123456789"]).save_pretrained(base)  # for load_model
     tuned = [
         save_llama(root / name, seed, base=base, num_hidden_layers=2)
         for name, seed in (("ft_a", 1), ("ft_b", 2))

@@ -30,7 +30,7 @@ shift
 DEVICE=cuda WHEELS=$REPO/.whl INSTALL=1 PIPELINE=1
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --cpu) DEVICE=cpu PIPELINE=0 ;;
+    --cpu) DEVICE=cpu PIPELINE=0 SCALE=${SCALE:-6} ;;
     --wheels) WHEELS=$2; shift ;;
     --no-install) INSTALL=0 ;;
     --with-pipeline) PIPELINE=1 ;;
@@ -40,14 +40,17 @@ while [[ $# -gt 0 ]]; do
 done
 PYTHON=${PYTHON:-python3}
 WORK=${WORK:-/tmp/exme_gpu_check}
-BUDGET=${BUDGET:-540}  # seconds for everything: each section gets its box or what is left, if less
+SCALE=${SCALE:-1}  # the time boxes' factor (--cpu: 6, a rehearsal on a slower machine)
+BUDGET=$((${BUDGET:-540} * SCALE))  # seconds for everything: each section its box or what is left
 mkdir -p "$OUT" "$WORK" || exit 2
 OUT=$(cd "$OUT" && pwd)
 SUMMARY=$OUT/summary.md
 exec > >(tee "$OUT/gpu_check.log") 2>&1
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HOME=$WORK/hf_home
 export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export PYTHONPATH=$REPO/src:$REPO${PYTHONPATH:+:$PYTHONPATH}
+SITE=$WORK/site  # the carried wheels' packages, after the checkout's and ahead of the machine's
+export PYTHONPATH=$REPO/src:$REPO:$SITE${PYTHONPATH:+:$PYTHONPATH} PATH=$SITE/bin:$PATH
+export PYTHON REPO WORK DEVICE OUT WHEELS SITE
 START=$(date +%s)
 failures=0
 
@@ -61,7 +64,7 @@ failures=0
 # run_section NAME BOX_SECONDS COMMAND...: run it under a time limit, record PASS/FAIL, its time and
 # its RESULT line (figures) in the summary; never stops the script.
 run_section() {
-  local name=$1 box=$2 status=0 start log left figures
+  local name=$1 box=$(($2 * SCALE)) status=0 start log left figures
   shift 2
   left=$((BUDGET - ($(date +%s) - START)))
   ((box > left)) && box=$left
@@ -74,7 +77,7 @@ run_section() {
   fi
   start=$(date +%s)
   log=$WORK/$name.log
-  timeout --kill-after=10 "$box" "$@" >"$log" 2>&1 || status=$?
+  timeout --kill-after=10 "$box" bash -c '"$@"' "$name" "$@" >"$log" 2>&1 || status=$?
   tail -n 25 "$log"
   figures=$(grep '^RESULT ' "$log" | tail -n 1 | cut -c8- | tr '|' '/')
   if ((status == 0)); then
@@ -91,12 +94,10 @@ run_section() {
 
 section_python() { "$PYTHON" "$REPO/benchmarks/gpu_check.py" "$1" "$WORK" --device "$DEVICE"; }
 
-install_wheels() {  # the carried wheels, into a folder of their own ahead of the machine's packages
-  local site=$WORK/site
+install_wheels() {  # the carried wheels, into SITE
   ls "$WHEELS"/*.whl >/dev/null || { echo "no wheels in $WHEELS: run benchmarks/gpu_wheels.sh"; return 1; }
   "$PYTHON" -m pip install -q --no-index --find-links "$WHEELS" --no-deps --no-compile --no-cache-dir \
-    --upgrade --target "$site" "$WHEELS"/*.whl || return 1
-  export PYTHONPATH=$PYTHONPATH:$site PATH=$site/bin:$PATH
+    --upgrade --target "$SITE" "$WHEELS"/*.whl || return 1
   # the project's own pins against what is importable now (the machine's versions where not carried)
   "$PYTHON" - "$REPO/pyproject.toml" <<'PY'
 import re, sys, tomllib
@@ -154,6 +155,7 @@ print("RESULT " + json.dumps({"job_seconds": seconds, "test_rows": len(test)}))
 PY
 }
 
+export -f section_python install_wheels machine ci_pipeline
 printf '===== exme GPU check: %s, device %s, work %s =====\n' "$(date -u +%FT%TZ)" "$DEVICE" "$WORK"
 if ((INSTALL)); then run_section install 90 install_wheels; fi
 run_section machine 30 machine

@@ -212,8 +212,9 @@ def test_switching_weights_does_not_drift_and_holds_weights_base_and_task_vector
 def test_bfloat16_equals_float32_within_bfloat16_rounding(make_lm):
     """SE-Merging held in bfloat16 gives float32's results within two bfloat16 steps (relative
     2⁻⁷): coefficients, log-likelihoods and greedy generations."""
-    full, half = make_lm(coefficients=[0.3, 0.6], temperature=0.05), make_lm(
-        coefficients=[0.3, 0.6], temperature=0.05, dtype="bfloat16"
+    full, half = (
+        make_lm(coefficients=[0.3, 0.6], temperature=0.05),
+        make_lm(coefficients=[0.3, 0.6], temperature=0.05, dtype="bfloat16"),
     )
     torch.testing.assert_close(half.coefficients(PROMPTS), full.coefficients(PROMPTS), rtol=0, atol=2**-7)
     requests = loglikelihood_requests()

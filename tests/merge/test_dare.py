@@ -111,7 +111,9 @@ def _digest(masks: dict[str, torch.Tensor]) -> str:
 # (With one model, TIES's sign consensus keeps every entry: dare_ties has dare_linear's masks.)
 DARE_MASKS = "4d1bc1cd0e7f2890da438c4588fc0c00a4358275bff28397e0042e4a97b10f08"
 DELLA_MASKS = "daba596dc80a44e0fedf84ffab4bdf9abee1d7cbcd85160cd25f3ea16d2d82f9"
-CPU_MASKS = {"dare_linear": DARE_MASKS, "dare_ties": DARE_MASKS, "della_linear": DELLA_MASKS, "della": DELLA_MASKS}
+CPU_MASKS = {
+    "dare_linear": DARE_MASKS, "dare_ties": DARE_MASKS, "della_linear": DELLA_MASKS, "della": DELLA_MASKS,
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", sorted(CPU_MASKS))
