@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_check.sh OUT_FOLDER [--cpu] [--wheels FOLDER] [--no-install]
 #
 # Before, where there is network: `benchmarks/gpu_wheels.sh` downloads the wheels into .whl/ (git-
-# ignored; about 56 MiB), which travel with the checkout. This script installs them (no index, no
+# ignored; about 57 MiB), which travel with the checkout (the device tool: `run` with carry [".whl"],
+# command `bash benchmarks/gpu_check.sh $OUT`, timeout_s 600). This script installs them (no index, no
 # dependencies resolved: the machine's torch and scientific stack are kept) into a folder of its own
 # on PYTHONPATH, then runs, in this order, each section time-boxed and recorded as PASS or FAIL
 # whatever the others do:
@@ -129,9 +130,9 @@ PY
 
 ci_pipeline() {  # the CI config with fine-tuning (bf16), pretraining and evaluation on the GPU
   local config=$WORK/gpu.yaml run=$WORK/pipeline/results/gpu_check
-  cat >"$config" <<'YAML'
+  cat >"$config" <<YAML
 run: gpu_check
-finetune: {bf16: true}
+finetune: {bf16: $([[ $DEVICE == cuda ]] && echo true || echo false)}
 resources:
   default: {threads: 2, mem_mb: 4000, runtime: 10, gpu: 0}
   pretrain_base: {gpu: 1}
@@ -163,7 +164,7 @@ run_section fsdp_kill_resume 100 section_python fsdp
 run_section sft_bf16 45 section_python sft
 run_section recipe_logits 45 section_python logits
 run_section merge_methods 60 section_python methods
-run_section se_merging_memory 120 section_python se_memory
+run_section se_merging_memory 150 section_python se_memory
 if ((PIPELINE)); then
   run_section ci_pipeline 240 ci_pipeline
 else
