@@ -401,7 +401,8 @@ def random_drop(
     delta: torch.Tensor, density: float, rescale: bool, generator: torch.Generator
 ) -> torch.Tensor:
     """DARE: keep each entry with probability `density`, drawn from the generator on its device
-    (the same mask on any device from a CPU generator)."""
+    (the same mask on any device from a CPU generator; a GPU merge then waits on one CPU core's
+    draw, copied over a chunk at a time)."""
     if density >= 1:
         return delta
 
