@@ -147,9 +147,10 @@ YAML
 import csv, json, sys
 from pathlib import Path
 run = Path(sys.argv[1])
-seconds = {}
+seconds = {}  # per rule (the folder or file under a benchmarks/ folder), summed over its jobs
 for tsv in run.glob("**/benchmarks/**/*.tsv"):
-    rule = tsv.relative_to(run).parts[-2] if tsv.parent.name != "benchmarks" else tsv.stem
+    parts = tsv.relative_to(run).with_suffix("").parts
+    rule = parts[parts.index("benchmarks") + 1]
     seconds[rule] = round(seconds.get(rule, 0) + float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"]), 1)
 test = [r for r in csv.DictReader((run / "seed0" / "scores.csv").open()) if r["split"] == "test"]
 print("RESULT " + json.dumps({"job_seconds": seconds, "test_rows": len(test)}))
