@@ -134,7 +134,7 @@ ci_pipeline() {  # the CI config with fine-tuning (bf16), pretraining and evalua
 run: gpu_check
 finetune: {bf16: $([[ $DEVICE == cuda ]] && echo true || echo false)}
 resources:
-  default: {threads: 2, mem_mb: 4000, runtime: 10, gpu: 0}
+  default: {threads: 1, mem_mb: 4000, runtime: 10, gpu: 0}  # 16 jobs at once on 16 cores
   pretrain_base: {gpu: 1}
   finetune: {gpu: 1}
   evaluate: {gpu: 1}
