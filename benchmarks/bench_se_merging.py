@@ -2,13 +2,15 @@
 
 Both models answer the same fixed request set (8 prompts × 4 continuations of `loglikelihood`, and
 the 8 prompts with greedy `generate_until`, at most 16 new tokens). Each model is loaded and run in
-its own subprocess, `--runs` times, alternating; the table gives the median time per item of each
-request type, the median peak memory of the subprocess (its peak RSS on the CPU, CUDA's peak
-allocation on a GPU) and the bytes of parameters held (SE-Merging: the working weights plus the
-K task vectors).
+its own subprocess, `--runs` times, alternating, both held in `--dtype`; the table gives the median
+time per item of each request type, the median peak memory of the subprocess (its peak RSS on the
+CPU, CUDA's peak allocation on a GPU) and the bytes of parameters held (SE-Merging: the working
+weights, the base and the K task vectors), then SE-Merging's peak memory over the static merge's.
 
     python benchmarks/bench_se_merging.py --base BASE --experts A B [--coefficients 0.5] [--runs 3]
     python benchmarks/bench_se_merging.py --tiny      # writes tiny random models first (a smoke run)
+    python benchmarks/bench_se_merging.py --random 1b --dtype bfloat16 --device cuda
+        # a ~1B Llama with grouped-query attention, built randomly from a config (no download)
 """
 
 from __future__ import annotations
@@ -54,7 +56,12 @@ def worker(args: argparse.Namespace) -> None:
 
     use_threads(args.threads)
     torch.manual_seed(0)
-    common = {"tokenizer": args.tokenizer, "device": args.device, "batch_size": args.batch_size}
+    common = {
+        "tokenizer": args.tokenizer,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "dtype": args.dtype,
+    }
     if args.worker == "static":
         lm = static_merge_lm(args.base, args.experts, args.coefficients, **common)
     else:
@@ -73,8 +80,19 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(cost))
 
 
-def write_tiny_models(root: Path) -> tuple[Path, list[Path]]:
-    """A random tiny Llama with a character tokenizer, and two perturbed copies as experts."""
+# Llama shapes of the random models: a tiny one (a smoke run) and ~1B parameters with grouped-query
+# attention (Llama-3.2-1B's layer shapes, 4 query heads per key-value head; a character vocabulary).
+RANDOM_MODELS = {
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+             "num_key_value_heads": 4, "num_hidden_layers": 2},
+    "1b": {"hidden_size": 2048, "intermediate_size": 8192, "num_attention_heads": 32,
+           "num_key_value_heads": 8, "num_hidden_layers": 16},
+}  # fmt: skip
+
+
+def write_random_models(root: Path, size: str, dtype: str) -> tuple[Path, list[Path]]:
+    """A random Llama of RANDOM_MODELS[size] with a character tokenizer, and two perturbed copies as
+    experts, saved in `dtype` (float32 for "auto")."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -83,24 +101,22 @@ def write_tiny_models(root: Path) -> tuple[Path, list[Path]]:
     tokenizer = build_tokenizer(PROMPTS + CONTINUATIONS)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        num_hidden_layers=2,
         max_position_embeddings=128,
         tie_word_embeddings=False,
+        **RANDOM_MODELS[size],
     )
+    torch.manual_seed(0)
+    base = LlamaForCausalLM(config)
+    saved = torch.float32 if dtype == "auto" else getattr(torch, dtype)
     paths = [root / name for name in ("base", "expert_a", "expert_b")]
-    for seed, path in enumerate(paths):
-        torch.manual_seed(0)
-        model = LlamaForCausalLM(config)
-        if seed:
-            generator = torch.Generator().manual_seed(seed)
-            with torch.no_grad():
-                for parameter in model.parameters():
-                    parameter.add_(0.01 * torch.randn(parameter.shape, generator=generator))
-        model.save_pretrained(path)
+    base.to(saved).save_pretrained(paths[0])
+    for seed, path in enumerate(paths[1:], start=1):
+        generator = torch.Generator().manual_seed(seed)
+        expert = {
+            name: (tensor.float() + 0.01 * torch.randn(tensor.shape, generator=generator)).to(saved)
+            for name, tensor in base.state_dict().items()
+        }
+        base.save_pretrained(path, state_dict=expert)
     tokenizer.save_pretrained(paths[0])
     return paths[0], paths[1:]
 
@@ -115,20 +131,22 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--similarity", default="cosine")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--dtype", default="float32", help="both models' dtype (auto: the base's own)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="benchmark tiny random models (smoke run)")
+    parser.add_argument("--random", choices=RANDOM_MODELS, help="benchmark random models of this size")
+    parser.add_argument("--tiny", dest="random", action="store_const", const="tiny", help="--random tiny")
     parser.add_argument("--worker", choices=["static", "se"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
         return
     with tempfile.TemporaryDirectory() as scratch:
-        if args.tiny:
-            args.base, args.experts = write_tiny_models(Path(scratch))
+        if args.random:
+            args.base, args.experts = write_random_models(Path(scratch), args.random, args.dtype)
         if args.base is None or not args.experts:
-            parser.error("give --base and --experts, or --tiny")
+            parser.error("give --base and --experts, or --random")
         run(args)
 
 
@@ -136,7 +154,7 @@ def run(args: argparse.Namespace) -> None:
     command = [sys.executable, __file__, "--base", str(args.base), "--experts", *map(str, args.experts)]
     command += ["--coefficients", *map(str, args.coefficients), "--layer", str(args.layer)]
     command += ["--temperature", str(args.temperature), "--similarity", args.similarity]
-    command += ["--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    command += ["--batch-size", str(args.batch_size), "--threads", str(args.threads), "--dtype", args.dtype]
     command += ["--tokenizer", str(args.tokenizer)] if args.tokenizer else []
     command += ["--device", args.device] if args.device else []
     results: dict[str, list[dict]] = {"static": [], "se": []}
@@ -165,6 +183,10 @@ def run(args: argparse.Namespace) -> None:
     ratio = median("se", "loglikelihood_s_per_item") / median("static", "loglikelihood_s_per_item")
     gen_ratio = median("se", "generate_until_s_per_item") / median("static", "generate_until_s_per_item")
     print(f"\nSE-Merging / static time: loglikelihood {ratio:.1f}x, generate_until {gen_ratio:.1f}x")
+    held = median("se", "held_parameter_bytes") / median("static", "held_parameter_bytes")
+    peak = median("se", "peak_memory_bytes") / median("static", "peak_memory_bytes")
+    k = len(args.experts)
+    print(f"SE-Merging / static memory: parameters held {held:.2f}x (2 + K = {2 + k}), peak {peak:.2f}x")
     switches = results["se"][0]["weight_switches"]
     print(f"weight settings per SE-Merging run: {switches} (the initial static one included)")
 

@@ -187,19 +187,44 @@ def test_weights_switch_per_group_of_contexts_not_per_request(make_lm, monkeypat
     assert lm.weight_switches - switches == 3 + 1
 
 
-def test_in_place_switching_keeps_the_static_weights_and_holds_base_plus_task_vectors(make_lm, family):
-    lm = make_lm(coefficients=[0.3, 0.6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_switching_weights_does_not_drift_and_holds_weights_base_and_task_vectors(make_lm, family, dtype):
+    lm = make_lm(coefficients=[0.3, 0.6], dtype=dtype)
+    static = {name: parameter.detach().clone() for name, parameter in lm.model.named_parameters()}
     generator = torch.Generator().manual_seed(0)
     for _ in range(50):
         lm._set_coefficients(torch.rand(2, generator=generator, dtype=torch.float64) * 2 - 0.5)
     lm._set_coefficients(lm.static_coefficients)
     base, a, b = (load_folder(path) for path in (family.base, family.ft_a, family.ft_b))
     for name, parameter in lm.model.named_parameters():
-        expected = base[name] + 0.3 * (a[name] - base[name]) + 0.6 * (b[name] - base[name])
-        # 51 in-place updates: float32 rounding drifts by about 1e-7 per update, not more.
-        torch.testing.assert_close(parameter.detach(), expected, rtol=0, atol=5e-6)
-    base_bytes = sum(t.numel() * t.element_size() for t in base.values())
-    assert lm.held_parameter_bytes == 3 * base_bytes
+        assert parameter.dtype == dtype
+        assert torch.equal(parameter, static[name])  # recomputed, not updated in place: no drift
+        # θ₀ and τₖ rounded to the dtype once, W computed from them in float32 and rounded once:
+        # equal within one step of the dtype (a fused multiply-add rounds once where this rounds twice)
+        held_base = base[name].to(dtype).float()
+        vectors = [(tuned[name] - held_base).to(dtype).float() for tuned in (a, b)]
+        expected = (held_base + 0.3 * vectors[0] + 0.6 * vectors[1]).to(dtype)
+        torch.testing.assert_close(parameter.detach(), expected, rtol=torch.finfo(dtype).eps, atol=1e-6)
+    entries = sum(t.numel() for t in base.values())
+    assert lm.held_parameter_bytes == 4 * entries * dtype.itemsize  # W, θ₀, τ₁, τ₂
+
+
+def test_bfloat16_equals_float32_within_bfloat16_rounding(make_lm):
+    """SE-Merging held in bfloat16 gives float32's results within two bfloat16 steps (relative
+    2⁻⁷): coefficients, log-likelihoods and greedy generations."""
+    full, half = (
+        make_lm(coefficients=[0.3, 0.6], temperature=0.05),
+        make_lm(coefficients=[0.3, 0.6], temperature=0.05, dtype="bfloat16"),
+    )
+    torch.testing.assert_close(half.coefficients(PROMPTS), full.coefficients(PROMPTS), rtol=0, atol=2**-7)
+    requests = loglikelihood_requests()
+    torch.testing.assert_close(
+        torch.tensor([value for value, _ in half.loglikelihood(requests)]),
+        torch.tensor([value for value, _ in full.loglikelihood(requests)]),
+        rtol=2**-7,
+        atol=0,
+    )
+    assert half.generate_until(generation_requests()) == full.generate_until(generation_requests())
 
 
 def test_tied_embeddings_are_switched_once_and_match_the_static_merge(make_family, tokenizer_dir):
@@ -212,7 +237,7 @@ def test_tied_embeddings_are_switched_once_and_match_the_static_merge(make_famil
     requests = loglikelihood_requests()
     assert_same_loglikelihoods(lm.loglikelihood(requests), static.loglikelihood(requests))
     base_bytes = sum(t.numel() * t.element_size() for t in load_folder(tied.base).values())
-    assert lm.held_parameter_bytes == 3 * base_bytes  # the tied lm_head is neither stored nor held
+    assert lm.held_parameter_bytes == 4 * base_bytes  # the tied lm_head is neither stored nor held
 
 
 def test_task_vectors_in_memory_give_the_same_coefficients(make_lm, family, tokenizer_dir):
@@ -243,7 +268,7 @@ def test_inference_cost_is_reported(make_lm):
         ({"temperature": -1.0}, "temperature must be > 0"),
         ({"similarity": "dot"}, "similarity must be one of cosine, l2"),
         ({"coefficients": [0.3, 0.3, 0.3]}, "coefficients: 3 values for 2 experts"),
-        ({"dtype": "bfloat16"}, "dtype must be one of float32, float64"),
+        ({"dtype": "int8"}, "dtype must be one of auto, float32, bfloat16, float16, float64, got 'int8'"),
         ({"batch_size": "auto"}, "batch_size must be a positive integer"),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 
@@ -80,3 +82,46 @@ def test_random_drop_merge_is_reproducible_and_changes_with_random_seed(family, 
     base, tuned = load_folder(family.base), first
     q, k = "model.layers.0.self_attn.q_proj.weight", "model.layers.0.self_attn.k_proj.weight"
     assert not torch.equal(tuned[q] == base[q], tuned[k] == base[k])
+
+
+def _kept_masks(family, method: str, device: str) -> dict[str, torch.Tensor]:
+    """Where a one-model merge without rescale differs from the base: the mask drawn for each tensor."""
+    recipe = {
+        "merge_method": method,
+        "base_model": str(family.base),
+        "random_seed": 1,
+        "models": [{"model": str(family.ft_a), "parameters": {"weight": 1.0, "density": 0.5}}],
+        "parameters": {"rescale": False},
+    }
+    merged = build_state_dict(recipe_from_dict(recipe), device=device)
+    base = load_folder(family.base)
+    return {name: (merged[name].cpu() != base[name]) for name in sorted(merged)}
+
+
+def _digest(masks: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name, mask in masks.items():
+        digest.update(name.encode())
+        digest.update(mask.numpy().tobytes())
+    return digest.hexdigest()
+
+
+# The masks of the tiny family's one-model merges at random_seed 1, recorded on the CPU when each
+# device drew from a generator of its own: drawn from a CPU generator on every device, they are the same.
+# (With one model, TIES's sign consensus keeps every entry: dare_ties has dare_linear's masks.)
+DARE_MASKS = "4d1bc1cd0e7f2890da438c4588fc0c00a4358275bff28397e0042e4a97b10f08"
+DELLA_MASKS = "daba596dc80a44e0fedf84ffab4bdf9abee1d7cbcd85160cd25f3ea16d2d82f9"
+CPU_MASKS = {
+    "dare_linear": DARE_MASKS, "dare_ties": DARE_MASKS, "della_linear": DELLA_MASKS, "della": DELLA_MASKS,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("method", sorted(CPU_MASKS))
+def test_random_drop_masks_on_the_cpu_are_those_recorded(family, method):
+    assert _digest(_kept_masks(family, method, "cpu")) == CPU_MASKS[method]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", sorted(CPU_MASKS))
+def test_random_drop_masks_on_cuda_equal_the_cpu(family, method):
+    assert _digest(_kept_masks(family, method, "cuda")) == CPU_MASKS[method]

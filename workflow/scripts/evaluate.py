@@ -38,6 +38,7 @@ def main(smk):
                 location,
                 **{key: description[key] for key in ("layer", "temperature", "similarity")},
                 batch_size=params.batch_size,
+                dtype=settings["dtype"],
             )
             tokenizer = model.tokenizer
         else:

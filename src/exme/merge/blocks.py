@@ -309,7 +309,9 @@ def merge_block(
         tensor_name=job.output.name,
         tensors=tensors[1:] if job.base else tensors,
         base=tensors[0] if job.base else None,
-        generator_for=lambda index: torch.Generator(device).manual_seed(job.seed + index),
+        # a CPU generator on every device: the masks drawn from it, moved to the device, are the
+        # same on all (a CUDA generator draws other numbers from the same seed)
+        generator_for=lambda index: torch.Generator().manual_seed(job.seed + index),
     )
     result = plan.method(inputs, **job.parameters)
     del tensors, inputs

@@ -90,7 +90,8 @@ class MethodInputs:
     tensor_name: str
     tensors: Sequence[torch.Tensor]
     base: torch.Tensor | None
-    # Seeded per (recipe seed, tensor name, model position), so random methods are reproducible.
+    # Seeded per (recipe seed, tensor name, model position), so random methods are reproducible; a
+    # CPU generator whatever the compute device, so that they give the same numbers on every device.
     generator_for: Callable[[int], torch.Generator]
 
 

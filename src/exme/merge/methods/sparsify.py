@@ -400,14 +400,17 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
 def random_drop(
     delta: torch.Tensor, density: float, rescale: bool, generator: torch.Generator
 ) -> torch.Tensor:
-    """DARE: keep each entry with probability `density`."""
+    """DARE: keep each entry with probability `density`, drawn from the generator on its device
+    (the same mask on any device from a CPU generator; a GPU merge then waits on one CPU core's
+    draw, copied over a chunk at a time)."""
     if density >= 1:
         return delta
 
     def drop() -> None:  # drawn a chunk at a time: the same numbers as one draw
         for chunk in chunks(delta):
-            draws = torch.rand(len(chunk), generator=generator, device=delta.device)
-            chunk.mul_(draws.lt_(density))  # 1 where the draw < density, in place: a float mask
+            # drawn on the generator's device (a no-op move where it is the delta's)
+            draws = torch.rand(len(chunk), generator=generator, device=generator.device)
+            chunk.mul_(draws.to(delta.device).lt_(density))  # 1 where the draw < density: a float mask
 
     return _dropping(delta, drop, rescale)
 
@@ -416,7 +419,8 @@ def magnitude_ranked_drop(
     delta: torch.Tensor, density: float, epsilon: float, rescale: bool, generator: torch.Generator
 ) -> torch.Tensor:
     """DELLA's MagPrune: within each row, keep an entry with a probability rising linearly with its
-    magnitude rank from density − ε (smallest) to density + ε (largest)."""
+    magnitude rank from density − ε (smallest) to density + ε (largest); drawn from the generator
+    on its device, as in random_drop."""
     if density >= 1:
         return delta
     if density <= 0:
@@ -428,5 +432,5 @@ def magnitude_ranked_drop(
     ranks = torch.empty_like(order).scatter_(1, order, along_rows.expand_as(order))
     position = ranks.to(delta.dtype) / (columns - 1) if columns > 1 else torch.zeros_like(rows)
     probabilities = position.mul_(2 * epsilon).add_(density - epsilon)
-    keep = torch.bernoulli(probabilities, generator=generator)
+    keep = torch.bernoulli(probabilities.to(generator.device), generator=generator).to(delta.device)
     return _dropping(delta, lambda: delta.mul_(keep.view_as(delta)), rescale)
