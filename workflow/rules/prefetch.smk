@@ -45,9 +45,7 @@ rule preflight:
         include_path=task_include_path(),
         settings=evaluation_settings(config),
         training_files=training_files(),
-        se_merging_layers=(
-            MERGE_METHODS["se_merging"]["layers"] if "se_merging" in TRACKS["expert"] else []
-        ),
+        se_merging_layers=(MERGE_METHODS["se_merging"]["layers"] if "se_merging" in TRACKS["expert"] else []),
     script:
         "../scripts/preflight.py"
 
