@@ -23,24 +23,31 @@ FETCH_HINT = (
     "run `snakemake prefetch` with this run's --configfile options on a machine that reaches the "
     "Hugging Face Hub, with the HF_HOME the jobs use (cluster.hf_home), then start the run again"
 )
-# HF evaluate's message for a metric module that is neither cached nor downloadable.
-_MISSING_MODULE = re.compile(r"Module '([^']+)' doesn't exist on the Hugging Face Hub")
+# What HF evaluate and datasets say of an artifact that is neither cached nor downloadable.
+_MISSING = (
+    (re.compile(r"Module '([^']+)' doesn't exist on the Hugging Face Hub"), "HF evaluate's metric module"),
+    (re.compile(r"Couldn't reach '([^']+)' on the Hub"), "data set"),
+)
 
 
-def _task_problem(task: str, split: str, error: BaseException, offline: bool) -> str:
+def _task_problem(task: str, splits: list[str], error: BaseException, offline: bool) -> str:
     """One line for a task that cannot be built, naming the missing artifact where it is known."""
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    if match := _MISSING_MODULE.search(str(error)):
-        where = "is not in the local cache" if offline else "could not be downloaded, nor found cached"
-        what = f"HF evaluate's metric module {match.group(1)!r} {where}"
-    elif isinstance(error, ExmeError):
-        return f"lm-eval task {task!r} ({split}): {message}"
-    elif "HF_ALLOW_CODE_EVAL" in str(error):
-        what = "its code-execution metric refuses to run (HF_ALLOW_CODE_EVAL)"
+    where = ("split " if len(splits) == 1 else "splits ") + ", ".join(repr(split) for split in splits)
+    if isinstance(error, ExmeError):
+        return f"lm-eval task {task!r} ({where}): {message}"
+    for pattern, kind in _MISSING:
+        if match := pattern.search(str(error)):
+            missing = "is not in the local cache" if offline else "could not be downloaded, nor found cached"
+            what = f"{kind} {match.group(1)!r} {missing}"
+            break
     else:
-        what = f"{type(error).__name__}: {message}"
+        if "HF_ALLOW_CODE_EVAL" in str(error):
+            what = "its code-execution metric refuses to run (HF_ALLOW_CODE_EVAL)"
+        else:
+            what = f"{type(error).__name__}: {message}"
     hint = f"; {FETCH_HINT}" if offline else ""
-    return f"lm-eval task {task!r} ({split}): {what}{hint}"
+    return f"lm-eval task {task!r} ({where}): {what}{hint}"
 
 
 def check_tasks(
@@ -61,7 +68,7 @@ def check_tasks(
     task_settings = {task["name"]: {k: task[k] for k in LM_EVAL_SETTINGS if k in task} for task in tasks}
     general = {key: settings[key] for key in LM_EVAL_SETTINGS}
     resolved = resolved_settings([task["name"] for task in tasks], general, task_settings)
-    problems: list[str] = []
+    failed: dict[str, tuple[list[str], BaseException]] = {}  # task: (splits, first error)
     built: set[tuple[str, str]] = set()
     for role in ("dev", "test"):
         splits = {task["name"]: parse_split(task["splits"][role], role).name for task in tasks}
@@ -75,10 +82,9 @@ def check_tasks(
                 build_split_tasks(splits, include_path, task_dir, resolved, datasets, failures)
             except ExmeError as error:  # a task that is not there at all: nothing else can be built
                 return [str(error)]
-        problems += [
-            _task_problem(task, f"split {splits[task]!r}", error, offline) for task, error in failures.items()
-        ]
-    return problems
+        for task, error in failures.items():
+            failed.setdefault(task, ([], error))[0].append(splits[task])
+    return [_task_problem(task, splits, error, offline) for task, (splits, error) in failed.items()]
 
 
 def check_base_model(base_dir: str | Path, *, chat_template_for: list[str], layers: list[int]) -> list[str]:
