@@ -31,14 +31,17 @@ def test_the_paper_chain_runs_with_humaneval_executed_and_every_method_scored(pa
     assert (paper_cpu_run / "comparison.md").is_file()
     assert (paper_cpu_run / "seed0/final/config.json").is_file()
     # Every checkpoint extrapolated over the alpha grid (the paper's Fig. 5).
-    assert (paper_cpu_run / "figures/checkpoint_extrapolation.png").is_file()
+    assert (paper_cpu_run / "seed0/figures/extrapolation_checkpoints.png").is_file()
+    assert {model for model in scores["model"] if model.startswith("expo-step")} >= {
+        f"expo-step{step}-a0.3" for step in range(1, 5)
+    }
 
 
 @pytest.mark.slow
 def test_humanevals_dev_and_test_are_disjoint_halves_of_its_one_split(paper_cpu_run):
     items = {}
     for split in ("dev", "test"):
-        samples = json.loads((paper_cpu_run / f"seed0/eval/{split}/exme.tasks/samples.json").read_text())
+        samples = json.loads((paper_cpu_run / f"seed0/eval/{split}/sft-1.tasks/samples.json").read_text())
         (items[split],) = [indices for name, indices in samples.items() if name.startswith("humaneval@")]
     assert items["dev"] and items["test"] and not set(items["dev"]) & set(items["test"])
     assert max(items["dev"]) < 82 <= min(items["test"])  # test[:50%] and test[50%:] of 164 problems
