@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from exme.merge.execute import build_state_dict
 from exme.merge.recipe import load_recipe
+from exme.pipeline.config import merge_config_files, prepare_config
 from tests.workflow.snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
 
 RULES_BEFORE_MERGING = {"build_demo_data", "pretrain_base", "finetune", "select_checkpoints"}
@@ -22,9 +23,9 @@ RULES_BEFORE_MERGING = {"build_demo_data", "pretrain_base", "finetune", "select_
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
 def test_every_config_has_a_complete_dag(tmp_path, path):
     jobs = planned_jobs(run_snakemake(tmp_path, path, "--dry-run"))
-    default = yaml.safe_load((REPO / "config/config.yaml").read_text())
-    config = {**default, **yaml.safe_load(path.read_text())}  # --configfile is merged over the default
-    finetune = {**default["finetune"], **config["finetune"]}
+    config = merge_config_files(REPO / "config/config.yaml", path)  # as Snakemake merges them
+    prepare_config(config, REPO / "workflow/schemas/config.schema.yaml")  # the demo's experts resolved
+    finetune = config["finetune"]
     n_checkpoints = finetune["max_steps"] // finetune["save_steps"]
     n_seeds = len(config["seeds"])
     # Per seed: the SFT run and one job per expert; the selection; each checkpoint's dev and test.
