@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+CONFIG_FILE = "config.json"  # a Hugging Face model folder's config
+
 
 @contextmanager
 def staged_file(path: str | os.PathLike) -> Iterator[Path]:

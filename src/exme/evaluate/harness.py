@@ -21,11 +21,11 @@ import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from exme.device import default_device
+from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.evaluate.settings import LM_EVAL_SETTINGS
 from exme.evaluate.splits import parse_split, sample_indices
-from exme.files import staged_file, write_text
+from exme.files import CONFIG_FILE, staged_file, write_text
 from exme.offline import set_offline
 
 if TYPE_CHECKING:
@@ -56,9 +56,9 @@ def load_model_dir(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load an HF model folder (in `dtype`, eval mode, on `device`) and its tokenizer."""
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise ExmeError(f"model folder {path} has no config.json")
-    device = torch.device(device) if device is not None else default_device()
+    if not (path / CONFIG_FILE).is_file():
+        raise ExmeError(f"model folder {path} has no {CONFIG_FILE}")
+    device = resolve_device(device)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), device_map=device)
     return model.eval(), AutoTokenizer.from_pretrained(path)
 
@@ -391,7 +391,7 @@ def evaluate_model(
     for task_resolved in resolved.values():
         _check_chat_template(tokenizer, task_resolved["apply_chat_template"])
     seed_values = _seeds(seeds)
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     splits = {
         task: parse_split(spec, f"evaluation.tasks ({task}) splits") for task, spec in task_splits.items()
     }

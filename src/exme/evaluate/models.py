@@ -17,7 +17,7 @@ import torch
 from accelerate import init_empty_weights
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from exme.device import default_device
+from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.evaluate.harness import load_model_dir, torch_dtype
 from exme.merge.execute import build_state_dict
@@ -34,7 +34,7 @@ def load_model(source: str | os.PathLike, device: torch.device | None = None, dt
     dtype "auto" is the model's own: a folder's stored dtype, as `lm_eval --model hf` loads it, or
     for a recipe the dtype its merge writes (its out_dtype or dtype, else its inputs' dtype)."""
     source = Path(source)
-    device = device or default_device()
+    device = resolve_device(device)
     if not names_recipe(source):
         model, tokenizer = load_model_dir(source, device, dtype)
         _check_finite(model, source)
@@ -50,7 +50,7 @@ def load_recipe_model(
 ):
     """(model, tokenizer) for a recipe held in memory (`source` names it in errors), its weights built
     by the merge engine in `dtype` ("auto": the dtype its merge writes), in eval mode on `device`."""
-    device = device or default_device()
+    device = resolve_device(device)
     if dtype != "auto":
         torch_dtype(dtype)  # a clear error for an unknown name
         recipe = dataclasses.replace(recipe, out_dtype=dtype)

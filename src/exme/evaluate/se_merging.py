@@ -73,9 +73,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from exme.device import default_device
+from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.evaluate.models import load_recipe_model
+from exme.files import CONFIG_FILE
 from exme.merge.io.reader import ModelFolder, TensorReader
 from exme.merge.recipe import load_recipe, recipe_from_dict
 from exme.offline import use_offline_environment
@@ -202,13 +203,13 @@ class SEMergingLM(HFLM):
         self.similarity = similarity
         batch_size = _positive_int(batch_size, "batch_size")
         torch_dtype = _dtype(dtype)
-        device = torch.device(device) if device is not None else default_device()
+        device = resolve_device(device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ExmeError("device: cuda was requested but CUDA is not available")
 
         base = Path(base)
-        if not (base / "config.json").is_file():
-            raise ExmeError(f"base: model folder {base} has no config.json")
+        if not (base / CONFIG_FILE).is_file():
+            raise ExmeError(f"base: model folder {base} has no {CONFIG_FILE}")
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(device).eval()
         torch_dtype = model.dtype
         self.layer = _checked_layer(layer, model)
@@ -509,7 +510,7 @@ def static_merge_lm(
             "tokenizer_source": str(tokenizer or base),
         }
     )
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model, tokenizer_object = load_recipe_model(recipe, device, "static merge", dtype)
     return HFLM(
         pretrained=model, tokenizer=tokenizer_object, batch_size=batch_size, device=str(device), **hflm_kwargs

@@ -24,7 +24,6 @@ from typing import TypeVar
 
 import torch
 
-from exme.device import default_device
 from exme.errors import ExmeError
 from exme.merge.io.reader import ModelFolder, TensorLocation, TensorReader, tensor_nbytes
 from exme.merge.methods.registry import MergeMethod, MethodInputs
@@ -45,14 +44,6 @@ _MAX_COMPUTE_WORKERS = 4  # each holds a block's inputs and temporaries
 
 Item = TypeVar("Item")
 Loaded = TypeVar("Loaded")
-
-
-def compute_device(device: str | torch.device | None) -> torch.device:
-    """The device asked for, else CUDA when available, else the CPU."""
-    device = torch.device(device) if device is not None else default_device()
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ExmeError("device cuda was requested but CUDA is not available")
-    return device
 
 
 def prefetched(

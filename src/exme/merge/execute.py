@@ -26,14 +26,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from exme.device import resolve_device
 from exme.errors import ExmeError
-from exme.files import staged_dir
+from exme.files import CONFIG_FILE, staged_dir
 from exme.merge.blocks import (
     PREFETCH_BYTES,
     Block,
     BlockReader,
     block_bytes,
-    compute_device,
     compute_threads,
     compute_workers,
     merge_block,
@@ -43,7 +43,7 @@ from exme.merge.blocks import (
     splits,
 )
 from exme.merge.io.output_folder import RECIPE_FILE, write_metadata_files
-from exme.merge.io.reader import CONFIG_FILE, holds_weights
+from exme.merge.io.reader import holds_weights
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
@@ -199,7 +199,7 @@ def build_state_dict(
     """Merge into memory: {tensor name: tensor in the output dtype}, on the CPU, or with
     keep_on_device on the compute device (a model evaluated there then needs no copy)."""
     blocks: dict[str, list[torch.Tensor]] = {}
-    plan, device = plan_merge(recipe), compute_device(device)
+    plan, device = plan_merge(recipe), resolve_device(device)
     results = _results(plan, device, _pieces(plan), compute_workers(device), keep_on_device=keep_on_device)
     for name, block in results:
         blocks.setdefault(name, []).append(block)
@@ -227,7 +227,7 @@ def merge_to_dir(
         raise ExmeError(f"output folder {out_dir} already exists (pass overwrite to replace it)")
     max_shard_bytes = parse_size(shard_size)
     plan = plan_merge(recipe, allow_crimes=allow_crimes)
-    device = compute_device(device)
+    device = resolve_device(device)
     workers = compute_workers(device)
     parts = _parts(plan, workers)
     disable = not sys.stderr.isatty() if show_progress is None else not show_progress

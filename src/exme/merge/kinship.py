@@ -36,12 +36,12 @@ from pathlib import Path
 
 import torch
 
+from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.merge.blocks import (
     Block,
     BlockReader,
     block_bytes,
-    compute_device,
     compute_threads,
     prefetched,
     row_blocks,
@@ -171,7 +171,7 @@ def kinship_matrix(
             raise ExmeError(f"kinship compares distinct models and base; {path} is given twice")
     opener = ModelOpener()
     aligned = aligned_tensors([opener.open(path) for path in (base, *models)])
-    device = compute_device(device)
+    device = resolve_device(device)
     total = _Sums(len(models), device)
     per_tensor = _WeightedMeans(len(models), device) if split else None
     requests = [

@@ -15,6 +15,7 @@ from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
 from exme.evaluate.settings import LM_EVAL_SETTINGS
 from exme.evaluate.splits import parse_split
+from exme.files import CONFIG_FILE
 from exme.merge.io.model_ids import hub_model
 from exme.pipeline.merging import check_system, get_system
 from exme.sizes import parse_size
@@ -235,8 +236,8 @@ def _check_models_and_tasks(config: dict) -> None:
     if hub_model(base) is None:  # a Hub id is downloaded by the rule download_base
         if not Path(base).exists():
             raise ExmeError(f"model.base: {base} is neither a local folder nor a Hub id ORG/NAME[@REVISION]")
-        if not (Path(base) / "config.json").is_file():
-            raise ExmeError(f"model.base: {base} is not a Hugging Face model folder (no config.json)")
+        if not (Path(base) / CONFIG_FILE).is_file():
+            raise ExmeError(f"model.base: {base} is not a Hugging Face model folder (no {CONFIG_FILE})")
     if not sft_train:
         raise ExmeError("data.sft_train is required when demo.activate is false")
     if isinstance(sft_train, str) and not Path(sft_train).exists():

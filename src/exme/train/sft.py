@@ -26,9 +26,9 @@ from transformers import (
 )
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from exme.device import default_device
+from exme.device import resolve_device
 from exme.errors import ExmeError
-from exme.files import staged_dir
+from exme.files import CONFIG_FILE, staged_dir
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 from exme.train.data import read_sft_records
 
@@ -69,7 +69,7 @@ def quiet_training_arguments(
     **overrides,
 ) -> TrainingArguments:
     """Arguments shared by pretraining and SFT: no network, no tracker, quiet off a terminal."""
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     settings = {
         "output_dir": str(output_dir),
         "use_cpu": device.type == "cpu",
@@ -314,9 +314,9 @@ def sft_trainer(
     if max_seq_length < 2:
         raise ExmeError(f"finetune.max_seq_length ({max_seq_length}) must be at least 2")
     records, data_format = read_sft_records(train_jsonl)
-    if not (base_dir / "config.json").is_file():
-        raise ExmeError(f"base model folder {base_dir} has no config.json")
-    device = torch.device(device) if device is not None else default_device()
+    if not (base_dir / CONFIG_FILE).is_file():
+        raise ExmeError(f"base model folder {base_dir} has no {CONFIG_FILE}")
+    device = resolve_device(device)
     torch_dtype = _torch_dtype(dtype)
 
     # torch.distributed is set up (here, as the Trainer's arguments would) before anything is loaded:

@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from exme.errors import ExmeError
+from exme.files import CONFIG_FILE
 from exme.merge.chat_templates import resolve_chat_template
-from exme.merge.io.reader import CONFIG_FILE
 from exme.merge.plan import MergePlan
 from exme.merge.provenance import CARD_FILE, MERGEKIT_CONFIG_FILE, mergekit_documents, model_card
 from exme.merge.recipe import write_recipe

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from exme.errors import ExmeError
+from exme.files import CONFIG_FILE
 from exme.merge.io import direct_io
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -271,7 +272,6 @@ class TensorReader:
         self._pickles.clear()
 
 
-CONFIG_FILE = "config.json"
 # Weight files in the order they are looked for: (index of shards, single file, header reader).
 _WEIGHT_FORMATS = (
     ("model.safetensors.index.json", "model.safetensors", read_safetensors_header),
