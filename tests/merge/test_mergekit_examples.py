@@ -1,4 +1,4 @@
-"""A real client: configs of the shapes in mergekit's examples/ folder (tests/merge/mergekit_examples,
+"""A real client: configs of the shapes in mergekit's examples/ folder (examples/mergekit,
 written for this project with local tiny models in place of Hub ids) run through `exme merge`.
 
 Each file's first line says what to expect: `# exme: matches mergekit` (a loadable model that agrees
@@ -19,7 +19,7 @@ import torch
 from exme.merge.cli import main
 from tests.tiny_models import load_folder, load_model
 
-EXAMPLES = sorted((Path(__file__).parent / "mergekit_examples").glob("*.yml"))
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples/mergekit").glob("*.yml"))
 # mergekit computes in the recipe's dtype (float16, bfloat16) where exme rounds fp32 results once:
 # both are then within a few of that dtype's ulps (of the tensor's largest entry) of each other.
 ULPS = 4

@@ -284,15 +284,15 @@ def test_rule_parameters_do_not_depend_on_the_key_order_of_the_config():
     assert as_param([3, 1, 2]) == [3, 1, 2]  # lists keep their order: it can mean something
 
 
-def _readme_yaml_block(heading):
-    """The first YAML block under a README heading."""
-    text = (REPO / "README.md").read_text()
+def _docs_yaml_block(page, heading):
+    """The first YAML block under a heading of a documentation page."""
+    text = (REPO / page).read_text()
     section = text[text.index(heading) :]
     return yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
 
 
-def test_the_readmes_own_model_example_passes_the_config_check(tmp_path, monkeypatch):
-    own = _readme_yaml_block("## Run on your own model")
+def test_the_docs_own_model_example_passes_the_config_check(tmp_path, monkeypatch):
+    own = _docs_yaml_block("docs/own-model.md", "## The config")
     monkeypatch.chdir(tmp_path)  # its relative paths: the data file and the task folder
     (tmp_path / own["data"]["sft_train"]).parent.mkdir(parents=True)
     (tmp_path / own["data"]["sft_train"]).write_text('{"prompt": "1+1=", "completion": "2"}\n')
