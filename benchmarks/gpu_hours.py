@@ -1,7 +1,7 @@
 """GPU-hour estimate of the paper reproduction (config/paper/), per base model: an ESTIMATE from
 published hardware figures and stated assumptions, not a measurement (no GPU ran these configs).
 
-    python benchmarks/gpu_hours.py            # prints the README's Markdown table
+    python benchmarks/gpu_hours.py            # prints the Markdown table of benchmarks/RESULTS.md
 
 Fine-tuning: 6·N·T FLOPs (forward and backward; x4/3 with gradient checkpointing) at MFU x peak.
 Evaluation: per evaluated model, the prompt tokens at prefill speed (2·N FLOPs per token at MFU x
