@@ -77,7 +77,8 @@ from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.evaluate.models import load_recipe_model
 from exme.files import CONFIG_FILE
-from exme.merge.io.reader import ModelFolder, TensorReader
+from exme.merge.io.model_folder import ModelFolder
+from exme.merge.io.reader import TensorReader
 from exme.merge.recipe import load_recipe, recipe_from_dict
 from exme.offline import use_offline_environment
 

@@ -28,7 +28,8 @@ from typing import Any
 import torch
 
 from exme.errors import ExmeError
-from exme.merge.io.reader import ModelFolder, TensorLocation
+from exme.merge.io.model_folder import ModelFolder
+from exme.merge.io.reader import TensorLocation
 from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
 from exme.merge.methods.registry import MergeMethod, Parameter, Scope
