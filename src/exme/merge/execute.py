@@ -44,17 +44,11 @@ from exme.merge.blocks import (
 )
 from exme.merge.io.model_folder import holds_model
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
+from exme.merge.multi import changed_stages, load_recipe, stage_order, standalone_stage, with_stages
 from exme.merge.output_folder import RECIPE_FILE, write_metadata_files
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
-from exme.merge.recipe import (
-    Recipe,
-    changed_stages,
-    load_recipe,
-    stage_order,
-    standalone_stage,
-    with_stages,
-)
+from exme.merge.recipe import Recipe
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
