@@ -4,7 +4,8 @@ the earlier by their `name` as models (the named merges, or stages), and one fin
 Here: reading a recipe file (one merge, or several), which merge is the final one, the table of
 named merges each shares, their order and which are used. A named merge is planned as a nested
 model (plan.ModelOpener) or, with an intermediate folder, merged into a folder of its own
-(execute.write_stages).
+(execute.write_stages and merge_with_stages: merging needs the planner, which reads recipe files
+through this module, so that part lives above it).
 """
 
 from __future__ import annotations
