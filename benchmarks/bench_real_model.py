@@ -109,7 +109,7 @@ def child_evaluate(spec: dict) -> dict:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from exme.merge.execute import build_state_dict
-        from exme.merge.recipe import load_recipe
+        from exme.merge.multi import load_recipe
 
         recipe = load_recipe(spec["source"])
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(recipe.base_model))
@@ -212,7 +212,7 @@ def main() -> None:
             os.link(path, copy / path.name)
 
         from exme.merge.execute import merge_to_dir
-        from exme.merge.recipe import load_recipe
+        from exme.merge.multi import load_recipe
 
         recipe = scratch / "expo.yaml"
         recipe.write_text(

@@ -25,7 +25,8 @@ from typing import TypeVar
 import torch
 
 from exme.errors import ExmeError
-from exme.merge.io.reader import ModelFolder, TensorLocation, TensorReader, tensor_nbytes
+from exme.merge.io.model_folder import ModelFolder
+from exme.merge.io.reader import TensorLocation, TensorReader, tensor_nbytes
 from exme.merge.methods.registry import MergeMethod, MethodInputs
 from exme.merge.plan import MergePlan, NestedTensor, TensorJob, TensorSource
 

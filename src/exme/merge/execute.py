@@ -42,19 +42,13 @@ from exme.merge.blocks import (
     row_blocks,
     splits,
 )
-from exme.merge.io.output_folder import RECIPE_FILE, write_metadata_files
-from exme.merge.io.reader import holds_weights
+from exme.merge.io.model_folder import holds_model
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
+from exme.merge.multi import changed_stages, load_recipe, stage_order, standalone_stage, with_stages
+from exme.merge.output_folder import RECIPE_FILE, write_metadata_files
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
-from exme.merge.recipe import (
-    Recipe,
-    changed_stages,
-    load_recipe,
-    stage_order,
-    standalone_stage,
-    with_stages,
-)
+from exme.merge.recipe import Recipe
 from exme.sizes import parse_size
 
 DEFAULT_SHARD_SIZE = 5 * 10**9
@@ -314,7 +308,7 @@ def holds_merge(folder: Path, recipe: Recipe) -> bool:
     """Whether a folder holds a model (as mergekit-multi checks: a config and weights) that is this
     merge, as far as its merge_recipe.yml (if any) tells, made after the named merges it reads from
     their folders: a changed merge, or one whose inputs were merged again, is merged again."""
-    if not (folder / CONFIG_FILE).is_file() or not holds_weights(folder):
+    if not holds_model(folder):
         return False
 
     def written_at(model_folder: Path) -> float:
