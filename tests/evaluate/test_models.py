@@ -8,7 +8,8 @@ from transformers import AutoTokenizer, LlamaForCausalLM
 from exme.errors import ExmeError
 from exme.evaluate.models import load_model, load_recipe_model
 from exme.merge.execute import merge_to_dir
-from exme.merge.recipe import load_recipe, recipe_from_dict
+from exme.merge.multi import load_recipe
+from exme.merge.recipe import recipe_from_dict
 from tests.tiny_models import save_llama
 
 

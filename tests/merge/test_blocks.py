@@ -8,17 +8,17 @@ import threading
 import pytest
 import torch
 
-from exme.merge import blocks
-from exme.merge.blocks import prefetched
+from exme.merge import blocks, runtime
 from exme.merge.execute import build_state_dict
 from exme.merge.recipe import recipe_from_dict
+from exme.merge.runtime import prefetched
 
 
 @pytest.mark.parametrize("held", [1, 2, 3])
 def test_items_larger_than_the_budget_are_read_one_at_a_time_while_others_are_held(held, monkeypatch):
     """A consumer holding `held` items still gets the next one when it alone exceeds the budget
     (no deadlock), and no read runs ahead beyond the budget meanwhile."""
-    monkeypatch.setattr(blocks, "PREFETCH_BYTES", 10)
+    monkeypatch.setattr(runtime, "PREFETCH_BYTES", 10)
     sizes = [25, 4, 30, 3, 3, 40, 1]
     loading, most_loaded = [], [0]
     lock = threading.Lock()

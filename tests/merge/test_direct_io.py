@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from exme.errors import ExmeError
 from exme.merge.execute import build_state_dict, merge_to_dir
 from exme.merge.io import direct_io, shard_writer
-from exme.merge.io.reader import ModelFolder, TensorReader
+from exme.merge.io.model_folder import ModelFolder
+from exme.merge.io.reader import TensorReader
 from exme.merge.recipe import recipe_from_dict
 
 _BIG = direct_io.DIRECT_MIN_BYTES

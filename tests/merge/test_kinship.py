@@ -116,7 +116,7 @@ def test_streaming_over_tiny_models_equals_the_flattened_computation(
 
 def test_recipe_models_have_the_kinship_of_their_written_merges(family, tmp_path):
     from exme.merge.execute import merge_to_dir
-    from exme.merge.recipe import load_recipe
+    from exme.merge.multi import load_recipe
 
     def task_arithmetic(weight_a: float, weight_b: float) -> Path:
         models = [{"model": str(family.ft_a), "parameters": {"weight": weight_a}},

@@ -13,7 +13,8 @@ import yaml
 from exme.errors import ExmeError
 from exme.merge.execute import build_state_dict, merge_to_dir
 from exme.merge.modules import MODULE_LAYOUTS, modules_of
-from exme.merge.recipe import load_recipe, recipe_from_dict
+from exme.merge.multi import load_recipe
+from exme.merge.recipe import recipe_from_dict
 from tests.merge.test_mergekit_parity import assert_equal_up_to_rounding
 from tests.tiny_models import load_folder, load_model
 

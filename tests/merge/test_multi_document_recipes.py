@@ -13,8 +13,9 @@ import yaml
 from exme.errors import ExmeError
 from exme.merge.cli import main
 from exme.merge.execute import build_state_dict, merge_to_dir, write_stages
+from exme.merge.multi import load_recipe
 from exme.merge.plan import plan_merge
-from exme.merge.recipe import load_recipe, recipe_from_dict
+from exme.merge.recipe import recipe_from_dict
 from tests.tiny_models import load_folder
 
 

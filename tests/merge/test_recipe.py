@@ -7,7 +7,8 @@ import re
 import pytest
 
 from exme.errors import ExmeError
-from exme.merge.recipe import TokenizerSettings, load_recipe, recipe_from_dict, write_recipe
+from exme.merge.multi import load_recipe
+from exme.merge.recipe import TokenizerSettings, recipe_from_dict, write_recipe
 
 EXME = {
     "merge_method": "exme",

@@ -215,7 +215,7 @@ def test_a_cached_hub_model_is_used_where_the_hub_cannot_be_reached(family, hub_
 @pytest.mark.parametrize("intermediate", [False, True], ids=["nested", "intermediate-dir"])
 def test_a_named_merge_passes_its_hub_models_on_to_the_final_card(family, hub_cache, tmp_path, intermediate):
     from exme.merge.execute import write_stages
-    from exme.merge.recipe import load_recipe
+    from exme.merge.multi import load_recipe
 
     cache_model(hub_cache, "tiny-org/base", family.base)
     cache_model(hub_cache, "tiny-org/tuned", family.ft_a)

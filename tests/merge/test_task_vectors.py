@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import exme.merge.methods.sparsify as sparsify
-from exme.merge.methods.registry import MethodInputs
+from exme.errors import ExmeError
+from exme.merge.methods.registry import MethodInputs, get_method, merge_method
 from exme.merge.methods.sparsify import magnitude, magnitude_outliers, top_k_mask
 from exme.merge.methods.task_vectors import merge_task_vectors
 
@@ -83,3 +84,33 @@ def test_breadcrumbs_band_is_the_difference_of_two_top_k_masks(monkeypatch, chun
     if chunk:
         monkeypatch.setattr(sparsify, "CHUNK", chunk)
     assert torch.equal(magnitude_outliers(delta.clone(), density, gamma, rescale=False), delta * band)
+
+
+@pytest.mark.parametrize(
+    ("plain", "with_ties", "ties_normalizes"),
+    [
+        ("breadcrumbs", "breadcrumbs_ties", False),
+        ("dare_linear", "dare_ties", False),
+        ("della_linear", "della", True),
+    ],
+)
+def test_a_family_s_variants_share_their_parameters_as_in_mergekit(plain, with_ties, ties_normalizes):
+    """One declaration per family: its variants take the same recipe parameters (sign consensus is the
+    variant, not a parameter), with mergekit's defaults (della alone normalizes by default)."""
+    plain, with_ties = get_method(plain), get_method(with_ties)
+    assert [p.name for p in plain.parameters] == [p.name for p in with_ties.parameters]
+    assert plain.parameter("sign_consensus") is None
+    assert plain.parameter("normalize").default is False
+    assert with_ties.parameter("normalize").default is ties_normalizes
+    pairs = zip(plain.parameters, with_ties.parameters, strict=True)
+    assert all(p == q for p, q in pairs if p.name != "normalize")
+
+
+def test_a_variant_naming_no_keyword_of_its_function_is_refused():
+    def method(inputs: MethodInputs, *, weight: float) -> torch.Tensor:
+        return inputs.base
+
+    with pytest.raises(TypeError, match="has no keyword argument sign_consensus"):
+        merge_method(name="misdeclared", pretty_name="Misdeclared", variant={"sign_consensus": True})(method)
+    with pytest.raises(ExmeError, match="unknown merge_method"):  # nothing was registered
+        get_method("misdeclared")

@@ -13,7 +13,7 @@ import yaml
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from exme.merge.execute import build_state_dict
-from exme.merge.recipe import load_recipe
+from exme.merge.multi import load_recipe
 from exme.pipeline.config import merge_config_files, prepare_config
 from tests.workflow.snakemake_runner import CI_CONFIG, CONFIGS, REPO, planned_jobs, run_snakemake
 

@@ -2,7 +2,7 @@
 
 from exme.device import use_threads
 from exme.merge.execute import merge_to_dir
-from exme.merge.recipe import load_recipe
+from exme.merge.multi import load_recipe
 from exme.pipeline.rule_script import run_rule
 
 

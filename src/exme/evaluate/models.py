@@ -21,8 +21,9 @@ from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.evaluate.harness import load_model_dir, torch_dtype
 from exme.merge.execute import build_state_dict
+from exme.merge.multi import load_recipe
 from exme.merge.plan import LAYER_COUNT_KEYS, names_recipe, plan_merge
-from exme.merge.recipe import Recipe, load_recipe
+from exme.merge.recipe import Recipe
 
 # The config keys a merge may change that shape the model built from it.
 _SHAPE_KEYS = ("vocab_size", "tie_word_embeddings", *LAYER_COUNT_KEYS)

@@ -77,8 +77,10 @@ from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.evaluate.models import load_recipe_model
 from exme.files import CONFIG_FILE
-from exme.merge.io.reader import ModelFolder, TensorReader
-from exme.merge.recipe import load_recipe, recipe_from_dict
+from exme.merge.io.model_folder import ModelFolder
+from exme.merge.io.reader import TensorReader
+from exme.merge.multi import load_recipe
+from exme.merge.recipe import recipe_from_dict
 from exme.offline import use_offline_environment
 
 use_offline_environment()  # before lm_eval's import: it reads the HF_* environment at import time

@@ -124,7 +124,7 @@ def _merge(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from exme.merge.execute import merge_to_dir, merge_with_stages, write_stages
-    from exme.merge.recipe import changed_stages, load_named_merges, load_recipe, with_stages
+    from exme.merge.multi import changed_stages, load_named_merges, load_recipe, with_stages
 
     _apply_mergekit_options(args)
     options = {

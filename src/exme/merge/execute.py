@@ -1,7 +1,7 @@
 """The streaming merge engine: output tensors are computed from their inputs and written at once.
 
 Memory stays at a few blocks of tensors whatever the model size: elementwise methods work on
-blocks of rows of large tensors (see blocks.py, which also prefetches the next blocks' inputs, in
+blocks of rows of large tensors (see blocks.py; runtime.py prefetches the next blocks' inputs, in
 a bounded number of bytes), and results are written straight into the output shard files. A large
 merge on the CPU runs in forked processes, each merging and writing its part of the tensors (see
 processes.py).
@@ -29,31 +29,20 @@ from tqdm import tqdm
 from exme.device import resolve_device
 from exme.errors import ExmeError
 from exme.files import CONFIG_FILE, staged_dir
-from exme.merge.blocks import (
-    PREFETCH_BYTES,
-    Block,
-    BlockReader,
-    block_bytes,
-    compute_threads,
-    compute_workers,
-    merge_block,
-    prefetched,
-    release_free_memory,
-    row_blocks,
-    splits,
-)
-from exme.merge.io.output_folder import RECIPE_FILE, write_metadata_files
-from exme.merge.io.reader import holds_weights
+from exme.merge.blocks import Block, BlockReader, block_bytes, merge_block, row_blocks, splits
+from exme.merge.io.model_folder import holds_model
 from exme.merge.io.shard_writer import create_shard_files, fill_shards, plan_shards
+from exme.merge.multi import changed_stages, load_recipe, stage_order, standalone_stage, with_stages
+from exme.merge.output_folder import RECIPE_FILE, write_metadata_files
 from exme.merge.plan import MergePlan, TensorJob, plan_merge
 from exme.merge.processes import forked
-from exme.merge.recipe import (
-    Recipe,
-    changed_stages,
-    load_recipe,
-    stage_order,
-    standalone_stage,
-    with_stages,
+from exme.merge.recipe import Recipe
+from exme.merge.runtime import (
+    PREFETCH_BYTES,
+    compute_threads,
+    compute_workers,
+    prefetched,
+    release_free_memory,
 )
 from exme.sizes import parse_size
 
@@ -314,7 +303,7 @@ def holds_merge(folder: Path, recipe: Recipe) -> bool:
     """Whether a folder holds a model (as mergekit-multi checks: a config and weights) that is this
     merge, as far as its merge_recipe.yml (if any) tells, made after the named merges it reads from
     their folders: a changed merge, or one whose inputs were merged again, is merged again."""
-    if not (folder / CONFIG_FILE).is_file() or not holds_weights(folder):
+    if not holds_model(folder):
         return False
 
     def written_at(model_folder: Path) -> float:

@@ -38,16 +38,9 @@ import torch
 
 from exme.device import resolve_device
 from exme.errors import ExmeError
-from exme.merge.blocks import (
-    Block,
-    BlockReader,
-    block_bytes,
-    compute_threads,
-    prefetched,
-    row_blocks,
-    splittable,
-)
+from exme.merge.blocks import Block, BlockReader, block_bytes, row_blocks, splittable
 from exme.merge.plan import ModelOpener, TensorSource, aligned_tensors
+from exme.merge.runtime import compute_threads, prefetched
 
 METRICS = ("pcc", "cos", "ed")
 

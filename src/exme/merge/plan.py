@@ -28,12 +28,14 @@ from typing import Any
 import torch
 
 from exme.errors import ExmeError
-from exme.merge.io.reader import ModelFolder, TensorLocation
+from exme.merge.io.model_folder import ModelFolder
+from exme.merge.io.reader import TensorLocation
 from exme.merge.io.references import open_model
 from exme.merge.io.shard_writer import TensorSpec
 from exme.merge.methods.registry import MergeMethod, Parameter, Scope
 from exme.merge.modules import module_layout, modules_of
-from exme.merge.recipe import InputGroup, Recipe, includes_itself, load_recipe, unused_stages
+from exme.merge.multi import includes_itself, load_recipe, unused_stages
+from exme.merge.recipe import InputGroup, Recipe
 from exme.merge.vocabulary import OutputVocabulary, VocabularyMap, is_vocabulary_tensor, output_vocabulary
 
 # When a model ties its output embedding to its input embedding, the output one may be absent;

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from exme.errors import ExmeError
-from exme.merge.io.reader import ModelFolder
+from exme.merge.io.model_folder import ModelFolder
 from exme.merge.recipe import TokenizerSettings, TokenSetting
 
 TOKENIZER_FILE = "tokenizer.json"

@@ -20,6 +20,7 @@ from exme.merge.io.model_ids import hub_model
 from exme.pipeline.merging import check_system, get_system
 from exme.sizes import parse_size
 from exme.train.checkpoints import checkpoint_steps
+from exme.train.settings import check_fp16_weights, check_mixed_precision, check_steps, check_warmup_steps
 
 
 def as_param(value: object) -> object:
@@ -104,11 +105,7 @@ def evaluation_settings(config: dict) -> dict:
 def check_config(config: dict) -> None:
     _check_finite(config, "")
     finetune = config["finetune"]
-    if finetune["max_steps"] % finetune["save_steps"]:
-        raise ExmeError(
-            f"finetune.max_steps ({finetune['max_steps']}) must be a multiple of "
-            f"finetune.save_steps ({finetune['save_steps']})"
-        )
+    check_steps(finetune["max_steps"], finetune["save_steps"], "finetune")
     n_checkpoints = len(checkpoint_steps(finetune["max_steps"], finetune["save_steps"]))
     if config["selection"]["top_k"] > n_checkpoints:
         raise ExmeError(
@@ -154,8 +151,7 @@ def _check_tracks(config: dict) -> None:
     if unknown:
         raise ExmeError(f"expert_finetune.{unknown[0]}: not a setting of `finetune`")
     settings = expert_finetune_settings(config)
-    if settings["max_steps"] % settings["save_steps"]:
-        raise ExmeError("expert_finetune: max_steps must be a multiple of save_steps")
+    check_steps(settings["max_steps"], settings["save_steps"], "expert_finetune")
     for index, expert in enumerate(experts):
         where = f"experts[{index}] ({expert['name']})"
         if config["demo"]["activate"]:
@@ -263,16 +259,9 @@ def _check_finite(value: object, key: str) -> None:
 
 
 def _check_finetune(finetune: dict) -> None:
-    if finetune["bf16"] and finetune["fp16"]:
-        raise ExmeError("finetune.bf16 and finetune.fp16 are both true; choose one mixed precision")
-    if finetune["fp16"] and finetune["dtype"] != "float32":
-        raise ExmeError(
-            f"finetune.fp16 mixed precision needs finetune.dtype: float32 (got {finetune['dtype']}); "
-            "fp16 gradients cannot be unscaled. Use bf16 instead"
-        )
-    warmup = finetune["warmup_steps"]
-    if warmup != int(warmup) and warmup >= 1:
-        raise ExmeError(f"finetune.warmup_steps ({warmup}): a number of steps, or a fraction below 1")
+    check_mixed_precision(finetune["bf16"], finetune["fp16"])
+    check_fp16_weights(finetune["fp16"], finetune["dtype"])
+    check_warmup_steps(finetune["warmup_steps"])
 
 
 def _task_settings(config: dict) -> list[tuple[str, dict]]:

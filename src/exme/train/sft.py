@@ -27,13 +27,14 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from exme.device import resolve_device
+from exme.dtypes import torch_dtype
 from exme.errors import ExmeError
 from exme.files import CONFIG_FILE, staged_dir
 from exme.train.checkpoints import checkpoint_folder, checkpoint_steps
 from exme.train.data import read_sft_records
+from exme.train.settings import check_fp16_weights, check_max_seq_length, check_mixed_precision, check_steps
 
 IGNORE_INDEX = -100  # label value the causal-LM loss skips
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # The optimizer state in each layout the Trainer writes: `optimizer.pt` (one process, DDP), under
 # FSDP accelerate's `optimizer.bin` (full state dict), `optimizer_0/` or `optimizer_0_rank*.bin`
 # (sharded), and DeepSpeed's `global_step*/`.
@@ -205,8 +206,9 @@ def _export(checkpoint: Path, out_dir: Path) -> None:
 
 
 def _check_precision(bf16: bool, fp16: bool, dtype: torch.dtype, device: torch.device) -> None:
-    if bf16 and fp16:
-        raise ExmeError("finetune.bf16 and finetune.fp16 are both true; choose one mixed precision")
+    """The settings' precision rules, then what only this process knows: the GPU's bfloat16 support
+    and the dtype the weights were loaded in."""
+    check_mixed_precision(bf16, fp16)
     wants_bf16 = bf16 or dtype == torch.bfloat16
     if wants_bf16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         key = "finetune.bf16" if bf16 else "finetune.dtype"
@@ -214,11 +216,7 @@ def _check_precision(bf16: bool, fp16: bool, dtype: torch.dtype, device: torch.d
             f"{key}: this GPU ({torch.cuda.get_device_name(device)}) cannot compute in bfloat16; "
             "use finetune.fp16 with finetune.dtype: float32"
         )
-    if fp16 and dtype != torch.float32:
-        raise ExmeError(
-            f"finetune.fp16 mixed precision needs float32 weights (finetune.dtype gives {dtype}); "
-            "fp16 gradients cannot be unscaled. Use bf16 with bfloat16 weights instead"
-        )
+    check_fp16_weights(fp16, str(dtype).removeprefix("torch."), loaded=True)
     if fp16 and device.type != "cuda":
         raise ExmeError(f"finetune.fp16 mixed precision needs a CUDA GPU; this job runs on {device.type}")
 
@@ -266,12 +264,6 @@ def _warn_dropped_updates(model: torch.nn.Module, optim: str, learning_rate: flo
     )
 
 
-def _torch_dtype(dtype: str) -> str | torch.dtype:
-    if dtype not in DTYPES:
-        raise ExmeError(f"finetune.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    return dtype if dtype == "auto" else getattr(torch, dtype)
-
-
 def _fsdp_checkpoints_activations() -> bool:
     """Whether this process runs under FSDP with FSDP's own activation checkpointing (accelerate
     launch's fsdp_activation_checkpointing), which then replaces the Trainer's."""
@@ -309,15 +301,13 @@ def sft_trainer(
     from trl import SFTConfig, SFTTrainer
 
     base_dir = Path(base_dir)
-    if save_steps < 1 or max_steps < 1 or max_steps % save_steps:
-        raise ExmeError(f"max_steps ({max_steps}) must be a positive multiple of save_steps ({save_steps})")
-    if max_seq_length < 2:
-        raise ExmeError(f"finetune.max_seq_length ({max_seq_length}) must be at least 2")
+    check_steps(max_steps, save_steps)
+    check_max_seq_length(max_seq_length)
     records, data_format = read_sft_records(train_jsonl)
     if not (base_dir / CONFIG_FILE).is_file():
         raise ExmeError(f"base model folder {base_dir} has no {CONFIG_FILE}")
     device = resolve_device(device)
-    torch_dtype = _torch_dtype(dtype)
+    weights_dtype = torch_dtype(dtype, "finetune.dtype")
 
     # torch.distributed is set up (here, as the Trainer's arguments would) before anything is loaded:
     # under FSDP with fsdp_cpu_ram_efficient_loading only the first process then reads the weights
@@ -333,7 +323,7 @@ def sft_trainer(
         raise ExmeError(f"the tokenizer of {base_dir} has no eos token: a completion could not end")
     if tokenizer.pad_token is None:
         log(f"the tokenizer has no pad token: padding with eos {tokenizer.eos_token!r}, masked by position")
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=weights_dtype)
     _check_precision(bf16, fp16, model.dtype, device)
     _warn_dropped_updates(model, optim, learning_rate)
 

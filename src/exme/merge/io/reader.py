@@ -1,4 +1,5 @@
-"""Reading Hugging Face model folders, one tensor (or block of rows) at a time.
+"""Reading tensors from safetensors files and PyTorch pickles, one tensor (or block of rows) at a
+time (which files a model folder holds: model_folder.py).
 
 Safetensors tensors are read with positioned reads into fresh buffers instead of
 safetensors.safe_open's mmap: pages touched through a mapping stay in the process's resident set
@@ -7,8 +8,8 @@ memory would grow with model size; a plain read keeps it at the size of the tens
 Large tensors the page cache does not hold are read with O_DIRECT (see direct_io.py).
 PyTorch pickles (`pytorch_model*.bin`) are opened with `torch.load(weights_only=True, mmap=True)`,
 which runs no code from the file and reads tensors only when they are used (their pages then count
-in the resident set: convert large ones to safetensors). A LoRA adapter is added to the weights it
-targets as they are read.
+in the resident set: convert large ones to safetensors). A tensor carrying a LoRA patch (see
+lora.py) is read with the adapter's update added.
 """
 
 from __future__ import annotations
@@ -18,14 +19,12 @@ import math
 import os
 import threading
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from exme.errors import ExmeError
-from exme.files import CONFIG_FILE
 from exme.merge.io import direct_io
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -270,88 +269,3 @@ class TensorReader:
         self._direct_descriptors.clear()
         self._buffered_only.clear()
         self._pickles.clear()
-
-
-# Weight files in the order they are looked for: (index of shards, single file, header reader).
-_WEIGHT_FORMATS = (
-    ("model.safetensors.index.json", "model.safetensors", read_safetensors_header),
-    ("pytorch_model.bin.index.json", "pytorch_model.bin", read_pickled_header),
-)
-
-
-def holds_weights(folder: Path) -> bool:
-    """Whether a folder has weight files in a format exme reads."""
-    return any((folder / name).is_file() for formats in _WEIGHT_FORMATS for name in formats[:2])
-
-
-@dataclass(frozen=True)
-class ModelFolder:
-    """A model folder: its config.json and where each of its tensors is stored.
-
-    `name` is the model as the recipe names it (a path, a Hub id, MODEL+LORA): messages use it.
-    `adapter` is a LoRA adapter folder whose updates are added to the weights as they are read.
-    """
-
-    path: Path
-    name: str = ""
-    adapter: Path | None = None
-
-    def __str__(self) -> str:
-        return self.name or str(self.path)
-
-    @property
-    def tokenizer_folder(self) -> Path:
-        """Where its tokenizer files are (a recipe standing for a folder has another)."""
-        return self.path
-
-    @cached_property
-    def config(self) -> dict[str, Any]:
-        config_file = self.path / CONFIG_FILE
-        try:
-            return json.loads(config_file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ExmeError(f"model {self}: no config.json in {self.path}") from None
-        except (OSError, json.JSONDecodeError) as error:
-            raise ExmeError(f"model {self}: cannot read config.json ({error})") from error
-
-    @cached_property
-    def tensors(self) -> dict[str, TensorLocation]:
-        """Tensor name → location, in storage order (shards in order, offsets ascending)."""
-        if not self.path.is_dir():
-            raise ExmeError(f"model folder {self.path} does not exist")
-        tensors = self._stored_tensors()
-        if self.adapter is not None:
-            from exme.merge.io.lora import with_lora
-
-            tensors = with_lora(tensors, self.adapter, str(self))
-        return tensors
-
-    def _stored_tensors(self) -> dict[str, TensorLocation]:
-        for index_name, single_name, read_header in _WEIGHT_FORMATS:
-            if (self.path / index_name).exists():
-                return self._sharded_tensors(self.path / index_name, read_header)
-            if (self.path / single_name).exists():
-                locations = read_header(self.path / single_name)
-                return dict(sorted(locations.items(), key=lambda item: item[1].start))
-        raise ExmeError(
-            f"model {self}: no weights in {self.path} (model.safetensors, pytorch_model.bin or "
-            "their index JSON)"
-        )
-
-    def _sharded_tensors(self, index_file: Path, read_header) -> dict[str, TensorLocation]:
-        try:
-            weight_map: dict[str, str] = json.loads(index_file.read_text())["weight_map"]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
-            raise ExmeError(f"{index_file}: not a valid weights index ({error})") from error
-        locations: dict[str, TensorLocation] = {}
-        for shard in sorted(set(weight_map.values())):
-            shard_file = self.path / shard
-            if not shard_file.exists():
-                raise ExmeError(f"{index_file} names shard {shard}, which does not exist")
-            in_shard = read_header(shard_file)
-            for name, location in sorted(in_shard.items(), key=lambda item: item[1].start):
-                if weight_map.get(name) == shard:
-                    locations[name] = location
-        if missing := sorted(set(weight_map) - set(locations)):
-            raise ExmeError(f"{index_file}: tensor {missing[0]!r} is not in its shard")
-        return locations

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from exme.errors import ExmeError
 from exme.files import staged_dir
+from exme.merge.io.model_folder import ModelFolder
 from exme.merge.io.model_ids import HUB_ID, ModelPath, parse_reference
-from exme.merge.io.reader import ModelFolder
 
 # What a merge reads from a Hub repository: configs and indexes, weights, tokenizer files.
 _HUB_FILES = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken", "vocab.*"]

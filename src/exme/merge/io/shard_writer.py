@@ -22,11 +22,10 @@ from pathlib import Path
 import torch
 
 from exme.merge.io import direct_io
+from exme.merge.io.model_folder import SAFETENSORS_FILE, SAFETENSORS_INDEX_FILE
 from exme.merge.io.reader import SAFETENSORS_DTYPES, tensor_nbytes
 
 _DTYPE_NAMES = {dtype: name for name, dtype in SAFETENSORS_DTYPES.items()}
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
 # Bytes written per direct write: large enough that the disk streams, small next to a merge's blocks.
 STAGING_BYTES = 8 * 2**20
 
@@ -57,7 +56,7 @@ def plan_shards(specs: Iterable[TensorSpec], max_shard_bytes: int) -> list[list[
 
 def shard_file_names(count: int) -> list[str]:
     if count == 1:
-        return [SINGLE_FILE]
+        return [SAFETENSORS_FILE]
     return [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
 
 
@@ -188,7 +187,7 @@ def create_shard_files(directory: Path, shards: list[list[TensorSpec]]) -> None:
                 spec.name: file_name for file_name, specs in zip(names, shards, strict=True) for spec in specs
             },
         }
-        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        (directory / SAFETENSORS_INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
 
 def fill_shards(

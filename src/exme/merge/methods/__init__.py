@@ -1,4 +1,5 @@
-"""Merge methods, one file each; importing this package registers them all (see registry.py)."""
+"""Merge methods, one file each (a family's variants share one); importing this package registers them
+all (see registry.py)."""
 
 from exme.merge.methods import (  # noqa: F401
     arcee_fusion,

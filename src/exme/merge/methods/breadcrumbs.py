@@ -9,24 +9,21 @@ from exme.merge.methods.registry import BasePolicy, Fraction, MethodInputs, PerM
 from exme.merge.methods.sparsify import magnitude_outliers
 from exme.merge.methods.task_vectors import dense, merge_task_vectors
 
-
-def _breadcrumbs(inputs, weight, density, gamma, normalize, rescale, scale, sign_consensus) -> torch.Tensor:
-    return merge_task_vectors(
-        inputs,
-        weight=weight,
-        scale=scale,
-        normalize=normalize,
-        sign_consensus=sign_consensus,
-        sparsify=lambda delta, index: magnitude_outliers(delta, density[index], gamma[index], rescale),
-    )
+_BREADCRUMBS = {
+    "reference_url": "https://arxiv.org/abs/2312.06795",
+    "base": BasePolicy.REQUIRED,
+    "elementwise": dense,
+}
 
 
 @merge_method(
-    name="breadcrumbs",
-    pretty_name="Model Breadcrumbs",
-    reference_url="https://arxiv.org/abs/2312.06795",
-    base=BasePolicy.REQUIRED,
-    elementwise=dense,
+    name="breadcrumbs", pretty_name="Model Breadcrumbs", variant={"sign_consensus": False}, **_BREADCRUMBS
+)
+@merge_method(
+    name="breadcrumbs_ties",
+    pretty_name="Model Breadcrumbs with TIES",
+    variant={"sign_consensus": True},
+    **_BREADCRUMBS,
 )
 def breadcrumbs(
     inputs: MethodInputs,
@@ -38,26 +35,13 @@ def breadcrumbs(
     rescale: bool = False,
     lambda_: float = 1.0,
     int8_mask: bool = False,
+    sign_consensus: bool,
 ) -> torch.Tensor:
-    return _breadcrumbs(inputs, weight, density, gamma, normalize, rescale, lambda_, sign_consensus=False)
-
-
-@merge_method(
-    name="breadcrumbs_ties",
-    pretty_name="Model Breadcrumbs with TIES",
-    reference_url="https://arxiv.org/abs/2312.06795",
-    base=BasePolicy.REQUIRED,
-    elementwise=dense,
-)
-def breadcrumbs_ties(
-    inputs: MethodInputs,
-    *,
-    weight: PerModel[float],
-    density: PerModel[Fraction] = 1.0,
-    gamma: PerModel[Fraction] = 0.01,
-    normalize: bool = False,
-    rescale: bool = False,
-    lambda_: float = 1.0,
-    int8_mask: bool = False,
-) -> torch.Tensor:
-    return _breadcrumbs(inputs, weight, density, gamma, normalize, rescale, lambda_, sign_consensus=True)
+    return merge_task_vectors(
+        inputs,
+        weight=weight,
+        scale=lambda_,
+        normalize=normalize,
+        sign_consensus=sign_consensus,
+        sparsify=lambda delta, index: magnitude_outliers(delta, density[index], gamma[index], rescale),
+    )

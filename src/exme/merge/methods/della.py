@@ -21,50 +21,23 @@ def _check_epsilon(values: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _della(inputs, weight, density, epsilon, normalize, rescale, scale, sign_consensus) -> torch.Tensor:
-    return merge_task_vectors(
-        inputs,
-        weight=weight,
-        scale=scale,
-        normalize=normalize,
-        sign_consensus=sign_consensus,
-        sparsify=lambda delta, index: magnitude_ranked_drop(
-            delta, density[index], epsilon[index], rescale, inputs.generator_for(index)
-        ),
-    )
+_DELLA = {
+    "reference_url": "https://arxiv.org/abs/2406.11617",
+    "base": BasePolicy.REQUIRED,
+    "elementwise": dense,
+    "check_model": _check_epsilon,
+}
 
 
 @merge_method(
     name="della",
     pretty_name="DELLA",
-    reference_url="https://arxiv.org/abs/2406.11617",
-    base=BasePolicy.REQUIRED,
-    elementwise=dense,
-    check_model=_check_epsilon,
+    variant={"sign_consensus": True},
+    defaults={"normalize": True},
+    **_DELLA,
 )
+@merge_method(name="della_linear", pretty_name="Linear DELLA", variant={"sign_consensus": False}, **_DELLA)
 def della(
-    inputs: MethodInputs,
-    *,
-    weight: PerModel[float],
-    density: PerModel[Fraction] = 1.0,
-    epsilon: PerModel[Fraction] = 0.15,
-    normalize: bool = True,
-    rescale: bool = True,
-    lambda_: float = 1.0,
-    int8_mask: bool = False,
-) -> torch.Tensor:
-    return _della(inputs, weight, density, epsilon, normalize, rescale, lambda_, sign_consensus=True)
-
-
-@merge_method(
-    name="della_linear",
-    pretty_name="Linear DELLA",
-    reference_url="https://arxiv.org/abs/2406.11617",
-    base=BasePolicy.REQUIRED,
-    elementwise=dense,
-    check_model=_check_epsilon,
-)
-def della_linear(
     inputs: MethodInputs,
     *,
     weight: PerModel[float],
@@ -74,5 +47,15 @@ def della_linear(
     rescale: bool = True,
     lambda_: float = 1.0,
     int8_mask: bool = False,
+    sign_consensus: bool,
 ) -> torch.Tensor:
-    return _della(inputs, weight, density, epsilon, normalize, rescale, lambda_, sign_consensus=False)
+    return merge_task_vectors(
+        inputs,
+        weight=weight,
+        scale=lambda_,
+        normalize=normalize,
+        sign_consensus=sign_consensus,
+        sparsify=lambda delta, index: magnitude_ranked_drop(
+            delta, density[index], epsilon[index], rescale, inputs.generator_for(index)
+        ),
+    )

@@ -5,14 +5,19 @@ every keyword argument is a recipe parameter, global unless annotated `PerModel[
 non-base model, given to the function as a list), required unless it has a default, and optionally
 bounded (`Annotated[float, Range(0, 1)]`). A trailing underscore is dropped from the recipe name, so
 that `lambda_` declares mergekit's `lambda`.
+
+A family of methods is one function registered once per variant (as `dare_linear` and `dare_ties`):
+each registration names the keyword arguments that make its variant (`variant`, not recipe parameters)
+and the defaults it changes (`defaults`).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar, get_args, get_origin, get_type_hints
@@ -149,10 +154,21 @@ def _scalar_type(annotation: Any, where: str) -> type:
     return annotation
 
 
-def parameters_from_signature(function: MergeFunction) -> tuple[Parameter, ...]:
+def parameters_from_signature(
+    function: MergeFunction, fixed: Collection[str] = (), defaults: Mapping[str, Any] | None = None
+) -> tuple[Parameter, ...]:
+    """The recipe parameters a function declares: its keyword arguments but the `fixed` ones, with
+    `defaults` (by keyword) in place of the signature's."""
     hints = get_type_hints(function, include_extras=True)
+    defaults = defaults or {}
+    arguments = list(inspect.signature(function).parameters.values())[1:]
+    unknown = {*fixed, *defaults} - {argument.name for argument in arguments}
+    if unknown:
+        raise TypeError(f"{function.__name__} has no keyword argument {', '.join(sorted(unknown))}")
     parameters = []
-    for argument in list(inspect.signature(function).parameters.values())[1:]:
+    for argument in arguments:
+        if argument.name in fixed:
+            continue
         where = f"{function.__name__}({argument.name})"
         if argument.kind is not inspect.Parameter.KEYWORD_ONLY:
             raise TypeError(f"{where}: merge parameters are keyword-only")
@@ -161,7 +177,8 @@ def parameters_from_signature(function: MergeFunction) -> tuple[Parameter, ...]:
         if scope is Scope.PER_MODEL:
             annotation, element_metadata = _unwrap(get_args(annotation)[0])
             metadata += element_metadata
-        default = _REQUIRED if argument.default is inspect.Parameter.empty else argument.default
+        default = defaults.get(argument.name, argument.default)
+        default = _REQUIRED if default is inspect.Parameter.empty else default
         parameters.append(
             Parameter(
                 name=argument.name.removesuffix("_"),
@@ -189,8 +206,13 @@ def merge_method(
     elementwise: bool | Callable[[Mapping[str, Any]], bool] = False,
     check_model: ModelCheck | None = None,
     copies_input: Callable[[Mapping[str, Any]], bool] | None = None,
+    variant: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[MergeFunction], MergeFunction]:
-    """Register `function(inputs, *, parameters...)` under `name`."""
+    """Register `function(inputs, *, parameters...)` under `name`, called with the keyword arguments
+    `variant` (e.g. `{"sign_consensus": True}`) and with `defaults` (by keyword) in place of its
+    signature's; a function may be registered under several names, one per variant."""
+    variant = variant or {}
 
     def decorate(function: MergeFunction) -> MergeFunction:
         if name in _METHODS:
@@ -200,8 +222,8 @@ def merge_method(
             pretty_name=pretty_name,
             reference_url=reference_url,
             base=base,
-            parameters=parameters_from_signature(function),
-            function=function,
+            parameters=parameters_from_signature(function, fixed=variant, defaults=defaults),
+            function=functools.partial(function, **variant) if variant else function,
             min_models=min_models,
             max_models=max_models,
             elementwise=elementwise,

@@ -2,7 +2,8 @@
 
 θ = θ_base + λ · Σ_i w_i m_i sparsify(θ_i − θ_base) [/ Σ_i w_i m_i if normalize], where the sign
 mask m_i (TIES-style sign consensus) keeps entries agreeing with the sign of the weighted sum of
-task vectors. Each method is its own file, declaring its parameters; this is their shared body.
+task vectors. Each method (or family: a method and its variants, e.g. `dare_linear` and `dare_ties`)
+is its own file, declaring its parameters; this is their shared body.
 """
 
 from __future__ import annotations
