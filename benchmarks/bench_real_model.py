@@ -102,6 +102,7 @@ def child_evaluate(spec: dict) -> dict:
     torch.set_num_threads(spec["threads"])
     from exme.evaluate.harness import evaluate_model
     from exme.evaluate.models import load_model
+    from exme.evaluate.settings import RunSettings
 
     device = torch.device(spec["device"])
     start = time.perf_counter()
@@ -125,7 +126,7 @@ def child_evaluate(spec: dict) -> dict:
         tokenizer,
         task_splits={"real_choice": "test"},
         include_path=spec["tasks"],
-        batch_size=4,
+        run=RunSettings(batch_size=4),
         device=device,
     )
     done = time.perf_counter()

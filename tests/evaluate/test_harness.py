@@ -14,11 +14,12 @@ from exme.errors import ExmeError
 from exme.evaluate.harness import (
     evaluate_model,
     item_scores,
-    load_model_dir,
     scores_from_results,
     write_samples,
     write_split_tasks,
 )
+from exme.evaluate.models import load_model_dir
+from exme.evaluate.settings import RunSettings
 from exme.files import write_json
 
 TASKS = [lm_eval_task_name(task) for task in TASK_GENERATORS]
@@ -37,8 +38,7 @@ def test_evaluate_model_on_split(model_and_tokenizer, demo_data, split, tmp_path
         tokenizer,
         task_splits=dict.fromkeys(TASKS, split),
         include_path=demo_data / "lm_eval_tasks",
-        batch_size=8,
-        limit=5,
+        run=RunSettings(batch_size=8, limit=5),
         device="cpu",
         task_dir=tmp_path / "tasks",
     )
@@ -121,8 +121,7 @@ def test_a_split_the_data_lack_is_named(model_and_tokenizer, demo_data):
             tokenizer,
             task_splits={TASKS[0]: "validation"},
             include_path=demo_data / "lm_eval_tasks",
-            batch_size=8,
-            limit=2,
+            run=RunSettings(batch_size=8, limit=2),
             device="cpu",
         )
 
@@ -136,12 +135,9 @@ def test_settings_reach_lm_eval_and_samples_are_written(model_and_tokenizer, dem
         tokenizer,
         task_splits={TASKS[0]: "dev", TASKS[1]: "dev"},
         include_path=demo_data / "lm_eval_tasks",
-        batch_size=8,
-        limit=3,
+        run=RunSettings(batch_size=8, limit=3, seeds=7, log_samples=True),
         settings={"num_fewshot": 0, "gen_kwargs": {"max_gen_toks": 2}},
         task_settings={TASKS[1]: {"num_fewshot": 2}},
-        seeds=7,
-        log_samples=True,
         device="cpu",
         task_dir=tmp_path / "tasks",
         model_location="some/folder",
@@ -181,9 +177,7 @@ def test_a_slice_of_a_split_evaluates_exactly_its_items(model_and_tokenizer, dem
             tokenizer,
             task_splits={TASKS[0]: spec},
             include_path=demo_data / "lm_eval_tasks",
-            batch_size=8,
-            limit=3 if "%" in spec else None,
-            log_samples=True,
+            run=RunSettings(batch_size=8, limit=3 if "%" in spec else None, log_samples=True),
             device="cpu",
             task_dir=tmp_path / spec,
         )
@@ -201,7 +195,9 @@ def test_a_task_that_runs_generated_code_needs_its_confirmation(model_and_tokeni
     (tmp_path / "safe.yaml").write_text(yaml.safe_dump({**config, "task": "safe"}))
     model, tokenizer = model_and_tokenizer
     settings = dict(
-        task_splits={"unsafe": "dev", "safe": "dev"}, include_path=tmp_path, batch_size=8, limit=2
+        task_splits={"unsafe": "dev", "safe": "dev"},
+        include_path=tmp_path,
+        run=RunSettings(batch_size=8, limit=2),
     )
     with pytest.raises(
         ExmeError, match="task 'unsafe' runs the code the model generates; set evaluation.conf"
@@ -237,7 +233,7 @@ def test_few_shot_without_a_few_shot_split_is_an_error(model_and_tokenizer, demo
             tokenizer,
             task_splits={"only_test": "test"},
             include_path=tmp_path,
-            batch_size=8,
+            run=RunSettings(batch_size=8),
             settings={"num_fewshot": 3},
             device="cpu",
         )
@@ -251,7 +247,7 @@ def test_a_chat_template_the_tokenizer_lacks_is_an_error(model_and_tokenizer, de
             tokenizer,
             task_splits={TASKS[0]: "dev"},
             include_path=demo_data / "lm_eval_tasks",
-            batch_size=8,
+            run=RunSettings(batch_size=8),
             settings={"apply_chat_template": True},
             device="cpu",
         )
@@ -262,7 +258,9 @@ def test_the_lm_eval_cli_gives_the_pipelines_score(tiny_base, demo_data, tmp_pat
     model, tokenizer = load_model_dir(tiny_base, device="cpu")
     # A slice of the split: the command carries lm-eval's --samples file.
     settings = dict(
-        task_splits={TASKS[3]: "dev[2:12]"}, include_path=demo_data / "lm_eval_tasks", batch_size=8
+        task_splits={TASKS[3]: "dev[2:12]"},
+        include_path=demo_data / "lm_eval_tasks",
+        run=RunSettings(batch_size=8),
     )
     results = evaluate_model(
         model,

@@ -36,7 +36,6 @@ def _exme_recipe(tiny_models, tmp_path, **extra):
 @pytest.fixture
 def no_tokenizer(monkeypatch):
     monkeypatch.setattr("exme.evaluate.models.AutoTokenizer.from_pretrained", lambda path: None)
-    monkeypatch.setattr("exme.evaluate.harness.AutoTokenizer.from_pretrained", lambda path: None)
 
 
 def _formula(tiny_models):

@@ -268,7 +268,7 @@ def test_inference_cost_is_reported(make_lm):
         ({"temperature": -1.0}, "temperature must be > 0"),
         ({"similarity": "dot"}, "similarity must be one of cosine, l2"),
         ({"coefficients": [0.3, 0.3, 0.3]}, "coefficients: 3 values for 2 experts"),
-        ({"dtype": "int8"}, "dtype must be one of auto, float32, bfloat16, float16, float64, got 'int8'"),
+        ({"dtype": "int8"}, "dtype: 'int8' is not one of auto, float32, float16, bfloat16, float64"),
         ({"batch_size": "auto"}, "batch_size must be a positive integer"),
     ],
 )

@@ -4,7 +4,7 @@ one split, each model's scores written as soon as it is evaluated."""
 from pathlib import Path
 
 from exme.device import use_threads
-from exme.evaluate.settings import LM_EVAL_SETTINGS
+from exme.evaluate.settings import RunSettings, task_lm_eval_settings
 from exme.offline import set_offline
 from exme.pipeline.rule_script import run_rule
 
@@ -26,9 +26,15 @@ def main(smk):
     # The pipeline's dev and test are, per task, the data set splits its `splits` names.
     task_splits = {task["name"]: task["splits"][split] for task in params.tasks}
     metrics = {task["name"]: task["metric"] for task in params.tasks}
-    task_settings = {
-        task["name"]: {key: task[key] for key in LM_EVAL_SETTINGS if key in task} for task in params.tasks
-    }
+    task_settings = {task["name"]: task_lm_eval_settings(task, settings) for task in params.tasks}
+    run = RunSettings(
+        batch_size=params.batch_size,
+        limit=params.limit,
+        seeds=settings["seed"],
+        bootstrap_iters=settings["bootstrap_iters"],
+        log_samples=settings["log_samples"] or keep_items,
+        dtype=settings["dtype"],
+    )
     for name, location, description, output in zip(
         params.models, params.locations, params.descriptions, smk.output, strict=True
     ):
@@ -51,17 +57,11 @@ def main(smk):
             tokenizer,
             task_splits=task_splits,
             include_path=params.include_path,
-            batch_size=params.batch_size,
-            limit=params.limit,
-            settings={key: settings[key] for key in LM_EVAL_SETTINGS},
+            run=run,
             task_settings=task_settings,
             datasets=settings["datasets"],
-            seeds=settings["seed"],
-            bootstrap_iters=settings["bootstrap_iters"],
-            log_samples=settings["log_samples"] or keep_items,
             task_dir=f"{stem}.tasks",
             model_location=None if names_recipe(location) else location,
-            dtype=settings["dtype"],
             offline=not settings["allow_downloads"],
         )
         if settings["log_samples"]:

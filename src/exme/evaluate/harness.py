@@ -4,63 +4,39 @@ Only lm-eval's public mechanisms are used, so that every evaluation can be rerun
 CLI: a task is evaluated on a split through a generated task YAML that `include:`s the task's own
 YAML and sets `test_split`; a slice of a split (`exme.evaluate.splits`) is lm-eval's `samples`
 argument; settings (few-shot, chat template, generation arguments, seeds) are simple_evaluate's own
-arguments, and the CLI flag of each is recorded with the results.
+arguments, and the CLI flag of each (`exme.evaluate.settings`) is recorded with the results.
 """
 
 import json
 import numbers
 import os
-import shlex
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from exme.device import resolve_device
 from exme.errors import ExmeError
-from exme.evaluate.settings import LM_EVAL_SETTINGS
-from exme.evaluate.splits import parse_split, sample_indices
-from exme.files import CONFIG_FILE, staged_file, write_text
+from exme.evaluate.settings import LmEvalSettings, RunSettings, lm_eval_command
+from exme.evaluate.splits import Split, parse_split, sample_indices
+from exme.files import staged_file, write_text
 from exme.offline import set_offline
 
 if TYPE_CHECKING:
+    from lm_eval.api.model import LM
     from lm_eval.tasks import TaskManager
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-# lm-eval's own default seeds (python random, numpy, torch, few-shot sampler), as `lm_eval` uses them.
-LM_EVAL_SEEDS = (0, 1234, 1234, 1234)
-# What the code-execution metric (HF evaluate's code_eval, of HumanEval and MBPP) requires besides
-# confirm_run_unsafe_code; set only while the tasks that confirm it run.
-CODE_EVAL_ENVIRONMENT = {"HF_ALLOW_CODE_EVAL": "1"}
 SPLIT_SEPARATOR = "@"  # a task evaluated on a split is named <task>@<split>
 SAMPLES_FILE = "samples.json"  # beside the generated task YAMLs: the items of sliced splits
 # The lm-eval task keys that say where its data come from, which evaluation.datasets may replace
 # (e.g. a local copy of a Hub data set on a site without network).
 DATASET_KEYS = ("dataset_path", "dataset_name", "dataset_kwargs")
-
-
-def torch_dtype(dtype: str) -> str | torch.dtype:
-    """ "auto" (the model's own dtype, as `lm_eval --model hf` loads it) or a torch dtype."""
-    if dtype not in DTYPES:
-        raise ExmeError(f"evaluation.dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
-    return dtype if dtype == "auto" else getattr(torch, dtype)
-
-
-def load_model_dir(
-    path: str | os.PathLike, device: torch.device | str | None = None, dtype: str = "auto"
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load an HF model folder (in `dtype`, eval mode, on `device`) and its tokenizer."""
-    path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise ExmeError(f"model folder {path} has no {CONFIG_FILE}")
-    device = resolve_device(device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), device_map=device)
-    return model.eval(), AutoTokenizer.from_pretrained(path)
 
 
 def split_task_name(task: str, split: str) -> str:
@@ -129,32 +105,11 @@ def dataset_keys(task: str, keys: dict[str, Any] | None) -> dict[str, Any]:
     return dict(keys or {})
 
 
-def _settings(settings: dict[str, Any]) -> dict[str, Any]:
-    """One task's lm-eval settings, completed as the `lm_eval` CLI completes them."""
-    unknown = set(settings) - set(LM_EVAL_SETTINGS)
-    if unknown:
-        raise ExmeError(f"evaluation: unknown lm-eval setting(s) {sorted(unknown)}")
-    resolved = dict.fromkeys(LM_EVAL_SETTINGS) | settings
-    resolved["apply_chat_template"] = resolved["apply_chat_template"] or False
-    resolved["confirm_run_unsafe_code"] = bool(resolved["confirm_run_unsafe_code"])
-    if resolved["fewshot_as_multiturn"] is None:
-        resolved["fewshot_as_multiturn"] = bool(resolved["apply_chat_template"])
-    elif resolved["fewshot_as_multiturn"] and not resolved["apply_chat_template"]:
-        raise ExmeError("evaluation.fewshot_as_multiturn: true needs evaluation.apply_chat_template")
-    gen_kwargs = resolved["gen_kwargs"]
-    if isinstance(gen_kwargs, str):
-        from lm_eval.utils import simple_parse_args_string
-
-        gen_kwargs = simple_parse_args_string(gen_kwargs)
-    resolved["gen_kwargs"] = dict(gen_kwargs) if gen_kwargs else None
-    return resolved
-
-
-def _groups(tasks: list[str], settings: dict[str, dict[str, Any]]) -> list[tuple[dict[str, Any], list[str]]]:
+def _groups(tasks: list[str], settings: dict[str, LmEvalSettings]) -> list[tuple[LmEvalSettings, list[str]]]:
     """Tasks that share their settings run in one simple_evaluate call (one `lm_eval` command)."""
-    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    groups: dict[str, tuple[LmEvalSettings, list[str]]] = {}
     for task in tasks:
-        key = json.dumps(settings[task], sort_keys=True)
+        key = json.dumps(settings[task].as_dict(), sort_keys=True)
         groups.setdefault(key, (settings[task], []))[1].append(task)
     return list(groups.values())
 
@@ -174,60 +129,6 @@ def _environment(variables: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _seeds(seeds: int | Sequence[int | None] | None) -> tuple[int | None, ...]:
-    if seeds is None:
-        return LM_EVAL_SEEDS
-    if isinstance(seeds, int):
-        return (seeds,) * 4
-    if len(seeds) != 4:
-        raise ExmeError(f"evaluation.seed: one integer or four (python, numpy, torch, few-shot), got {seeds}")
-    return tuple(seeds)
-
-
-def lm_eval_command(
-    model_location: str | os.PathLike,
-    *,
-    tasks: list[str],
-    include_path: str | os.PathLike,
-    settings: dict[str, Any],
-    dtype: str,
-    batch_size: int,
-    limit: int | float | None,
-    seeds: tuple[int | None, ...],
-    device: torch.device,
-    samples_path: str | os.PathLike | None = None,
-) -> str:
-    """The `lm_eval` command line that runs the same evaluation on a model folder."""
-    args = (
-        [f"{key}={value}" for key, value in CODE_EVAL_ENVIRONMENT.items()]
-        if settings["confirm_run_unsafe_code"]
-        else []
-    )
-    args += ["lm_eval", "--model", "hf", "--model_args", f"pretrained={model_location},dtype={dtype}"]
-    args += ["--tasks", ",".join(tasks), "--include_path", str(include_path)]
-    args += ["--batch_size", str(batch_size), "--device", str(device)]
-    if samples_path is not None:
-        args += ["--samples", str(samples_path)]
-    elif limit is not None:
-        args += ["--limit", str(limit)]
-    if settings["num_fewshot"] is not None:
-        args += ["--num_fewshot", str(settings["num_fewshot"])]
-    if settings["apply_chat_template"]:
-        template = settings["apply_chat_template"]
-        args += ["--apply_chat_template"] + ([] if template is True else [str(template)])
-        if not settings["fewshot_as_multiturn"]:
-            args += ["--fewshot_as_multiturn", "false"]
-    if settings["system_instruction"] is not None:
-        args += ["--system_instruction", settings["system_instruction"]]
-    if settings["gen_kwargs"]:
-        args += ["--gen_kwargs", ",".join(f"{key}={value}" for key, value in settings["gen_kwargs"].items())]
-    if settings["confirm_run_unsafe_code"]:
-        args += ["--confirm_run_unsafe_code"]
-    if seeds != LM_EVAL_SEEDS:
-        args += ["--seed", ",".join(str(seed) for seed in seeds)]
-    return shlex.join(args)
-
-
 def _check_chat_template(tokenizer: PreTrainedTokenizerBase, template: bool | str) -> None:
     if not template:
         return
@@ -243,12 +144,14 @@ def _check_chat_template(tokenizer: PreTrainedTokenizerBase, template: bool | st
         )
 
 
-def _check_splits(task_objects: dict[str, Any], task_splits: dict[str, str], settings: dict) -> None:
+def _check_splits(
+    task_objects: dict[str, Any], task_splits: dict[str, str], settings: dict[str, LmEvalSettings]
+) -> None:
     """The evaluated split exists; a task asked for few-shot examples has a split to draw them from;
     a task that runs generated code is confirmed."""
     for task, task_object in task_objects.items():
         config = task_object.config
-        if getattr(task_object, "UNSAFE_CODE", False) and not settings[task]["confirm_run_unsafe_code"]:
+        if getattr(task_object, "UNSAFE_CODE", False) and not settings[task].confirm_run_unsafe_code:
             raise ExmeError(
                 f"lm-eval task {task!r} runs the code the model generates; set "
                 "evaluation.confirm_run_unsafe_code (or the task's own) to run it on this machine"
@@ -259,7 +162,7 @@ def _check_splits(task_objects: dict[str, Any], task_splits: dict[str, str], set
                 f"lm-eval task {task!r}: its data have no split {task_splits[task]!r} "
                 f"(they have {', '.join(available)}); see evaluation.tasks[].splits"
             )
-        shots = settings[task]["num_fewshot"]
+        shots = settings[task].num_fewshot
         if shots is None:
             shots = config.num_fewshot or 0
         if shots <= 0:
@@ -278,12 +181,14 @@ def _check_splits(task_objects: dict[str, Any], task_splits: dict[str, str], set
             )
 
 
-def _build_task(task: str, name: str, task_manager: "TaskManager", split: str, code_eval: bool) -> Any:
+def _build_task(
+    task: str, name: str, task_manager: "TaskManager", split: str, environment: dict[str, str]
+) -> Any:
     """One generated task as an lm-eval Task object. Building imports the task's Python utils, which
     for the code tasks load HF evaluate's `code_eval` and run it once: it needs HF_ALLOW_CODE_EVAL
     then already, not only while the task is evaluated."""
     try:
-        with _environment(CODE_EVAL_ENVIRONMENT if code_eval else {}):
+        with _environment(environment):
             return task_manager.load([name])["tasks"][name]
     except KeyError as error:  # lm-eval reads the evaluated split while building the task
         raise ExmeError(
@@ -296,7 +201,7 @@ def build_split_tasks(
     split_names: dict[str, str],
     include_path: str | os.PathLike | None,
     task_dir: str | os.PathLike,
-    settings: dict[str, dict[str, Any]],
+    settings: dict[str, LmEvalSettings],
     datasets: dict[str, dict[str, Any]] | None = None,
     failures: dict[str, BaseException] | None = None,
 ) -> tuple[dict[str, str], "TaskManager", dict[str, Any]]:
@@ -313,9 +218,7 @@ def build_split_tasks(
     built = {}
     for task, name in names.items():
         try:
-            task_object = _build_task(
-                task, name, task_manager, split_names[task], settings[task]["confirm_run_unsafe_code"]
-            )
+            task_object = _build_task(task, name, task_manager, split_names[task], settings[task].environment)
             _check_splits({task: task_object}, split_names, settings)
         except Exception as error:
             if failures is None:
@@ -328,13 +231,23 @@ def build_split_tasks(
 
 def resolved_settings(
     tasks: Sequence[str],
-    settings: dict[str, Any] | None = None,
-    task_settings: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, dict[str, Any]]:
+    settings: Mapping[str, Any] | None = None,
+    task_settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, LmEvalSettings]:
     """Each task's lm-eval settings: its own (task_settings) over those of all tasks, completed."""
     return {
-        task: _settings({**(settings or {}), **((task_settings or {}).get(task) or {})}) for task in tasks
+        task: _resolved({**(settings or {}), **((task_settings or {}).get(task) or {})}) for task in tasks
     }
+
+
+def _resolved(settings: dict[str, Any]) -> LmEvalSettings:
+    """LmEvalSettings.resolve, a gen_kwargs string read first by lm-eval's own parser (as `lm_eval
+    --gen_kwargs` reads it)."""
+    if isinstance(settings.get("gen_kwargs"), str):
+        from lm_eval.utils import simple_parse_args_string
+
+        settings = settings | {"gen_kwargs": simple_parse_args_string(settings["gen_kwargs"])}
+    return LmEvalSettings.resolve(settings)
 
 
 def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -348,118 +261,146 @@ def _renamed(results: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return renamed
 
 
+@dataclass(frozen=True)
+class _SplitTasks:
+    """The tasks of one evaluation, each on its split, built: their generated names, TaskManager and
+    Task objects (keyed by the original names), and, where a split is sliced, the items lm-eval
+    evaluates ({generated name: indices}) and the file that lists them for the `lm_eval` CLI."""
+
+    names: dict[str, str]
+    task_manager: "TaskManager"
+    objects: dict[str, Any]
+    samples: dict[str, list[int]] | None = None
+    samples_path: Path | None = None
+
+
+def _build_tasks(
+    splits: dict[str, Split],
+    include_path: str | os.PathLike | None,
+    task_dir: str | os.PathLike,
+    settings: dict[str, LmEvalSettings],
+    datasets: dict[str, dict[str, Any]] | None,
+    limit: int | float | None,
+) -> _SplitTasks:
+    """Every task built on its split; a split may be a slice (`test[:50%]`): then every task's items
+    go to lm-eval as `samples`, the first `limit` of each slice."""
+    split_names = {task: split.name for task, split in splits.items()}
+    names, task_manager, objects = build_split_tasks(split_names, include_path, task_dir, settings, datasets)
+    if not any(split.sliced for split in splits.values()):
+        return _SplitTasks(names, task_manager, objects)
+    samples = {
+        names[task]: sample_indices(split, len(objects[task].eval_docs), limit)
+        for task, split in splits.items()
+    }
+    samples_path = Path(task_dir) / SAMPLES_FILE
+    write_text(samples_path, json.dumps(samples))
+    return _SplitTasks(names, task_manager, objects, samples, samples_path)
+
+
+def _lm_eval_model(
+    model: "PreTrainedModel | LM", tokenizer: PreTrainedTokenizerBase, batch_size: int, device: torch.device
+) -> "LM":
+    """The model as an lm-eval model: lm-eval's HFLM over it, or the model itself where it is an HFLM
+    of its own (e.g. SE-Merging's), already placed."""
+    from lm_eval.models.huggingface import HFLM
+
+    if isinstance(model, HFLM):
+        return model
+    model.to(device).eval()
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+
+
+def _simple_evaluate(
+    lm: "LM", tasks: _SplitTasks, group: list[str], settings: LmEvalSettings, run: RunSettings
+) -> dict[str, Any]:
+    """One simple_evaluate call: the tasks of `group`, which share `settings`; lm-eval's results
+    keyed by the original task names."""
+    import lm_eval
+
+    generated = [tasks.names[task] for task in group]
+    with _environment(settings.environment):
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            tasks=[tasks.objects[task] for task in group],
+            task_manager=tasks.task_manager,
+            limit=None if tasks.samples else run.limit,  # lm-eval takes samples or limit, not both
+            samples=tasks.samples and {name: tasks.samples[name] for name in generated},
+            **run.simple_evaluate_kwargs(),
+            **settings.simple_evaluate_kwargs(),
+        )
+    return _renamed(results, tasks.names)
+
+
+def _merge_results(merged: dict[str, Any], results: dict[str, Any]) -> None:
+    """Add one call's results to those of the calls before: per-task entries joined, the rest (e.g.
+    lm-eval's run config) kept from the first call."""
+    for key, value in results.items():
+        if isinstance(value, dict) and key != "config":
+            merged.setdefault(key, {}).update(value)
+        else:
+            merged.setdefault(key, value)
+
+
 def evaluate_model(
-    model: PreTrainedModel,
+    model: "PreTrainedModel | LM",
     tokenizer: PreTrainedTokenizerBase,
     *,
     task_splits: dict[str, str],
     include_path: str | os.PathLike | None,
-    batch_size: int,
-    limit: int | float | None = None,
-    settings: dict[str, Any] | None = None,
-    task_settings: dict[str, dict[str, Any]] | None = None,
+    run: RunSettings,
+    settings: Mapping[str, Any] | None = None,
+    task_settings: Mapping[str, Mapping[str, Any]] | None = None,
     datasets: dict[str, dict[str, Any]] | None = None,
-    seeds: int | Sequence[int | None] | None = None,
-    bootstrap_iters: int = 1000,
-    log_samples: bool = False,
     task_dir: str | os.PathLike | None = None,
     model_location: str | os.PathLike | None = None,
-    dtype: str = "auto",
     offline: bool = True,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Run lm-eval on an in-memory model (or an lm-eval HFLM of its own, such as SE-Merging's, used
     as it is). `task_splits` maps each lm-eval task name (in include_path
-    or among lm-eval's own tasks) to the data set split to evaluate, e.g. {"arc_easy": "validation"}.
+    or among lm-eval's own tasks) to the data set split to evaluate, e.g. {"arc_easy": "validation"};
+    a split may be a slice (`test[:50%]`, see `exme.evaluate.splits`).
 
+    run: the settings of the whole evaluation (batch size, limit, seeds, ...).
     settings: lm-eval settings for all tasks (LM_EVAL_SETTINGS), task_settings: per task, over them.
     datasets: per task, lm-eval data set keys (DATASET_KEYS) that replace the task's own.
-    seeds: None for lm-eval's defaults, one integer for all four, or four. The generated task YAMLs
-    go to task_dir (a temporary folder if None). Returns lm-eval's results dict, its per-task entries
-    keyed by the original task names, plus "lm_eval_runs": each simple_evaluate call's tasks,
-    settings and (with model_location, the folder the model came from) its `lm_eval` command.
-    A split may be a slice (`test[:50%]`): then every task's items go to lm-eval as `samples`, the
-    first `limit` of each slice (lm-eval takes `samples` or `limit`, not both).
+    The generated task YAMLs go to task_dir (a temporary folder if None). Returns lm-eval's results
+    dict, its per-task entries keyed by the original task names, plus "lm_eval_runs": each
+    simple_evaluate call's tasks, settings and (with model_location, the folder the model came
+    from) its `lm_eval` command.
     """
     if not task_splits:
         raise ExmeError("evaluation.tasks is empty")
     set_offline(offline)  # before lm_eval and datasets are imported, which read it then
-    import lm_eval
-    from lm_eval.models.huggingface import HFLM
-
     resolved = resolved_settings(list(task_splits), settings, task_settings)
     for task_resolved in resolved.values():
-        _check_chat_template(tokenizer, task_resolved["apply_chat_template"])
-    seed_values = _seeds(seeds)
+        _check_chat_template(tokenizer, task_resolved.apply_chat_template)
     device = resolve_device(device)
     splits = {
         task: parse_split(spec, f"evaluation.tasks ({task}) splits") for task, spec in task_splits.items()
     }
-    split_names = {task: split.name for task, split in splits.items()}
     with ExitStack() as stack:
         if task_dir is None:
             task_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="exme-tasks-"))
-        names, task_manager, task_objects = build_split_tasks(
-            split_names, include_path, task_dir, resolved, datasets
-        )
-        samples, samples_path, run_limit = None, None, limit
-        if any(split.sliced for split in splits.values()):
-            samples = {
-                names[task]: sample_indices(split, len(task_objects[task].eval_docs), limit)
-                for task, split in splits.items()
-            }
-            samples_path, run_limit = Path(task_dir) / SAMPLES_FILE, None
-            write_text(samples_path, json.dumps(samples))
-
-        if isinstance(model, HFLM):  # a model class of its own, e.g. SE-Merging's, already placed
-            lm = model
-        else:
-            model.to(device).eval()
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(device))
+        tasks = _build_tasks(splits, include_path, task_dir, resolved, datasets, run.limit)
+        lm = _lm_eval_model(model, tokenizer, run.batch_size, device)
         merged: dict[str, Any] = {"lm_eval_runs": []}
-        for group_settings, tasks in _groups(list(task_splits), resolved):
-            code_eval = CODE_EVAL_ENVIRONMENT if group_settings["confirm_run_unsafe_code"] else {}
-            with _environment(code_eval):
-                results = lm_eval.simple_evaluate(
-                    model=lm,
-                    tasks=[task_objects[task] for task in tasks],
-                    task_manager=task_manager,
-                    limit=run_limit,
-                    samples=samples and {names[task]: samples[names[task]] for task in tasks},
-                    log_samples=log_samples,
-                    bootstrap_iters=bootstrap_iters,
-                    num_fewshot=group_settings["num_fewshot"],
-                    apply_chat_template=group_settings["apply_chat_template"],
-                    fewshot_as_multiturn=group_settings["fewshot_as_multiturn"],
-                    system_instruction=group_settings["system_instruction"],
-                    gen_kwargs=group_settings["gen_kwargs"],
-                    random_seed=seed_values[0],
-                    numpy_random_seed=seed_values[1],
-                    torch_random_seed=seed_values[2],
-                    fewshot_random_seed=seed_values[3],
-                    confirm_run_unsafe_code=group_settings["confirm_run_unsafe_code"],
-                )
-            results = _renamed(results, names)
-            for key, value in results.items():
-                if isinstance(value, dict) and key != "config":
-                    merged.setdefault(key, {}).update(value)
-                else:
-                    merged.setdefault(key, value)
+        for group_settings, group in _groups(list(task_splits), resolved):
+            _merge_results(merged, _simple_evaluate(lm, tasks, group, group_settings, run))
             command = None
             if model_location is not None:
                 command = lm_eval_command(
                     model_location,
-                    tasks=[names[task] for task in tasks],
+                    tasks=[tasks.names[task] for task in group],
                     include_path=task_dir,
                     settings=group_settings,
-                    dtype=dtype,
-                    batch_size=batch_size,
-                    limit=limit,
-                    seeds=seed_values,
+                    run=run,
                     device=device,
-                    samples_path=samples_path,
+                    samples_path=tasks.samples_path,
                 )
-            merged["lm_eval_runs"].append({"tasks": tasks, "settings": group_settings, "command": command})
+            merged["lm_eval_runs"].append(
+                {"tasks": group, "settings": group_settings.as_dict(), "command": command}
+            )
     return merged
 
 

@@ -15,11 +15,18 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
 from exme.device import resolve_device
+from exme.dtypes import AUTO, check_dtype, torch_dtype
 from exme.errors import ExmeError
-from exme.evaluate.harness import load_model_dir, torch_dtype
+from exme.files import CONFIG_FILE
 from exme.merge.execute import build_state_dict
 from exme.merge.multi import load_recipe
 from exme.merge.plan import LAYER_COUNT_KEYS, names_recipe, plan_merge
@@ -27,9 +34,10 @@ from exme.merge.recipe import Recipe
 
 # The config keys a merge may change that shape the model built from it.
 _SHAPE_KEYS = ("vocab_size", "tie_word_embeddings", *LAYER_COUNT_KEYS)
+_DTYPE_KEY = "evaluation.dtype"  # the config key of the dtype a model is evaluated in
 
 
-def load_model(source: str | os.PathLike, device: torch.device | None = None, dtype: str = "auto"):
+def load_model(source: str | os.PathLike, device: torch.device | None = None, dtype: str = AUTO):
     """(model, tokenizer) for a model folder or a recipe file, in eval mode on `device`.
 
     dtype "auto" is the model's own: a folder's stored dtype, as `lm_eval --model hf` loads it, or
@@ -43,17 +51,31 @@ def load_model(source: str | os.PathLike, device: torch.device | None = None, dt
     return load_recipe_model(load_recipe(source), device, source, dtype)
 
 
+def load_model_dir(
+    path: str | os.PathLike, device: torch.device | str | None = None, dtype: str = AUTO
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load an HF model folder (in `dtype`, eval mode, on `device`) and its tokenizer."""
+    path = Path(path)
+    if not (path / CONFIG_FILE).is_file():
+        raise ExmeError(f"model folder {path} has no {CONFIG_FILE}")
+    device = resolve_device(device)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch_dtype(dtype, _DTYPE_KEY), device_map=device
+    )
+    return model.eval(), AutoTokenizer.from_pretrained(path)
+
+
 def load_recipe_model(
     recipe: Recipe,
     device: torch.device | None = None,
     source: str | os.PathLike = "recipe",
-    dtype: str = "auto",
+    dtype: str = AUTO,
 ):
     """(model, tokenizer) for a recipe held in memory (`source` names it in errors), its weights built
     by the merge engine in `dtype` ("auto": the dtype its merge writes), in eval mode on `device`."""
     device = resolve_device(device)
-    if dtype != "auto":
-        torch_dtype(dtype)  # a clear error for an unknown name
+    if dtype != AUTO:
+        check_dtype(dtype, _DTYPE_KEY)  # a clear error for an unknown name
         recipe = dataclasses.replace(recipe, out_dtype=dtype)
     plan = plan_merge(recipe)
     shape = {key: plan.config[key] for key in _SHAPE_KEYS if key in plan.config}

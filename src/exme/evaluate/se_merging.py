@@ -74,6 +74,7 @@ import torch
 from tqdm import tqdm
 
 from exme.device import resolve_device
+from exme.dtypes import AUTO, MERGE_DTYPES, torch_dtype
 from exme.errors import ExmeError
 from exme.evaluate.models import load_recipe_model
 from exme.files import CONFIG_FILE
@@ -94,8 +95,9 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "exme_se_merging"
 SIMILARITIES = ("cosine", "l2")
-# "auto": the base folder's own dtype, as `lm_eval --model hf` loads it (the pipeline's evaluation.dtype).
-DTYPES = ("auto", "float32", "bfloat16", "float16", "float64")
+# Those a merge computes in, or "auto": the base folder's own dtype, as `lm_eval --model hf` loads it
+# (the pipeline's evaluation.dtype).
+DTYPES = (AUTO, *MERGE_DTYPES)
 # Entries of W recomputed at once when the coefficients change: bounds the float32 temporaries.
 _SWITCH_CHUNK = 2**22
 LIST_SEPARATOR = ":"  # lists in an lm-eval model_args string: experts=/a:/b,coefficients=0.5:0.5
@@ -149,14 +151,6 @@ def _positive_int(value: Any, name: str) -> int:
     return value
 
 
-def _dtype(value: str | torch.dtype) -> str | torch.dtype:
-    """ "auto" or the torch dtype named."""
-    for name in DTYPES:
-        if value == name or (name != "auto" and value == getattr(torch, name)):
-            return name if name == "auto" else getattr(torch, name)
-    raise ExmeError(f"dtype must be one of {', '.join(DTYPES)}, got {value!r}")
-
-
 @register_model(MODEL_NAME)
 class SEMergingLM(HFLM):
     """lm-eval's HFLM over θ₀ + Σₖ λₖ(x) τₖ with per-sample coefficients (see the module docstring).
@@ -204,16 +198,14 @@ class SEMergingLM(HFLM):
             raise ExmeError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {similarity!r}")
         self.similarity = similarity
         batch_size = _positive_int(batch_size, "batch_size")
-        torch_dtype = _dtype(dtype)
+        weights_dtype = torch_dtype(dtype, "dtype", DTYPES)
         device = resolve_device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ExmeError("device: cuda was requested but CUDA is not available")
 
         base = Path(base)
         if not (base / CONFIG_FILE).is_file():
             raise ExmeError(f"base: model folder {base} has no {CONFIG_FILE}")
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype).to(device).eval()
-        torch_dtype = model.dtype
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=weights_dtype).to(device).eval()
+        weights_dtype = model.dtype
         self.layer = _checked_layer(layer, model)
         # Tied parameters (e.g. lm_head = embeddings) are listed once and updated once.
         self._parameters = list(model.named_parameters())
@@ -225,7 +217,7 @@ class SEMergingLM(HFLM):
             ]
         else:
             self._task_vectors = [
-                _task_vector_from_mapping(vector, index, self._parameters, torch_dtype, device)
+                _task_vector_from_mapping(vector, index, self._parameters, weights_dtype, device)
                 for index, vector in enumerate(expert_list)
             ]
         self.n_experts = n_experts

@@ -13,7 +13,7 @@ import yaml
 
 from exme.demo.tasks import TASK_GENERATORS, lm_eval_task_name
 from exme.errors import ExmeError
-from exme.evaluate.settings import LM_EVAL_SETTINGS
+from exme.evaluate.settings import LM_EVAL_SETTINGS, task_lm_eval_settings
 from exme.evaluate.splits import parse_split
 from exme.files import CONFIG_FILE
 from exme.merge.io.model_ids import hub_model
@@ -268,10 +268,7 @@ def _task_settings(config: dict) -> list[tuple[str, dict]]:
     """(config key, lm-eval settings) of every task: its own over `evaluation`'s."""
     evaluation = config["evaluation"]
     return [
-        (
-            f"evaluation.tasks[{index}] ({task['name']})",
-            {key: task.get(key, evaluation[key]) for key in LM_EVAL_SETTINGS},
-        )
+        (f"evaluation.tasks[{index}] ({task['name']})", task_lm_eval_settings(task, evaluation))
         for index, task in enumerate(evaluation["tasks"])
     ]
 

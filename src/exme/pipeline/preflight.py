@@ -60,14 +60,13 @@ def check_tasks(
 ) -> list[str]:
     """Build each task on its dev and test splits as the evaluate rule does; the problems found."""
     from exme.evaluate.harness import build_split_tasks, resolved_settings
-    from exme.evaluate.settings import LM_EVAL_SETTINGS
+    from exme.evaluate.settings import task_lm_eval_settings
     from exme.evaluate.splits import parse_split
     from exme.offline import set_offline
 
     set_offline(offline)  # before lm_eval, datasets and evaluate are imported: they read it then
-    task_settings = {task["name"]: {k: task[k] for k in LM_EVAL_SETTINGS if k in task} for task in tasks}
-    general = {key: settings[key] for key in LM_EVAL_SETTINGS}
-    resolved = resolved_settings([task["name"] for task in tasks], general, task_settings)
+    task_settings = {task["name"]: task_lm_eval_settings(task, settings) for task in tasks}
+    resolved = resolved_settings(list(task_settings), task_settings=task_settings)
     failed: dict[str, tuple[list[str], BaseException]] = {}  # task: (splits, first error)
     built: set[tuple[str, str]] = set()
     for role in ("dev", "test"):
@@ -133,7 +132,7 @@ def run_preflight(
 ) -> dict[str, Any]:
     """Every check above, offline unless the evaluation may download; raises one error listing
     every problem, else returns what was checked."""
-    from exme.evaluate.settings import LM_EVAL_SETTINGS
+    from exme.evaluate.settings import task_lm_eval_settings
     from exme.train.data import read_sft_records
 
     problems = check_tasks(
@@ -146,7 +145,7 @@ def run_preflight(
     chat_template_for = [
         f"evaluation.tasks ({task['name']}): apply_chat_template"
         for task in tasks
-        if {key: task.get(key, settings[key]) for key in LM_EVAL_SETTINGS}["apply_chat_template"]
+        if task_lm_eval_settings(task, settings)["apply_chat_template"]
     ]
     for key, path in training_files.items():
         try:
