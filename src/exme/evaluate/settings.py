@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from exme.dtypes import AUTO
 from exme.errors import ExmeError
 
 # lm-eval's own default seeds (python random, numpy, torch, few-shot sampler), as `lm_eval` uses them.
@@ -122,7 +123,7 @@ class RunSettings:
     bootstrap_iters: int = 1000
     log_samples: bool = False
     # exme.dtypes.AUTO, not imported: its torch_dtype imports torch, which the config check may not
-    dtype: str = "auto"
+    dtype: str = AUTO
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", lm_eval_seeds(self.seeds))
