@@ -1,5 +1,8 @@
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 
 from exme.device import resolve_device
 from exme.dtypes import AUTO, MERGE_DTYPES, MODEL_DTYPES, check_dtype, torch_dtype
@@ -31,3 +34,11 @@ def test_the_device_asked_for_else_the_default():
 def test_cuda_asked_for_without_cuda_is_named():
     with pytest.raises(ExmeError, match="device cuda:1 was requested but CUDA is not available"):
         resolve_device("cuda:1")
+
+
+def test_the_config_schema_offers_the_model_dtypes():
+    schema = yaml.safe_load(
+        (Path(__file__).parent.parent / "workflow/schemas/config.schema.yaml").read_text()
+    )
+    for section in ("finetune", "evaluation"):
+        assert tuple(schema["properties"][section]["properties"]["dtype"]["enum"]) == MODEL_DTYPES, section

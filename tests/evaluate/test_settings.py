@@ -61,3 +61,19 @@ def test_the_command_has_the_flag_of_each_setting_that_is_not_lm_evals_default()
         default == "lm_eval --model hf --model_args pretrained=/m,dtype=auto --tasks a@dev --include_path /t "
         "--batch_size 1 --device cpu"
     )
+
+
+def test_the_config_schema_offers_exactly_the_settings_the_type_holds():
+    """The schema declares each setting's config key (type, default, description); the settings
+    type is what runs. Both list the same settings, in `evaluation` and in each task."""
+    from pathlib import Path
+
+    import yaml
+
+    from exme.evaluate.settings import LM_EVAL_SETTINGS
+
+    schema = yaml.safe_load((Path(__file__).parents[2] / "workflow/schemas/config.schema.yaml").read_text())
+    evaluation = schema["properties"]["evaluation"]["properties"]
+    task = evaluation["tasks"]["items"]["properties"]
+    referenced = {key for key, value in evaluation.items() if value.get("$ref") == f"#/$defs/{key}"}
+    assert referenced == set(LM_EVAL_SETTINGS) == set(schema["$defs"]) & set(task)
