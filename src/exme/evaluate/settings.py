@@ -122,7 +122,6 @@ class RunSettings:
     seeds: int | Sequence[int | None] | None = None
     bootstrap_iters: int = 1000
     log_samples: bool = False
-    # exme.dtypes.AUTO, not imported: its torch_dtype imports torch, which the config check may not
     dtype: str = AUTO
 
     def __post_init__(self) -> None:
