@@ -8,6 +8,7 @@ recipes, resolved by the merge engine tensor by tensor), so no generation writes
 """
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from exme.pipeline.catalogue import match_name, model_name
 from exme.pipeline.greedy import Pool, converged, next_generation
@@ -41,13 +42,19 @@ def generation_dir(root: str, track: str, variant: str, generation: int | str) -
     return f"{root}/{track}-{variant}/g{generation}"
 
 
+def generation_recipe(folder: str | Path, name: str) -> str:
+    """The recipe file of the generated model `name` in its generation's `folder`."""
+    return f"{folder}/recipes/{name}.yaml"
+
+
 def member_location(name: str, root: str, experts: Mapping[str, str]) -> str:
     """The folder or recipe file of a pool member named `name` (an expert, or a generated model)."""
     if name in experts:
         return experts[name]
     fields = match_name("greedy_model", name)
-    folder = generation_dir(root, fields["track"], fields["variant"], fields["generation"])
-    return f"{folder}/recipes/{name}.yaml"
+    return generation_recipe(
+        generation_dir(root, fields["track"], fields["variant"], fields["generation"]), name
+    )
 
 
 def generation_recipes(
