@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exme.pipeline.catalogue import BASE, FINAL, SHARED_SCOPE, match_name, model_name, sft_step
-from exme.pipeline.greedy_steps import generation_dir, generation_recipe
+from exme.pipeline.greedy_steps import generation_dir, generation_recipe_file
 from exme.train.checkpoints import checkpoint_folder
 
 
@@ -126,7 +126,7 @@ class RunLayout:
             elif match_name("expert", model):
                 location = f"{location}/{self.expert_folder}"
             elif match_name("greedy_model", model):
-                location = generation_recipe(location, model)
+                location = generation_recipe_file(location, model)
             locations.append(location)
         return locations
 
