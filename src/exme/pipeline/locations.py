@@ -26,7 +26,8 @@ class ModelSource:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """The folders of one run under `out` (results/{run}); a seed's outputs are under `out/{scope}`."""
+    """The folders of one run under `out` (results/{run}); a seed's outputs are under `out/{scope}`.
+    A scope or name may be a Snakemake wildcard ("{scope}"): a rule's pattern comes from here too."""
 
     out: str
     base: str  # the base model's folder
