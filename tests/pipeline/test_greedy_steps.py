@@ -52,7 +52,7 @@ def test_a_generation_of_recipes_of_recipes_equals_the_merges_written_out(family
     first = generation_recipes(pool, variant="greedy", **kwargs)
     assert set(first) == {"expert-greedy-g1-m1", "expert-greedy-g1-m2", "expert-greedy-g1-m3"}
     for name, recipe in first.items():
-        write_recipe(recipe_from_dict(recipe), member_location(name, root, experts))
+        write_recipe(recipe, member_location(name, root, experts))
     scores = {"ft-a": 0.1, "ft-b": 0.2, "ft-c": 0.0, "expert-greedy-g1-m1": 0.5, "expert-greedy-g1-m2": 0.4,
               "expert-greedy-g1-m3": 0.3}  # fmt: skip
     scored, grown = step(pool, scores, track="expert", variant="greedy", k=3, max_generations=3, kinship=None,
@@ -61,19 +61,19 @@ def test_a_generation_of_recipes_of_recipes_equals_the_merges_written_out(family
     second = generation_recipes(grown, variant="greedy", **kwargs)
     assert len(second) == 3  # the pairs of the top 3, best pair first
     recipe = second["expert-greedy-g2-m1"]
-    assert recipe["metadata"] == {
+    assert recipe.metadata == {
         "method": "greedy",
         "track": "expert",
         "source": "expert-greedy-g1-m1+expert-greedy-g1-m2",
         "generation": 2,
     }  # noqa: E501
     # The recipe of recipes resolves to the same weights as the merges written out step by step.
-    nested = build_state_dict(recipe_from_dict(recipe), device="cpu")
+    nested = build_state_dict(recipe, device="cpu")
     written = {}
     for parent in ("expert-greedy-g1-m1", "expert-greedy-g1-m2"):
-        written[parent] = merge_to_dir(recipe_from_dict(first[parent]), tmp_path / parent)
+        written[parent] = merge_to_dir(first[parent], tmp_path / parent)
     flat = dict(
-        recipe,
+        recipe.to_dict(),
         models=[{"model": str(written["expert-greedy-g1-m2"])}],
         base_model=str(written["expert-greedy-g1-m1"]),
     )
@@ -81,9 +81,7 @@ def test_a_generation_of_recipes_of_recipes_equals_the_merges_written_out(family
     for tensor, value in expected.items():
         torch.testing.assert_close(nested[tensor], value, rtol=1e-6, atol=1e-7)
     best = best_model_recipe(scored, "expert", "greedy", root, experts)
-    assert best["metadata"]["source"] == "expert-greedy-g1-m1" and best["models"][0]["model"].endswith(
-        "g1-m1.yaml"
-    )
+    assert best.metadata["source"] == "expert-greedy-g1-m1" and best.models[0].model.endswith("g1-m1.yaml")
 
 
 def test_the_step_stops_at_the_generation_limit():

@@ -6,7 +6,6 @@ import torch
 
 from exme.errors import ExmeError
 from exme.merge.execute import build_state_dict
-from exme.merge.recipe import recipe_from_dict
 from exme.pipeline.merging import (
     MergeInputs,
     Source,
@@ -41,7 +40,7 @@ def models(family):
 
 
 def merged(method, inputs, settings, point):
-    recipe = recipe_from_dict(merge_recipe(method, "checkpoint", inputs, settings, point))
+    recipe = merge_recipe(method, "checkpoint", inputs, settings, point)
     return recipe, build_state_dict(recipe, device="cpu")
 
 

@@ -5,7 +5,6 @@ import pytest
 
 from exme.errors import ExmeError
 from exme.files import write_json
-from exme.merge.recipe import recipe_from_dict
 from exme.pipeline.config import check_rule_resources
 from exme.pipeline.recipes import Checkpoint, exme_recipe, expo_recipe
 from exme.pipeline.scores import COLUMNS, tidy_scores
@@ -27,7 +26,7 @@ def test_selected_checkpoints_live_in_step_folders():
 
 def test_the_recipes_hold_the_formula_and_describe_the_model():
     first, second = selected_checkpoints(SELECTION, "sft")
-    expo = recipe_from_dict(expo_recipe("base", first, 0.25))
+    expo = expo_recipe("base", first, 0.25)
     assert expo.merge_method == "extrapolate" and expo.models[0].parameters == {"alpha": 0.25}
     assert expo.metadata == {
         "method": "expo",
@@ -36,7 +35,7 @@ def test_the_recipes_hold_the_formula_and_describe_the_model():
         "rank": 1,
         "alpha": 0.25,
     }
-    exme = recipe_from_dict(exme_recipe("base", [first, second], [0.1, 0.0], 0.75, "bfloat16"))
+    exme = exme_recipe("base", [first, second], [0.1, 0.0], 0.75, "bfloat16")
     assert [m.parameters for m in exme.models] == [
         {"alpha": 0.1, "weight": 0.75},
         {"alpha": 0.0, "weight": 0.25},
@@ -50,7 +49,7 @@ def test_any_checkpoint_extrapolated_is_described_without_a_rank_and_plotted(tmp
 
     checkpoint = checkpoint_at("out/sft", 30)
     assert checkpoint == Checkpoint("sft-30", None, "out/sft/step-30")
-    expo = recipe_from_dict(expo_recipe("base", checkpoint, 0.5))
+    expo = expo_recipe("base", checkpoint, 0.5)
     assert expo.metadata == {"method": "expo", "track": "checkpoint", "source": "sft-30", "alpha": 0.5}
     rows = (
         [

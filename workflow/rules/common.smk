@@ -8,17 +8,13 @@ from snakemake.exceptions import WorkflowError
 # modules imported here import no torch, so building the DAG stays fast.
 from exme.errors import ExmeError
 from exme.pipeline.catalogue import (
-    BASE,
-    FINAL,
     NAME_PATTERNS,
-    SHARED_SCOPE,
     WILDCARD_PATTERNS,
     folder_description,
     match_name,
     model_name,
     scope_seed,
     seed_scope,
-    sft_step,
     single_model_pattern,
 )
 from exme.pipeline.config import (
@@ -31,7 +27,8 @@ from exme.pipeline.config import (
     prepare_config,
 )
 from exme.pipeline.greedy import Pool
-from exme.pipeline.greedy_steps import file_name, generation_dir
+from exme.pipeline.greedy_steps import file_name
+from exme.pipeline.locations import RunLayout
 from exme.pipeline.merging import get_system
 from exme.pipeline.targets import (
     checkpoint_extrapolation_figure,
@@ -97,15 +94,6 @@ wildcard_constraints:
     trainee=rf"sft|{NAME_PATTERNS['expert'].format(expert=WILDCARD_PATTERNS['expert'])}",
 
 
-def recipe_path(kind):
-    """The output pattern of the recipes of one kind of model (see exme.pipeline.catalogue)."""
-    return f"{OUT}/{{scope}}/recipes/{NAME_PATTERNS[kind]}.yaml"
-
-
-def eval_path(scope, split, model):
-    return f"{OUT}/{SHARED_SCOPE if model == BASE else scope}/eval/{split}/{model}.json"
-
-
 def _rule_settings(rule_name):
     return {**config["resources"]["default"], **config["resources"].get(rule_name, {})}
 
@@ -137,16 +125,14 @@ def task_include_path():
     return f"{OUT}/data/lm_eval_tasks" if DEMO else config["evaluation"]["include_path"]
 
 
-def finetune_dir(scope, trainee):
-    return f"{OUT}/{scope}/finetune/{trainee}"
+# Where each model lives (exme.pipeline.locations). An expert's model is the one checkpoint its
+# fine-tuning saves, at max_steps.
+LAYOUT = RunLayout(OUT, base_model_path(), EXPERTS, checkpoint_folder(EXPERT_SETTINGS["max_steps"]))
 
 
-def expert_dir(scope, expert):
-    return finetune_dir(scope, model_name("expert", expert=expert))
-
-
-# An expert's model is the one checkpoint its fine-tuning saves, at max_steps.
-EXPERT_FOLDER = checkpoint_folder(EXPERT_SETTINGS["max_steps"])
+def recipe_path(kind):
+    """The output pattern of the recipes of one kind of model (see exme.pipeline.catalogue)."""
+    return LAYOUT.recipe_file("{scope}", NAME_PATTERNS[kind])
 
 
 def trainee_settings(trainee):
@@ -196,32 +182,6 @@ def finetune_state_dir(wildcards):
     return f"{OUT}/{wildcards.scope}/finetune_state/{wildcards.trainee}/{fingerprint(setup)}"
 
 
-def _track_of(model):
-    """The track whose fine-tuned models a recipe model reads."""
-    fields = match_name("merge", model) or match_name("merge_point", model)
-    return fields["track"] if fields else "checkpoint"
-
-
-def track_inputs(scope, track):
-    """What the recipes of a track read: the selected checkpoints, or the experts."""
-    if track == "checkpoint":
-        return {"selection": f"{OUT}/{scope}/selection.json", "checkpoints": finetune_dir(scope, "sft")}
-    return {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
-
-
-def greedy_root(scope):
-    return f"{OUT}/{scope}/greedy"
-
-
-def expert_locations(scope):
-    """{expert model name: its model folder}, for the recipes that merge experts."""
-    return {model_name("expert", expert=e): f"{expert_dir(scope, e)}/{EXPERT_FOLDER}" for e in EXPERTS}
-
-
-def greedy_dir(scope, track, variant, generation):
-    return generation_dir(greedy_root(scope), track, variant, generation)
-
-
 def _greedy_pool(scope, track, variant, generation):
     """(pool file, its JSON) after `generation`: the step's output, a checkpoint (the loop is
     data-dependent, so the DAG grows as each generation is made)."""
@@ -235,26 +195,20 @@ def _greedy_pool(scope, track, variant, generation):
         return folder, json.load(handle)
 
 
-def _greedy_reads(scope, track, variant, generation):
-    """Every folder a model of `generation` may name: the experts and all earlier generations."""
-    reads = {f"expert_{expert}": expert_dir(scope, expert) for expert in EXPERTS}
-    for earlier in range(1, int(generation) + 1):
-        reads[f"greedy_g{earlier}"] = greedy_dir(scope, track, variant, earlier)
-    return reads
-
-
 def greedy_step_inputs(wildcards):
     """Step g scores generation g - 1 (its members' dev evaluations) and may grow generation g."""
     scope, track, variant = wildcards.scope, wildcards.track, wildcards.variant
     previous = int(wildcards.generation) - 1
     folder, state = _greedy_pool(scope, track, variant, previous)
     pool = Pool.from_dict(state["next"])
-    evaluations = [eval_path(scope, "dev", file_name(track, variant, name)) for name in pool.unscored()]
+    evaluations = [
+        LAYOUT.eval_file(scope, "dev", file_name(track, variant, name)) for name in pool.unscored()
+    ]
     return {
         "pool": f"{folder}/pool.json",
         "evaluations": evaluations,
         "base": base_model_path(),
-    } | _greedy_reads(scope, track, variant, previous)
+    } | LAYOUT.greedy_reads(scope, track, variant, previous)
 
 
 def greedy_result_inputs(wildcards):
@@ -264,38 +218,16 @@ def greedy_result_inputs(wildcards):
     while True:
         folder, state = _greedy_pool(scope, track, variant, generation)
         if state["next"] is None:
-            return {"pool": f"{folder}/pool.json"} | _greedy_reads(scope, track, variant, generation - 1)
+            return {"pool": f"{folder}/pool.json"} | LAYOUT.greedy_reads(
+                scope, track, variant, generation - 1
+            )
         generation += 1
-
-
-def _model_source(scope, model):
-    """The folder or recipe a model is loaded from, with the folders that recipe reads."""
-    if greedy := match_name("greedy_model", model):
-        reads = _greedy_reads(scope, greedy["track"], greedy["variant"], greedy["generation"])
-        return greedy_dir(scope, greedy["track"], greedy["variant"], greedy["generation"]), reads
-    if greedy := match_name("greedy", model):
-        return recipe_path("greedy").format(scope=scope, **greedy), {
-            "greedy_pool": f"{OUT}/{scope}/greedy/{model}.json"
-        }
-    if sft_step(model) is not None:
-        return finetune_dir(scope, "sft"), {}
-    if expert := match_name("expert", model):
-        return expert_dir(scope, expert["expert"]), {}
-    if model == FINAL:
-        return f"{OUT}/{scope}/final", {}
-    if model == BASE:
-        return base_model_path(), {}
-    return f"{OUT}/{scope}/recipes/{model}.yaml", track_inputs(scope, _track_of(model))
 
 
 def model_inputs(scope, models):
     """What evaluating models reads: for each its folder or recipe (`model_<i>`), the folders the
     recipes name, the base model and the task data."""
-    inputs = {"base": base_model_path()}
-    for index, model in enumerate(models):
-        source, reads = _model_source(scope, model)
-        inputs |= {f"model_{index}": source, **reads}
-    return inputs | task_inputs()
+    return {"base": base_model_path()} | LAYOUT.model_inputs(scope, models) | task_inputs()
 
 
 def task_inputs():
@@ -312,26 +244,9 @@ def task_inputs():
     return inputs
 
 
-def model_locations(models, input):
-    """Where each model is loaded from: SFT checkpoints and experts are step folders inside their
-    fine-tuning's output."""
-    locations = []
-    for index, model in enumerate(models):
-        source = input[f"model_{index}"]
-        step = sft_step(model)
-        if step is not None:
-            source = f"{source}/{checkpoint_folder(step)}"
-        elif match_name("expert", model):
-            source = f"{source}/{EXPERT_FOLDER}"
-        elif match_name("greedy_model", model):
-            source = f"{source}/recipes/{model}.yaml"
-        locations.append(source)
-    return locations
-
-
 def merge_recipe_inputs(wildcards):
     """A merge system's recipe reads its track's models, and at its chosen point the dev search."""
-    inputs = {"base": base_model_path(), **track_inputs(wildcards.scope, wildcards.track)}
+    inputs = {"base": base_model_path(), **LAYOUT.track_inputs(wildcards.scope, wildcards.track)}
     system = get_system(wildcards.method)
     if system.points(system.settings(MERGE_METHODS)) and "point" not in wildcards.keys():
         inputs["search"] = f"{OUT}/{wildcards.scope}/search/{wildcards.track}-{wildcards.method}.json"
@@ -342,7 +257,7 @@ def merge_point_evaluations(wildcards):
     system = get_system(wildcards.method)
     points = system.points(system.settings(MERGE_METHODS))
     return [
-        eval_path(
+        LAYOUT.eval_file(
             wildcards.scope,
             "dev",
             model_name("merge_point", track=wildcards.track, method=wildcards.method, point=p),
@@ -360,6 +275,6 @@ def evaluations_of(scope):
         dev, test = dev + merged["dev"], test + merged["test"]
     dev += GREEDY_PAIRS  # for kinship against merge gain
     test += [model_name("greedy", track=GREEDY_TRACK, variant=variant) for variant in GREEDY_VARIANTS]
-    return [eval_path(scope, "dev", model) for model in dev] + [
-        eval_path(scope, "test", model) for model in test
+    return [LAYOUT.eval_file(scope, "dev", model) for model in dev] + [
+        LAYOUT.eval_file(scope, "test", model) for model in test
     ]

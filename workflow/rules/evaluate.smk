@@ -8,7 +8,7 @@ rule evaluate:
         # lm-eval's data sets in the local cache; ancient: fetching again reruns no evaluation.
         prefetched=ancient(f"{OUT}/prefetched.json"),
     output:
-        f"{OUT}/{{scope}}/eval/{{split}}/{{model}}.json",
+        LAYOUT.eval_file("{scope}", "{split}", "{model}"),
     log:
         f"{OUT}/{{scope}}/logs/evaluate/{{split}}/{{model}}.log",
     benchmark:
@@ -26,7 +26,8 @@ rule evaluate:
         **rule_resources("evaluate"),
     params:
         models=lambda wildcards: [wildcards.model],
-        locations=lambda wildcards, input: model_locations([wildcards.model], input),
+        # From the job's inputs: Snakemake's `params` rerun trigger skips what is derived from them.
+        locations=lambda wildcards, input: LAYOUT.model_locations([wildcards.model], input),
         descriptions=lambda wildcards: [folder_description(wildcards.model)],
         tasks=TASKS,
         include_path=task_include_path(),
@@ -46,7 +47,7 @@ for batch, batch_models in EVALUATION_BATCHES.items():
             unpack(lambda wildcards, models=batch_models: model_inputs(wildcards.scope, models)),
             prefetched=ancient(f"{OUT}/prefetched.json"),
         output:
-            [f"{OUT}/{{scope}}/eval/{{split}}/{model}.json" for model in batch_models],
+            [LAYOUT.eval_file("{scope}", "{split}", model) for model in batch_models],
         log:
             f"{OUT}/{{scope}}/logs/evaluate/{{split}}/{batch}.log",
         benchmark:
@@ -59,7 +60,7 @@ for batch, batch_models in EVALUATION_BATCHES.items():
             **rule_resources("evaluate"),
         params:
             models=batch_models,
-            locations=lambda wildcards, input, models=batch_models: model_locations(models, input),
+            locations=lambda wildcards, input, models=batch_models: LAYOUT.model_locations(models, input),
             descriptions=[None] * len(batch_models),  # recipes describe themselves
             tasks=TASKS,
             include_path=task_include_path(),

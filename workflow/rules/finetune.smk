@@ -10,7 +10,7 @@ rule finetune:
     input:
         unpack(finetune_inputs),
     output:
-        directory(f"{OUT}/{{scope}}/finetune/{{trainee}}"),
+        directory(LAYOUT.finetune_dir("{scope}", "{trainee}")),
     log:
         f"{OUT}/{{scope}}/logs/finetune/{{trainee}}.log",
     benchmark:

@@ -6,7 +6,7 @@
 checkpoint write_greedy_pairs:
     input:
         base=base_model_path(),
-        experts=lambda wildcards: [expert_dir(wildcards.scope, expert) for expert in EXPERTS],
+        experts=lambda wildcards: [LAYOUT.expert_dir(wildcards.scope, expert) for expert in EXPERTS],
     output:
         directory(f"{OUT}/{{scope}}/greedy/{{track}}-pairs"),
     log:
@@ -21,8 +21,8 @@ checkpoint write_greedy_pairs:
     resources:
         **rule_resources("write_greedy_pairs"),
     params:
-        experts=lambda wildcards: expert_locations(wildcards.scope),
-        root=lambda wildcards: greedy_root(wildcards.scope),
+        experts=lambda wildcards: LAYOUT.expert_locations(wildcards.scope),
+        root=lambda wildcards: LAYOUT.greedy_root(wildcards.scope),
         greedy=as_param(config["greedy"]),
         settings=lambda wildcards: get_system(config["greedy"]["method"]).settings(MERGE_METHODS),
         seed=lambda wildcards: scope_seed(wildcards.scope),
@@ -47,8 +47,8 @@ checkpoint greedy_step:
     params:
         greedy=as_param(config["greedy"]),
         settings=lambda wildcards: get_system(config["greedy"]["method"]).settings(MERGE_METHODS),
-        experts=lambda wildcards: expert_locations(wildcards.scope),
-        root=lambda wildcards: greedy_root(wildcards.scope),
+        experts=lambda wildcards: LAYOUT.expert_locations(wildcards.scope),
+        root=lambda wildcards: LAYOUT.greedy_root(wildcards.scope),
         seed=lambda wildcards: scope_seed(wildcards.scope),
     script:
         "../scripts/greedy_step.py"
@@ -59,7 +59,7 @@ rule write_greedy_recipe:
         unpack(greedy_result_inputs),
     output:
         recipe=recipe_path("greedy"),
-        pool=f"{OUT}/{{scope}}/greedy/{{track}}-{{variant}}.json",
+        pool=LAYOUT.greedy_pool_file("{scope}", "{track}", "{variant}"),
     log:
         f"{OUT}/{{scope}}/logs/greedy/{{track}}-{{variant}}.log",
     benchmark:
@@ -70,8 +70,8 @@ rule write_greedy_recipe:
     resources:
         **rule_resources("write_greedy_recipe"),
     params:
-        experts=lambda wildcards: expert_locations(wildcards.scope),
-        root=lambda wildcards: greedy_root(wildcards.scope),
+        experts=lambda wildcards: LAYOUT.expert_locations(wildcards.scope),
+        root=lambda wildcards: LAYOUT.greedy_root(wildcards.scope),
     script:
         "../scripts/write_greedy_recipe.py"
 
@@ -79,7 +79,7 @@ rule write_greedy_recipe:
 rule kinship_matrix:
     input:
         base=base_model_path(),
-        experts=lambda wildcards: [expert_dir(wildcards.scope, expert) for expert in EXPERTS],
+        experts=lambda wildcards: [LAYOUT.expert_dir(wildcards.scope, expert) for expert in EXPERTS],
     output:
         f"{OUT}/{{scope}}/kinship/{{track}}.json",
     log:
@@ -94,7 +94,7 @@ rule kinship_matrix:
     resources:
         **rule_resources("kinship_matrix"),
     params:
-        experts=lambda wildcards: expert_locations(wildcards.scope),
+        experts=lambda wildcards: LAYOUT.expert_locations(wildcards.scope),
     script:
         "../scripts/kinship_matrix.py"
 
@@ -104,7 +104,7 @@ rule plot_kinship:
         scores=f"{OUT}/{{scope}}/scores.csv",
         kinship=f"{OUT}/{{scope}}/kinship/{{track}}.json",
         pairs=f"{OUT}/{{scope}}/greedy/{{track}}-pairs",
-        pools=expand(f"{OUT}/{{{{scope}}}}/greedy/{{{{track}}}}-{{variant}}.json", variant=GREEDY_VARIANTS),
+        pools=expand(LAYOUT.greedy_pool_file("{{scope}}", "{{track}}", "{variant}"), variant=GREEDY_VARIANTS),
     output:
         table=f"{OUT}/{{scope}}/kinship/{{track}}.md",
         heatmap=report(

@@ -5,9 +5,9 @@
 
 rule write_expo_grid_recipe:
     input:
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
         base=base_model_path(),
-        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        checkpoints=LAYOUT.finetune_dir("{scope}", "sft"),
     output:
         recipe_path("expo_grid"),
     log:
@@ -28,7 +28,7 @@ rule write_expo_grid_recipe:
 rule write_expo_step_recipe:
     input:
         base=base_model_path(),
-        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        checkpoints=LAYOUT.finetune_dir("{scope}", "sft"),
     output:
         recipe_path("expo_step_grid"),
     log:
@@ -48,9 +48,9 @@ rule write_expo_step_recipe:
 
 rule write_expo_recipe:
     input:
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
         base=base_model_path(),
-        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        checkpoints=LAYOUT.finetune_dir("{scope}", "sft"),
         alphas=f"{OUT}/{{scope}}/search/alpha.json",
     output:
         recipe_path("expo"),
@@ -71,9 +71,9 @@ rule write_expo_recipe:
 
 rule write_exme_grid_recipe:
     input:
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
         base=base_model_path(),
-        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        checkpoints=LAYOUT.finetune_dir("{scope}", "sft"),
         alphas=f"{OUT}/{{scope}}/search/alpha.json",
     output:
         recipe_path("exme_grid"),
@@ -95,9 +95,9 @@ rule write_exme_grid_recipe:
 
 rule write_exme_recipe:
     input:
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
         base=base_model_path(),
-        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        checkpoints=LAYOUT.finetune_dir("{scope}", "sft"),
         alphas=f"{OUT}/{{scope}}/search/alpha.json",
         betas=f"{OUT}/{{scope}}/search/beta.json",
     output:
@@ -122,9 +122,9 @@ rule export_final:
     input:
         recipe=recipe_path("exme"),
         base=base_model_path(),
-        checkpoints=f"{OUT}/{{scope}}/finetune/sft",
+        checkpoints=LAYOUT.finetune_dir("{scope}", "sft"),
     output:
-        directory(f"{OUT}/{{scope}}/final"),
+        directory(LAYOUT.final_dir("{scope}")),
     log:
         f"{OUT}/{{scope}}/logs/export_final.log",
     benchmark:
@@ -156,7 +156,7 @@ rule write_merge_recipe:
         **rule_resources("write_merge_recipe"),
     params:
         settings=lambda wildcards: get_system(wildcards.method).settings(MERGE_METHODS),
-        experts=lambda wildcards: expert_locations(wildcards.scope),
+        experts=lambda wildcards: LAYOUT.expert_locations(wildcards.scope),
         seed=lambda wildcards: scope_seed(wildcards.scope),
     script:
         "../scripts/write_merge_recipe.py"

@@ -5,7 +5,7 @@
 rule collect_scores:
     input:
         evaluations=lambda wildcards: evaluations_of(wildcards.scope),
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
     output:
         scores=f"{OUT}/{{scope}}/scores.csv",
         # Each test item's metric value, for the paired comparisons.
@@ -53,7 +53,7 @@ rule combine_scores:
 rule report:
     input:
         scores=f"{OUT}/{{scope}}/scores.csv",
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
         alphas=f"{OUT}/{{scope}}/search/alpha.json",
         betas=f"{OUT}/{{scope}}/search/beta.json",
     output:

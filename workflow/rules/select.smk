@@ -5,10 +5,10 @@
 rule select_checkpoints:
     input:
         evaluations=lambda wildcards: [
-            eval_path(wildcards.scope, "dev", model_name("sft", step=step)) for step in STEPS
+            LAYOUT.eval_file(wildcards.scope, "dev", model_name("sft", step=step)) for step in STEPS
         ],
     output:
-        selection=f"{OUT}/{{scope}}/selection.json",
+        selection=LAYOUT.selection_file("{scope}"),
     log:
         f"{OUT}/{{scope}}/logs/select_checkpoints.log",
     benchmark:
@@ -27,7 +27,7 @@ rule select_checkpoints:
 rule search_alpha:
     input:
         evaluations=lambda wildcards: [
-            eval_path(wildcards.scope, "dev", model_name("expo_grid", rank=rank, alpha=alpha))
+            LAYOUT.eval_file(wildcards.scope, "dev", model_name("expo_grid", rank=rank, alpha=alpha))
             for rank in RANKS
             for alpha in ALPHAS
         ],
@@ -53,7 +53,7 @@ rule search_alpha:
 rule search_beta:
     input:
         evaluations=lambda wildcards: [
-            eval_path(wildcards.scope, "dev", model_name("exme_grid", beta=beta)) for beta in BETAS
+            LAYOUT.eval_file(wildcards.scope, "dev", model_name("exme_grid", beta=beta)) for beta in BETAS
         ],
     output:
         f"{OUT}/{{scope}}/search/beta.json",

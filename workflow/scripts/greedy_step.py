@@ -6,9 +6,15 @@ from pathlib import Path
 from exme.device import use_threads
 from exme.files import read_json, staged_dir, write_json
 from exme.merge.kinship import kinship
-from exme.merge.recipe import recipe_from_dict, write_recipe
+from exme.merge.recipe import write_recipe
 from exme.pipeline.greedy import Pool
-from exme.pipeline.greedy_steps import file_name, generation_recipes, member_location, step
+from exme.pipeline.greedy_steps import (
+    file_name,
+    generation_recipe_file,
+    generation_recipes,
+    member_location,
+    step,
+)
 from exme.pipeline.rule_script import run_rule
 from exme.pipeline.selection import dev_means
 
@@ -48,7 +54,7 @@ def main(smk):
                 seed=smk.params.seed,
             )
             for name, recipe in recipes.items():
-                write_recipe(recipe_from_dict(recipe), Path(staging) / "recipes" / f"{name}.yaml")
+                write_recipe(recipe, generation_recipe_file(staging, name))
         write_json(
             Path(staging) / "pool.json", {"scored": scored.to_dict(), "next": grown and grown.to_dict()}
         )

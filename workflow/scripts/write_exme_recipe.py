@@ -2,7 +2,7 @@
 the beta chosen on dev, with each checkpoint at its chosen alpha (no weights are written)."""
 
 from exme.files import read_json
-from exme.merge.recipe import recipe_from_dict, write_recipe
+from exme.merge.recipe import write_recipe
 from exme.pipeline.recipes import exme_recipe
 from exme.pipeline.rule_script import run_rule
 from exme.pipeline.selection import chosen_alpha, selected_checkpoints
@@ -21,7 +21,7 @@ def main(smk):
         beta,
         smk.params.dtype,
     )
-    write_recipe(recipe_from_dict(recipe), smk.output[0])
+    write_recipe(recipe, smk.output[0])
 
 
 run_rule(main, snakemake)  # noqa: F821

@@ -3,7 +3,7 @@ at an alpha of the grid or at the alpha chosen on dev, or of any checkpoint (by 
 of the grid (no weights are written)."""
 
 from exme.files import read_json
-from exme.merge.recipe import recipe_from_dict, write_recipe
+from exme.merge.recipe import write_recipe
 from exme.pipeline.recipes import expo_recipe
 from exme.pipeline.rule_script import run_rule
 from exme.pipeline.selection import checkpoint_at, chosen_alpha, selected_checkpoints
@@ -18,7 +18,7 @@ def main(smk):
         checkpoint = selected_checkpoints(read_json(smk.input.selection), smk.input.checkpoints)[rank - 1]
         if alpha is None:
             alpha = chosen_alpha(read_json(smk.input.alphas), rank)
-    write_recipe(recipe_from_dict(expo_recipe(smk.input.base, checkpoint, alpha)), smk.output[0])
+    write_recipe(expo_recipe(smk.input.base, checkpoint, alpha), smk.output[0])
 
 
 run_rule(main, snakemake)  # noqa: F821

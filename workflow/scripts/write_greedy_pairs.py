@@ -4,9 +4,9 @@ as recipes beside the pool that lists them (shared by both greedy variants)."""
 from pathlib import Path
 
 from exme.files import staged_dir, write_json
-from exme.merge.recipe import recipe_from_dict, write_recipe
+from exme.merge.recipe import write_recipe
 from exme.pipeline.greedy import first_generation
-from exme.pipeline.greedy_steps import SHARED_VARIANT, generation_recipes
+from exme.pipeline.greedy_steps import SHARED_VARIANT, generation_recipe_file, generation_recipes
 from exme.pipeline.rule_script import run_rule
 
 
@@ -25,7 +25,7 @@ def main(smk):
     )
     with staged_dir(smk.output[0]) as staging:
         for name, recipe in recipes.items():
-            write_recipe(recipe_from_dict(recipe), Path(staging) / "recipes" / f"{name}.yaml")
+            write_recipe(recipe, generation_recipe_file(staging, name))
         write_json(Path(staging) / "pool.json", {"scored": None, "next": pool.to_dict()})
 
 

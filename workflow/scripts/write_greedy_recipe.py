@@ -2,7 +2,7 @@
 the final pool with every member's dev score (for the figure of the best score per generation)."""
 
 from exme.files import read_json, write_json
-from exme.merge.recipe import recipe_from_dict, write_recipe
+from exme.merge.recipe import write_recipe
 from exme.pipeline.greedy import Pool
 from exme.pipeline.greedy_steps import best_model_recipe
 from exme.pipeline.rule_script import run_rule
@@ -12,7 +12,7 @@ def main(smk):
     pool = Pool.from_dict(read_json(smk.input.pool)["scored"])
     wildcards, params = smk.wildcards, smk.params
     recipe = best_model_recipe(pool, wildcards.track, wildcards.variant, params.root, params.experts)
-    write_recipe(recipe_from_dict(recipe), smk.output.recipe)
+    write_recipe(recipe, smk.output.recipe)
     write_json(smk.output.pool, pool.to_dict())
 
 

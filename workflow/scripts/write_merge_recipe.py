@@ -2,7 +2,7 @@
 track, at a point of its grid or at the point chosen on dev (no weights are written)."""
 
 from exme.files import read_json
-from exme.merge.recipe import recipe_from_dict, write_recipe
+from exme.merge.recipe import write_recipe
 from exme.pipeline.merging import MergeInputs, Source, merge_recipe
 from exme.pipeline.rule_script import run_rule
 from exme.pipeline.selection import selected_checkpoints
@@ -22,7 +22,7 @@ def main(smk):
         point = read_json(smk.input.search)["point"]
     inputs = MergeInputs(smk.input.base, track_sources(smk), smk.params.seed)
     recipe = merge_recipe(smk.wildcards.method, smk.wildcards.track, inputs, smk.params.settings, point)
-    write_recipe(recipe_from_dict(recipe), smk.output[0])
+    write_recipe(recipe, smk.output[0])
 
 
 run_rule(main, snakemake)  # noqa: F821

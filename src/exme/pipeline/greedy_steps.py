@@ -7,12 +7,21 @@ Every generated model is a recipe whose models are its parents' recipes or folde
 recipes, resolved by the merge engine tensor by tensor), so no generation writes model weights.
 """
 
+from __future__ import annotations
+
 from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exme.pipeline.catalogue import match_name, model_name
 from exme.pipeline.greedy import Pool, converged, next_generation
 from exme.pipeline.merging import MergeInputs, Source, merge_recipe
+from exme.pipeline.recipes import engine_recipe
 from exme.pipeline.selection import top_k
+
+if TYPE_CHECKING:
+    from exme.merge.recipe import Recipe
 
 SHARED_VARIANT = "greedy"  # generation 1's models are named under this variant for both variants
 
@@ -41,13 +50,19 @@ def generation_dir(root: str, track: str, variant: str, generation: int | str) -
     return f"{root}/{track}-{variant}/g{generation}"
 
 
+def generation_recipe_file(folder: str | Path, name: str) -> str:
+    """The recipe file of the generated model `name` in its generation's `folder`."""
+    return f"{folder}/recipes/{name}.yaml"
+
+
 def member_location(name: str, root: str, experts: Mapping[str, str]) -> str:
     """The folder or recipe file of a pool member named `name` (an expert, or a generated model)."""
     if name in experts:
         return experts[name]
     fields = match_name("greedy_model", name)
-    folder = generation_dir(root, fields["track"], fields["variant"], fields["generation"])
-    return f"{folder}/recipes/{name}.yaml"
+    return generation_recipe_file(
+        generation_dir(root, fields["track"], fields["variant"], fields["generation"]), name
+    )
 
 
 def generation_recipes(
@@ -61,7 +76,7 @@ def generation_recipes(
     method: str,
     settings: dict,
     seed: int,
-) -> dict[str, dict]:
+) -> dict[str, Recipe]:
     """{model name: recipe} of the pool's newest generation, whose parents are found through
     member_location(root, experts)."""
     recipes = {}
@@ -71,13 +86,13 @@ def generation_recipes(
         names = [file_name(track, variant, parent) for parent in member.parents]
         parents = tuple(Source(name, member_location(name, root, experts)) for name in names)
         recipe = merge_recipe(method, track, MergeInputs(base, parents, seed), settings, None)
-        recipe["metadata"] = {
+        metadata = {
             "method": variant,
             "track": track,
             "source": "+".join(parent.name for parent in parents),
             "generation": member.generation,
         }
-        recipes[file_name(track, variant, member.name)] = recipe
+        recipes[file_name(track, variant, member.name)] = replace(recipe, metadata=metadata)
     return recipes
 
 
@@ -102,18 +117,20 @@ def step(
     return scored, next_generation(scored, k, explore=explore, kinship=kinship, exploration=exploration)
 
 
-def best_model_recipe(pool: Pool, track: str, variant: str, root: str, experts: Mapping[str, str]) -> dict:
+def best_model_recipe(pool: Pool, track: str, variant: str, root: str, experts: Mapping[str, str]) -> Recipe:
     """The recipe of the pool's best member by dev score (ties: the earlier), as a recipe naming
     that member's folder or recipe, described as the variant's result."""
     best = top_k({member.name: member.score for member in pool.models}, 1)[0]
     name = file_name(track, variant, best)
-    return {
-        "merge_method": "linear",
-        "models": [{"model": member_location(name, root, experts), "parameters": {"weight": 1.0}}],
-        "metadata": {
+    return engine_recipe(
+        "linear",
+        [{"model": member_location(name, root, experts), "parameters": {"weight": 1.0}}],
+        base=None,
+        tokenizer=None,
+        metadata={
             "method": variant,
             "track": track,
             "source": name,
             "generation": pool.model(best).generation,
         },
-    }
+    )

@@ -11,13 +11,20 @@ This project generalises it to N models with λ ~ Dirichlet(a, …, a), whose tw
 Beta(a, a); draws come from a generator seeded by the run's seed, and the draw is chosen on dev.
 """
 
+from __future__ import annotations
+
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from exme.errors import ExmeError
+from exme.pipeline.recipes import engine_recipe
+
+if TYPE_CHECKING:
+    from exme.merge.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ class MergeInputs:
 @dataclass(frozen=True)
 class MergeSystem:
     name: str
-    recipe: Callable[[MergeInputs, dict, str | None], dict]  # (inputs, settings, grid point)
+    recipe: Callable[[MergeInputs, dict, str | None], Recipe]  # (inputs, settings, grid point)
     grid: Callable[[dict], list[str]] | None = None  # its grid points, from its settings
     models: tuple[int, int | None] = (2, None)  # how many input models it merges (min, max)
     settings_key: str | None = None  # its section under `merge_methods` (default: its name)
@@ -70,7 +77,7 @@ def get_system(name: str) -> MergeSystem:
     return SYSTEMS[name]
 
 
-def merge_recipe(method: str, track: str, inputs: MergeInputs, settings: dict, point: str | None) -> dict:
+def merge_recipe(method: str, track: str, inputs: MergeInputs, settings: dict, point: str | None) -> Recipe:
     """The recipe of `method`'s model on `track` (at `point` of its grid, for a method with one)."""
     system = get_system(method)
     if (point is None) == bool(system.points(settings)):
@@ -78,8 +85,7 @@ def merge_recipe(method: str, track: str, inputs: MergeInputs, settings: dict, p
             f"{method}: grid point {point!r} given for a method with grid {system.points(settings)}"
         )
     recipe = system.recipe(inputs, settings, point)
-    recipe["metadata"]["track"] = track
-    return recipe
+    return replace(recipe, metadata={**recipe.metadata, "track": track})
 
 
 def check_system(name: str, n_models: int, where: str) -> None:
@@ -97,11 +103,19 @@ def _models(inputs: MergeInputs, weights: list[float]) -> list[dict]:
     ]
 
 
-def _recipe(method: str, inputs: MergeInputs, models: list[dict], metadata: dict, **extra) -> dict:
-    recipe = {"merge_method": method, "base_model": inputs.base, "models": models, **extra}
-    recipe["tokenizer_source"] = inputs.models[0].path
-    recipe["metadata"] = {"source": inputs.source, **metadata}
-    return recipe
+def _recipe(
+    method: str, inputs: MergeInputs, models: list[dict], metadata: dict, *, base: str | None, **extra
+) -> Recipe:
+    """A system's recipe: the tokenizer of the first input model, described with the inputs' names."""
+    tokenizer = inputs.models[0].path
+    return engine_recipe(
+        method,
+        models,
+        base=base,
+        tokenizer=tokenizer,
+        metadata={"source": inputs.source, **metadata},
+        **extra,
+    )
 
 
 # Grid points are written into file names: "s0.5" is a scaling, "d3" the fourth M³ draw.
@@ -118,41 +132,43 @@ def point_value(point: str) -> float:
     return float(point[1:])
 
 
-def _linear(inputs: MergeInputs, settings: dict, point: str | None) -> dict:
+def _linear(inputs: MergeInputs, settings: dict, point: str | None) -> Recipe:
     weights = [1 / len(inputs.models)] * len(inputs.models)
-    recipe = _recipe("linear", inputs, _models(inputs, weights), {"method": "linear"})
-    del recipe["base_model"]  # an average of the models themselves
-    return recipe
+    # An average of the models themselves: no base model.
+    return _recipe("linear", inputs, _models(inputs, weights), {"method": "linear"}, base=None)
 
 
-def _task_arithmetic(inputs: MergeInputs, settings: dict, point: str | None) -> dict:
+def _task_arithmetic(inputs: MergeInputs, settings: dict, point: str | None) -> Recipe:
     scale = point_value(point)
     models = _models(inputs, [scale] * len(inputs.models))
-    return _recipe("task_arithmetic", inputs, models, {"method": "task_arithmetic", "scaling": scale})
+    metadata = {"method": "task_arithmetic", "scaling": scale}
+    return _recipe("task_arithmetic", inputs, models, metadata, base=inputs.base)
 
 
-def _ties_like(method: str) -> Callable[[MergeInputs, dict, str | None], dict]:
-    def recipe(inputs: MergeInputs, settings: dict, point: str | None) -> dict:
+def _ties_like(method: str) -> Callable[[MergeInputs, dict, str | None], Recipe]:
+    def recipe(inputs: MergeInputs, settings: dict, point: str | None) -> Recipe:
         models = _models(inputs, [1.0] * len(inputs.models))
         for model in models:
             model["parameters"]["density"] = settings["density"]
         metadata = {"method": method, "scaling": settings["scaling"], "density": settings["density"]}
         parameters = {"lambda": settings["scaling"], "normalize": True}
-        return _recipe(method, inputs, models, metadata, parameters=parameters, random_seed=inputs.seed)
+        return _recipe(
+            method, inputs, models, metadata, base=inputs.base, parameters=parameters, random_seed=inputs.seed
+        )
 
     return recipe
 
 
-def _slerp(inputs: MergeInputs, settings: dict, point: str | None) -> dict:
+def _slerp(inputs: MergeInputs, settings: dict, point: str | None) -> Recipe:
     first, second = inputs.models
-    return {
-        "merge_method": "slerp",
-        "base_model": first.path,  # slerp interpolates from its base_model towards the other model
-        "models": [{"model": second.path}],
-        "parameters": {"t": settings["t"]},
-        "tokenizer_source": first.path,
-        "metadata": {"method": "slerp", "source": inputs.source, "t": settings["t"]},
-    }
+    return engine_recipe(
+        "slerp",
+        [{"model": second.path}],
+        base=first.path,  # slerp interpolates from its base_model towards the other model
+        tokenizer=first.path,
+        parameters={"t": settings["t"]},
+        metadata={"method": "slerp", "source": inputs.source, "t": settings["t"]},
+    )
 
 
 register(MergeSystem("linear", _linear))
@@ -175,13 +191,13 @@ def _mixup_points(settings: dict) -> list[str]:
     return [f"d{draw}" for draw in range(settings["draws"])]
 
 
-def _mixup(variant: str) -> Callable[[MergeInputs, dict, str | None], dict]:
+def _mixup(variant: str) -> Callable[[MergeInputs, dict, str | None], Recipe]:
     """M³ at one draw λ: averaging Σλᵢθᵢ, task arithmetic θ₀ + s·Σλᵢτᵢ, or TIES with λ-weighted
     agreeing entries (mergekit's normalised TIES with weights λᵢ); with `dare`, DARE first drops
     and rescales each task vector (for TIES this is mergekit's dare_ties: random drop in place of
     the magnitude trim)."""
 
-    def recipe(inputs: MergeInputs, settings: dict, point: str) -> dict:
+    def recipe(inputs: MergeInputs, settings: dict, point: str) -> Recipe:
         draw = int(point_value(point))
         lambdas = mixup_lambdas(inputs.seed, settings["concentration"], settings["draws"], len(inputs.models))
         weights = lambdas[draw]
@@ -206,10 +222,10 @@ def _mixup(variant: str) -> Callable[[MergeInputs, dict, str | None], dict]:
         )
         for model in models if density is not None else ():
             model["parameters"]["density"] = density
-        recipe = _recipe(method, inputs, models, metadata, parameters=parameters, random_seed=inputs.seed)
-        if method == "linear":
-            del recipe["base_model"]
-        return recipe
+        base = None if method == "linear" else inputs.base
+        return _recipe(
+            method, inputs, models, metadata, base=base, parameters=parameters, random_seed=inputs.seed
+        )
 
     return recipe
 
@@ -230,7 +246,7 @@ def _se_points(settings: dict) -> list[str]:
     return [f"t{t:g}l{layer}" for t in settings["temperatures"] for layer in settings["layers"]]
 
 
-def _se_merging(inputs: MergeInputs, settings: dict, point: str) -> dict:
+def _se_merging(inputs: MergeInputs, settings: dict, point: str) -> Recipe:
     """SE-Merging (Chen et al., arXiv 2506.18135) over the static merge θ₀ + s·Σₖτₖ: the recipe is
     that static merge; its metadata holds the per-sample rescaling's temperature, layer and
     similarity, which exme.evaluate.se_merging applies at evaluation (the model is dynamic, so no
@@ -244,7 +260,8 @@ def _se_merging(inputs: MergeInputs, settings: dict, point: str) -> dict:
         "layer": int(values["l"]),
         "similarity": settings["similarity"],
     }
-    return _recipe("task_arithmetic", inputs, _models(inputs, [scale] * len(inputs.models)), metadata)
+    models = _models(inputs, [scale] * len(inputs.models))
+    return _recipe("task_arithmetic", inputs, models, metadata, base=inputs.base)
 
 
 register(MergeSystem("se_merging", _se_merging, grid=_se_points))

@@ -6,7 +6,13 @@ the extrapolated checkpoints (each at its chosen alpha) with weight beta on EXPO
 1 - beta, shared equally by the others (with the paper's top two: beta and 1 - beta).
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from exme.merge.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -19,13 +25,12 @@ class Checkpoint:
     path: str
 
 
-def expo_recipe(base: str, checkpoint: Checkpoint, alpha: float) -> dict:
-    return _recipe(
+def expo_recipe(base: str, checkpoint: Checkpoint, alpha: float) -> Recipe:
+    return engine_recipe(
         "extrapolate",
-        base,
         [{"model": checkpoint.path, "parameters": {"alpha": alpha}}],
+        base=base,
         tokenizer=checkpoint.path,
-        dtype=None,
         metadata={
             "method": "expo",
             "track": "checkpoint",
@@ -38,7 +43,7 @@ def expo_recipe(base: str, checkpoint: Checkpoint, alpha: float) -> dict:
 
 def exme_recipe(
     base: str, checkpoints: list[Checkpoint], alphas: list[float], beta: float, dtype: str | None
-) -> dict:
+) -> Recipe:
     others = len(checkpoints) - 1
     weights = [beta] + [(1.0 - beta) / others] * others
     models = [
@@ -46,26 +51,34 @@ def exme_recipe(
         for checkpoint, alpha, weight in zip(checkpoints, alphas, weights, strict=True)
     ]
     source = "+".join(checkpoint.name for checkpoint in checkpoints)
-    return _recipe(
+    return engine_recipe(
         "exme",
-        base,
         models,
+        base=base,
         tokenizer=checkpoints[0].path,
-        dtype=dtype,
+        dtype=dtype or None,
         metadata={"method": "exme", "track": "checkpoint", "source": source, "beta": beta},
     )
 
 
-def _recipe(
-    method: str, base: str, models: list[dict], *, tokenizer: str, dtype: str | None, metadata: dict
-) -> dict:
+def engine_recipe(
+    merge_method: str,
+    models: list[dict[str, Any]],
+    *,
+    base: str | None,
+    tokenizer: str | None,
+    metadata: dict[str, Any],
+    **keys: Any,
+) -> Recipe:
+    """A recipe of the run, given in mergekit's keys, as the merge engine's Recipe: checked now
+    rather than when it is first evaluated. `metadata` describes the model (see catalogue)."""
+    # Imported here: the merge engine imports torch, and building the DAG imports this module.
+    from exme.merge.recipe import recipe_from_dict
+
     recipe = {
-        "merge_method": method,
+        "merge_method": merge_method,
         "base_model": base,
         "models": models,
         "tokenizer_source": tokenizer,
     }
-    if dtype:
-        recipe["dtype"] = dtype
-    recipe["metadata"] = metadata
-    return recipe
+    return recipe_from_dict({**recipe, **keys, "metadata": metadata})
